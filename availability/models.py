@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.db import models
+
+from workspaces.models import Workspace
+
+
+class AvailabilitySnapshot(models.Model):
+    """The workspace's cached free meeting slots (one row per workspace)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="availability")
+    provider = models.CharField(max_length=16, blank=True, default="")
+    resolved_ids = models.JSONField(blank=True, default=dict)
+    slots_utc = models.JSONField(blank=True, default=list, help_text="ISO-8601 UTC start times")
+    range_start = models.DateTimeField(null=True, blank=True)
+    range_end = models.DateTimeField(null=True, blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    stale_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    fallback_used = models.CharField(max_length=64, blank=True, default="")
+    fallback_reason = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"availability of {self.workspace_id}"
+
+    @property
+    def is_stale(self) -> bool:
+        from django.utils import timezone
+
+        return self.stale_at is None or self.stale_at <= timezone.now()

@@ -1,0 +1,211 @@
+"""Leadline settings. Everything comes from the environment (django-environ).
+
+Defaults are the embedded development setup: SQLite under ``var/`` and kombu's
+filesystem broker under ``var/broker/``. Production points ``DATABASE_URL`` at
+PostgreSQL and ``CELERY_BROKER_URL`` at Redis. Every variable is documented in
+README.md with its default.
+"""
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("LEADLINE_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+# --- Core -------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-insecure-leadline-secret-key-change-me" if DEBUG else None)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Public base URL used to print webhook URLs (configure_workspace, admin).
+PUBLIC_BASE_URL = env.str("LEADLINE_PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "core",
+    "workspaces",
+    "leads",
+    "messaging",
+    "drafts",
+    "availability",
+    "ghl",
+    "emailbison",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'leadline.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded setup runs web + worker + beat on one file: wait for locks
+    # instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- I18N / static ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Credentials at rest ----------------------------------------------------
+# One or more Fernet keys, comma separated. The first encrypts; all decrypt
+# (MultiFernet), which is how a key is rotated: prepend the new key, run
+# `manage.py rotate_encryption_key`, then drop the old one.
+_default_field_key = ""
+if DEBUG:
+    _default_field_key = base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEY", default=[_default_field_key] if _default_field_key else [])
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Fail fast when Redis is away: a webhook must answer in milliseconds and
+    # leave the work to the sweeper rather than hang on a dead socket.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": env.float("CELERY_BROKER_CONNECT_TIMEOUT_S", default=0.5),
+        "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT_S", default=2.0),
+        # Longer than the hard limit of any task, so acks_late tasks are not
+        # redelivered while still running.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=3600),
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT_S", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT_S", default=90)
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# --- Providers --------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
+GHL_API_BASE_URL = env.str("GHL_API_BASE_URL", default="https://services.leadconnectorhq.com").rstrip("/")
+GHL_BACKEND_BASE_URL = env.str("GHL_BACKEND_BASE_URL", default="https://backend.leadconnectorhq.com").rstrip("/")
+CALENDLY_API_BASE_URL = env.str("CALENDLY_API_BASE_URL", default="https://api.calendly.com").rstrip("/")
+
+# --- Tuning knobs (README lists each with its default) ---------------------
+OPENAI_DRAFT_MODEL = env.str("OPENAI_DRAFT_MODEL", default="gpt-5-mini")
+OPENAI_DRAFT_FALLBACK_MODEL = env.str("OPENAI_DRAFT_FALLBACK_MODEL", default="gpt-4.1-mini")
+OPENAI_CLASSIFY_MODEL = env.str("OPENAI_CLASSIFY_MODEL", default="gpt-5-nano")
+OPENAI_DRAFT_TOKEN_BUDGET_MULTIPLIER = env.float("OPENAI_DRAFT_TOKEN_BUDGET_MULTIPLIER", default=3.0)
+OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP = env.int("OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP", default=8000)
+OPENAI_DRAFT_TIMEOUT_S = env.float("OPENAI_DRAFT_TIMEOUT_S", default=25.0)
+OPENAI_CLASSIFY_TIMEOUT_S = env.float("OPENAI_CLASSIFY_TIMEOUT_S", default=10.0)
+DRAFT_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_TASK_SOFT_TIME_LIMIT_S", default=90)
+DRAFT_TASK_TIME_LIMIT_S = env.int("DRAFT_TASK_TIME_LIMIT_S", default=120)
+DRAFT_CONTEXT_MESSAGES = env.int("DRAFT_CONTEXT_MESSAGES", default=10)
+DRAFT_SWEEP_AFTER_S = env.int("DRAFT_SWEEP_AFTER_S", default=120)
+
+GHL_REQUESTS_PER_10S = env.int("GHL_REQUESTS_PER_10S", default=90)
+GHL_MAX_429_RETRIES = env.int("GHL_MAX_429_RETRIES", default=5)
+GHL_FETCH_TIMEOUT_S = env.float("GHL_FETCH_TIMEOUT_S", default=15.0)
+SYNC_ALL_CONCURRENCY = env.int("SYNC_ALL_CONCURRENCY", default=3)
+
+AVAILABILITY_REFRESH_MINUTES = env.int("AVAILABILITY_REFRESH_MINUTES", default=10)
+AVAILABILITY_FETCH_TIMEOUT_S = env.float("AVAILABILITY_FETCH_TIMEOUT_S", default=8.0)
+AVAILABILITY_WORKSPACE_DEADLINE_S = env.float("AVAILABILITY_WORKSPACE_DEADLINE_S", default=20.0)
+AVAILABILITY_DAYS_AHEAD = env.int("AVAILABILITY_DAYS_AHEAD", default=14)
+AVAILABILITY_STALE_AFTER_MINUTES = env.int("AVAILABILITY_STALE_AFTER_MINUTES", default=60)
+
+DEFAULT_PHONE_REGION = env.str("DEFAULT_PHONE_REGION", default="US")
+
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
+WEBHOOK_SIGNATURE_MAX_AGE_S = env.int("WEBHOOK_SIGNATURE_MAX_AGE_S", default=300)
+DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES + 1024
+
+# --- DRF --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Logging and error reporting --------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "core.redaction.RedactingFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": "INFO"},
+    },
+}
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from core.sentry import sentry_init
+
+    sentry_init(dsn=SENTRY_DSN, environment=env.str("SENTRY_ENVIRONMENT", default="production"))

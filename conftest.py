@@ -1,0 +1,53 @@
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_network_by_default(monkeypatch):
+    """Every test runs with outbound HTTP to real providers impossible.
+
+    Provider base URLs point at an unroutable local port unless a test
+    overrides them (``responses`` mocks or a local fake server).
+    """
+    from django.conf import settings
+
+    monkeypatch.setattr(settings, "GHL_API_BASE_URL", "http://127.0.0.1:9/ghl", raising=False)
+    monkeypatch.setattr(settings, "GHL_BACKEND_BASE_URL", "http://127.0.0.1:9/ghl-backend", raising=False)
+    monkeypatch.setattr(settings, "CALENDLY_API_BASE_URL", "http://127.0.0.1:9/calendly", raising=False)
+    monkeypatch.setattr(settings, "OPENAI_BASE_URL", "http://127.0.0.1:9/v1", raising=False)
+    monkeypatch.setattr(settings, "OPENAI_API_KEY", "sk-test-not-a-real-key", raising=False)
+
+
+@pytest.fixture
+def workspace(db):
+    from workspaces.services import workspace_configure
+
+    ws, _ = workspace_configure(
+        slug="acme",
+        changes={
+            "name": "Acme Roofing",
+            "timezone": "America/New_York",
+            "webhook_secret": "whsec-acme-0123456789abcdef",
+            "ghl_location_id": "LOC_ACME_123",
+            "ghl_token": "pit-11111111-2222-3333-4444-555555555555",
+            "persona_name": "Sam",
+            "company_name": "Acme Roofing",
+        },
+    )
+    return ws
+
+
+@pytest.fixture
+def other_workspace(db):
+    from workspaces.services import workspace_configure
+
+    ws, _ = workspace_configure(
+        slug="globex",
+        changes={
+            "name": "Globex",
+            "timezone": "Europe/London",
+            "webhook_secret": "whsec-globex-0123456789abcdef",
+            "ghl_location_id": "LOC_GLOBEX_456",
+            "ghl_token": "pit-99999999-8888-7777-6666-555555555555",
+        },
+    )
+    return ws

@@ -1,0 +1,160 @@
+"""Start and stop real processes for end-to-end tests and benchmarks.
+
+- ``celery_worker(...)``: a real ``celery -A config worker`` subprocess.
+- ``gunicorn_server(...)``: the WSGI app under gunicorn on a free port.
+- ``free_port()`` and ``wait_for_port()``.
+
+Each is a context manager that always stops what it started (process group
+kill), so a failing test cannot leave workers behind. The child processes get
+the current environment plus ``env`` overrides; point ``DATABASE_URL`` at the
+test database (``live_database_url()``) so they see the test's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
+
+
+def live_database_url() -> str:
+    """The URL of the database the current Django connection uses (the test DB under pytest)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"] != "django.db.backends.postgresql":
+        raise RuntimeError("end-to-end processes need PostgreSQL")
+    user = s.get("USER") or "postgres"
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    host = s.get("HOST") or "127.0.0.1"
+    port = s.get("PORT") or "5432"
+    return f"postgres://{user}{password}@{host}:{port}/{s['NAME']}"
+
+
+def _child_env(env: dict[str, str] | None) -> dict[str, str]:
+    child = dict(os.environ)
+    child.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    child["PYTHONUNBUFFERED"] = "1"
+    child.update(env or {})
+    return child
+
+
+def _stop(proc: subprocess.Popen, *, grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def celery_worker(
+    *,
+    env: dict[str, str] | None = None,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    queues: str | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 30.0,
+) -> Iterator[subprocess.Popen]:
+    """Run a real Celery worker until the block exits. Waits for it to be ready."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h",
+    ]
+    if queues:
+        args.append(f"--queues={queues}")
+    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"leadline-worker-{os.getpid()}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early ({proc.returncode}); see {log_path}")
+            if " ready." in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"celery worker not ready in {ready_timeout}s; see {log_path}")
+        yield proc
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def gunicorn_server(
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 2,
+    threads: int = 1,
+    port: int | None = None,
+    log_path: Path | None = None,
+    extra_args: list[str] | None = None,
+) -> Iterator[str]:
+    """Serve config.wsgi under gunicorn; yields the base URL."""
+    port = port or free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        f"--threads={threads}",
+        "--log-level=warning",
+        *(extra_args or []),
+    ]
+    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"leadline-gunicorn-{os.getpid()}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+        log.close()

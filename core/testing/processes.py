@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,7 +104,7 @@ def celery_worker(
     ]
     if queues:
         args.append(f"--queues={queues}")
-    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"leadline-worker-{os.getpid()}.log"
+    log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-worker-{os.getpid()}.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -147,7 +148,7 @@ def gunicorn_server(
         "--log-level=warning",
         *(extra_args or []),
     ]
-    log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"leadline-gunicorn-{os.getpid()}.log"
+    log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-gunicorn-{os.getpid()}.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True

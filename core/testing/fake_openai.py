@@ -1,0 +1,416 @@
+"""A local fake of the OpenAI Responses API (``POST /v1/responses``).
+
+Answers real Responses API shapes that the official ``openai`` SDK parses:
+``status`` completed/incomplete, ``incomplete_details.reason ==
+"max_output_tokens"``, output message items with ``output_text`` content,
+``usage`` with reasoning tokens; plus 500s and 429s with ``Retry-After``.
+
+Use it in-process::
+
+    with fake_openai_server(latency_s=0.05, script=["incomplete", "ok"]) as fake:
+        client = OpenAI(base_url=fake.base_url, api_key="sk-test")
+        ...
+        fake.requests        # received request bodies (dicts), in order
+        fake.records         # per request: behaviour, status code, server time in seconds
+
+or as a separate process (for a Celery worker to talk to)::
+
+    python -m core.testing.fake_openai --port 8765 --latency 1 \
+        --incomplete-ratio 0.2 --error-ratio 0.1 [--stats-file /tmp/stats.jsonl]
+
+Behaviours (per request; a ``script`` list is consumed first, then the
+ratios decide, seeded so runs are reproducible):
+
+- ``ok``: a completed answer. For ``text.format`` ``json_schema`` requests
+  (classification) valid JSON that matches the schema, picking an enum value
+  deterministically from the input; otherwise a short plausible reply.
+- ``incomplete``: ``status: "incomplete"``, reason ``max_output_tokens``,
+  a truncated text and ``output_tokens == max_output_tokens``.
+- ``empty``: a completed answer whose text is empty.
+- ``500`` / ``503``: server errors. ``429``: rate limited with ``Retry-After``.
+- ``hang``: never answers in time (sleeps ``hang_s``, default 3600 s; the
+  server thread gives up when the client disconnects or the server stops).
+
+Every response carries ``X-Fake-Server-Time-Ms`` (the time the server spent
+on the request), and ``fake.records`` / ``--stats-file`` keep the same figure
+so a benchmark can compute "time in the LLM".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BEHAVIOURS = {"ok", "incomplete", "empty", "500", "503", "429", "hang"}
+
+# Words that steer the classification answer for a given input, first match wins.
+_CLASSIFY_HINTS: list[tuple[str, str]] = [
+    (r"\b(unsubscribe|stop|remove me)\b", "Blacklist"),
+    (r"\bnot interested\b|\bno thanks\b", "Not Interested"),
+    (r"\bout of (the )?office\b|\bon vacation\b", "Out of Office"),
+    (r"\bauto-?reply\b|\bautomated\b", "Automated Reply"),
+    (r"\bmeeting\b|\bmeet\b|\bbook\b", "Meeting Requested"),
+    (r"\bcall\b|\bphone\b", "Call Requested"),
+    (r"\binfo\b|\bdetails\b|\bpricing\b|\bprice\b|\bhow much\b", "Information Requested"),
+    (r"\binterested\b|\byes\b|\bsounds good\b", "Interested"),
+    (r"\blater\b|\bnext (week|month)\b|\bfollow up\b", "Follow Up"),
+]
+
+
+@dataclass
+class RequestRecord:
+    behaviour: str
+    status_code: int
+    server_time_s: float
+    model: str
+    max_output_tokens: int | None
+    kind: str  # "classify" | "draft"
+
+
+@dataclass
+class FakeOpenAI:
+    latency_s: float = 0.0
+    incomplete_ratio: float = 0.0
+    error_ratio: float = 0.0
+    hang: bool = False
+    hang_s: float = 3600.0
+    retry_after_s: float = 1.0
+    seed: int | None = 0
+    script: list[str] = field(default_factory=list)
+    stats_file: str | None = None
+    base_url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.seed)
+        self._stop = threading.Event()
+        self._seen_prompts: set[str] = set()
+        for b in self.script:
+            if b not in BEHAVIOURS:
+                raise ValueError(f"unknown fake behaviour {b!r}; use one of {sorted(BEHAVIOURS)}")
+
+    # -- scripting -------------------------------------------------------
+    def enqueue(self, *behaviours: str) -> None:
+        """Script the next requests' behaviours (consumed before the ratios apply)."""
+        for b in behaviours:
+            if b not in BEHAVIOURS:
+                raise ValueError(f"unknown fake behaviour {b!r}; use one of {sorted(BEHAVIOURS)}")
+        with self._lock:
+            self.script.extend(behaviours)
+
+    def _next_behaviour(self, body: dict[str, Any]) -> str:
+        with self._lock:
+            self.requests.append(body)
+            if self.script:
+                return self.script.pop(0)
+            if self.hang:
+                return "hang"
+            roll = self._rng.random()
+            if roll < self.error_ratio:
+                return "500"
+            # The incomplete ratio hits only a draft's first attempt (the first request
+            # seen with a given prompt), like a model that needs more room than the
+            # plain budget gives it; retries of the same prompt then complete.
+            key = _prompt_key(body)
+            first_attempt = key not in self._seen_prompts
+            self._seen_prompts.add(key)
+            if first_attempt and not _is_classify(body) and self._rng.random() < self.incomplete_ratio:
+                return "incomplete"
+            return "ok"
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+            if self.stats_file:
+                with open(self.stats_file, "a") as fh:
+                    fh.write(json.dumps(record.__dict__) + "\n")
+
+    @property
+    def total_server_time_s(self) -> float:
+        with self._lock:
+            return sum(r.server_time_s for r in self.records)
+
+
+def _prompt_key(body: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps([body.get("instructions"), body.get("input")], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def _is_classify(body: dict[str, Any]) -> bool:
+    fmt = ((body.get("text") or {}).get("format") or {}) if isinstance(body.get("text"), dict) else {}
+    return fmt.get("type") == "json_schema"
+
+
+def _input_text(body: dict[str, Any]) -> str:
+    raw = body.get("input")
+    if isinstance(raw, str):
+        return raw
+    parts: list[str] = []
+    for item in raw or []:
+        if not isinstance(item, dict):
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    return "\n".join(parts)
+
+
+def _last_inbound_text(text: str) -> str:
+    """The classifier prompt ends with the message to classify; hints look there first."""
+    marker = text.rfind("MESSAGE TO CLASSIFY")
+    return text[marker:] if marker >= 0 else text
+
+
+def _classification_json(body: dict[str, Any]) -> str:
+    fmt = body["text"]["format"]
+    schema = fmt.get("schema") or {}
+    props = schema.get("properties") or {}
+    text = _last_inbound_text(_input_text(body)).lower()
+    answer: dict[str, Any] = {}
+    for name, spec in props.items():
+        if "enum" in spec:
+            choices = list(spec["enum"])
+            pick = None
+            for pattern, tag in _CLASSIFY_HINTS:
+                if tag in choices and re.search(pattern, text):
+                    pick = tag
+                    break
+            if pick is None:
+                pick = "Neutral" if "Neutral" in choices else choices[0]
+            answer[name] = pick
+        elif spec.get("type") == "number":
+            answer[name] = 0.9
+        elif spec.get("type") == "integer":
+            answer[name] = 1
+        elif spec.get("type") == "boolean":
+            answer[name] = False
+        else:
+            answer[name] = "fake classification"
+    return json.dumps(answer)
+
+
+def _draft_text(body: dict[str, Any]) -> str:
+    text = _input_text(body) + "\n" + str(body.get("instructions") or "")
+    sms = "channel: sms" in text.lower()
+    if sms:
+        return "Thanks for getting back to us! Would Tuesday at 10am or Wednesday at 2pm work for a quick call?"
+    return (
+        "Hi there,\n\nThanks for your reply. Happy to share more details and find a time that suits you. "
+        "Would Tuesday at 10am or Wednesday at 2pm work for a short call?\n\nBest regards,\nSam"
+    )
+
+
+def _response_body(body: dict[str, Any], behaviour: str) -> dict[str, Any]:
+    model = str(body.get("model") or "gpt-fake")
+    max_out = body.get("max_output_tokens")
+    classify = _is_classify(body)
+    input_tokens = max(1, len(_input_text(body)) // 4)
+    if behaviour == "incomplete":
+        text = _draft_text(body)[:20] if not classify else '{"sentiment": "Inte'
+        # The whole budget was spent, mostly on reasoning, as real models do.
+        budget = int(max_out or 256)
+        output_tokens = min(6, budget)
+        reasoning = budget - output_tokens
+        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+        msg_status = "incomplete"
+    else:
+        text = "" if behaviour == "empty" else (_classification_json(body) if classify else _draft_text(body))
+        output_tokens = max(1, len(text) // 4)
+        reasoning = 16
+        status, incomplete, msg_status = "completed", None, "completed"
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": None,
+        "incomplete_details": incomplete,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": max_out,
+        "model": model,
+        "output": [
+            {
+                "id": f"rs_{uuid.uuid4().hex}",
+                "type": "reasoning",
+                "summary": [],
+            },
+            {
+                "id": f"msg_{uuid.uuid4().hex}",
+                "type": "message",
+                "role": "assistant",
+                "status": msg_status,
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            },
+        ],
+        "parallel_tool_calls": True,
+        "temperature": 1.0,
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens + reasoning,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": input_tokens + output_tokens + reasoning,
+        },
+        "metadata": body.get("metadata") or {},
+    }
+
+
+def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+        def _send_json(self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802
+            started = time.monotonic()
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if not self.path.rstrip("/").endswith("/responses"):
+                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                self._send_json(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
+                return
+            behaviour = fake._next_behaviour(body)
+            kind = "classify" if _is_classify(body) else "draft"
+            if behaviour == "hang":
+                fake._stop.wait(fake.hang_s)
+                fake._record(
+                    RequestRecord(behaviour, 0, time.monotonic() - started, str(body.get("model")), None, kind)
+                )
+                with contextlib.suppress(OSError):
+                    self.connection.close()
+                return
+            if fake.latency_s:
+                fake._stop.wait(fake.latency_s)
+            headers: dict[str, str] = {}
+            if behaviour in {"500", "503"}:
+                code = int(behaviour)
+                payload: dict[str, Any] = {
+                    "error": {"message": "The server had an error.", "type": "server_error", "code": None}
+                }
+            elif behaviour == "429":
+                code = 429
+                headers["Retry-After"] = f"{fake.retry_after_s:g}"
+                payload = {"error": {"message": "Rate limit reached.", "type": "rate_limit_error", "code": None}}
+            else:
+                code = 200
+                payload = _response_body(body, behaviour)
+            elapsed = time.monotonic() - started
+            headers["X-Fake-Server-Time-Ms"] = f"{elapsed * 1000:.3f}"
+            fake._record(
+                RequestRecord(behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind)
+            )
+            self._send_json(code, payload, headers)
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+@contextlib.contextmanager
+def fake_openai_server(
+    *,
+    latency_s: float = 0.0,
+    incomplete_ratio: float = 0.0,
+    error_ratio: float = 0.0,
+    hang: bool = False,
+    seed: int | None = 0,
+    script: list[str] | None = None,
+    retry_after_s: float = 1.0,
+    port: int = 0,
+    stats_file: str | None = None,
+) -> Iterator[FakeOpenAI]:
+    """Run the fake in a background thread; yields the FakeOpenAI with ``base_url`` set."""
+    fake = FakeOpenAI(
+        latency_s=latency_s,
+        incomplete_ratio=incomplete_ratio,
+        error_ratio=error_ratio,
+        hang=hang,
+        seed=seed,
+        script=list(script or []),
+        retry_after_s=retry_after_s,
+        stats_file=stats_file,
+    )
+    server = _Server(("127.0.0.1", port), _make_handler(fake))
+    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake._stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local fake of the OpenAI Responses API")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--incomplete-ratio", type=float, default=0.0)
+    parser.add_argument("--error-ratio", type=float, default=0.0)
+    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--script", default="", help="comma-separated behaviours for the first requests")
+    parser.add_argument("--stats-file", default=None, help="append one JSON line per request")
+    args = parser.parse_args(argv)
+    script = [s for s in args.script.split(",") if s]
+    with fake_openai_server(
+        latency_s=args.latency,
+        incomplete_ratio=args.incomplete_ratio,
+        error_ratio=args.error_ratio,
+        hang=args.hang,
+        seed=args.seed,
+        script=script,
+        port=args.port,
+        stats_file=args.stats_file,
+    ) as fake:
+        print(f"fake OpenAI listening on {fake.base_url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

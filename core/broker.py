@@ -19,10 +19,10 @@ def broker_check(timeout: float = 1.0) -> tuple[bool, str]:
         except OSError as exc:
             return False, f"broker folder not writable: {type(exc).__name__}"
         return True, ""
-    from config.celery_app import app
+    from kombu import Connection
 
     try:
-        with app.connection_for_write() as conn:
+        with Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         return False, type(exc).__name__

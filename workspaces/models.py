@@ -19,6 +19,10 @@ def generate_webhook_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# Encrypted credentials: write-only in admin, masked in every output.
+SECRET_FIELDS = ("webhook_secret", "ghl_token", "emailbison_token", "calendly_token")
+
+
 class BookingProvider(models.TextChoices):
     GHL = "ghl", "GoHighLevel calendar"
     CALENDLY = "calendly", "Calendly"

@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.redaction import redact_data, redact_text
-from workspaces.models import SLUG_VALIDATOR, BookingProvider, IntegrationError, Workspace
+from workspaces.models import SECRET_FIELDS, SLUG_VALIDATOR, BookingProvider, IntegrationError, Workspace
 
 # --- Workspaces --------------------------------------------------------------
 
@@ -142,12 +142,21 @@ def integration_error_record(
     raise RuntimeError("integration_error_record could not settle after concurrent inserts")
 
 
-def integration_error_resolve(
-    *, workspace: Workspace | int, source: str, codes: Iterable[str] | None = None
-) -> int:
+def integration_error_resolve(*, workspace: Workspace | int, source: str, codes: Iterable[str] | None = None) -> int:
     """Mark open errors of ``source`` (optionally only ``codes``) resolved. Returns how many."""
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
     qs = IntegrationError.objects.filter(workspace_id=workspace_id, source=source, resolved_at__isnull=True)
     if codes is not None:
         qs = qs.filter(code__in=list(codes))
     return qs.update(resolved_at=timezone.now())
+
+
+@transaction.atomic
+def workspace_credentials_reencrypt() -> int:
+    """Rewrite every workspace's credentials with the primary encryption key (key rotation)."""
+    count = 0
+    for workspace in Workspace.objects.select_for_update().order_by("pk"):
+        # Reading decrypted with any key of the MultiFernet; saving encrypts with the first.
+        workspace.save(update_fields=[*SECRET_FIELDS, "updated_at"])
+        count += 1
+    return count

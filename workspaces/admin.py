@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
+
+from core.redaction import mask_secret
+from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace, generate_webhook_secret
+from workspaces.services import integration_error_resolve
+
+
+class WriteOnlySecretWidget(forms.PasswordInput):
+    """Never renders the stored value; shows its mask as the placeholder."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["render_value"] = False
+        super().__init__(*args, **kwargs)
+
+
+class WorkspaceAdminForm(forms.ModelForm):
+    """Secrets are write-only: a blank submission keeps the stored value."""
+
+    clear_secrets = forms.MultipleChoiceField(
+        choices=[(f, f.replace("_", " ")) for f in SECRET_FIELDS if f != "webhook_secret"],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Tick to remove a stored credential.",
+    )
+
+    class Meta:
+        model = Workspace
+        fields = SECRET_FIELDS  # the admin's fieldsets add the rest
+        widgets = {name: WriteOnlySecretWidget() for name in SECRET_FIELDS}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            field = self.fields[name]
+            field.required = False
+            stored = getattr(self.instance, name, "") if self.instance.pk else ""
+            field.widget.attrs["placeholder"] = mask_secret(stored) if stored else "not set"
+            field.widget.attrs["autocomplete"] = "new-password"
+            field.help_text = "Write-only. Leave blank to keep the current value."
+            self.initial[name] = ""
+
+    def clean(self):
+        cleaned = super().clean()
+        stored = Workspace.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        for name in SECRET_FIELDS:
+            if not cleaned.get(name):
+                cleaned[name] = getattr(stored, name) if stored else ""
+        for name in cleaned.get("clear_secrets") or []:
+            cleaned[name] = ""
+        secret = cleaned.get("webhook_secret")
+        if not secret:
+            cleaned["webhook_secret"] = generate_webhook_secret()
+        elif len(secret) < 16:
+            self.add_error("webhook_secret", "must be at least 16 characters")
+        return cleaned
+
+
+class OpenIntegrationErrorInline(admin.TabularInline):
+    model = IntegrationError
+    verbose_name_plural = "Open integration errors"
+    fields = ("source", "code", "count", "last_seen", "first_seen", "message")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-last_seen",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(resolved_at__isnull=True)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+def _admin_changelist_link(app_label: str, model: str, workspace: Workspace, label: str) -> str:
+    try:
+        url = reverse(f"admin:{app_label}_{model}_changelist")
+    except NoReverseMatch:
+        return ""
+    return format_html('<a href="{}?workspace__id__exact={}">{}</a>', url, workspace.pk, label)
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    form = WorkspaceAdminForm
+    list_display = ("slug", "name", "timezone", "is_active", "booking_provider", "open_errors", "credentials")
+    list_filter = ("is_active", "booking_provider")
+    search_fields = ("slug", "name", "ghl_location_id")
+    readonly_fields = ("related_links", "webhook_urls", "masked_credentials", "created_at", "updated_at")
+    inlines = [OpenIntegrationErrorInline]
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "timezone", "is_active", "related_links", "webhook_urls")}),
+        (
+            "Credentials (write-only)",
+            {
+                "fields": (
+                    "masked_credentials",
+                    "webhook_secret",
+                    "verify_ghl_signatures",
+                    "ghl_location_id",
+                    "ghl_token",
+                    "emailbison_base_url",
+                    "emailbison_token",
+                    "calendly_token",
+                    "clear_secrets",
+                )
+            },
+        ),
+        (
+            "Booking",
+            {
+                "fields": (
+                    "booking_provider",
+                    "ghl_calendar_id",
+                    "ghl_booking_url",
+                    "calendly_event_type_uri",
+                    "calendly_booking_url",
+                    "business_hours_start",
+                    "business_hours_end",
+                    "business_days",
+                )
+            },
+        ),
+        (
+            "AI persona",
+            {
+                "fields": (
+                    "persona_name",
+                    "persona_tone",
+                    "company_name",
+                    "offer_description",
+                    "signature",
+                    "slots_to_offer",
+                )
+            },
+        ),
+        ("Timestamps", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        from django.db.models import Count, Q
+
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_open_errors=Count("integration_errors", filter=Q(integration_errors__resolved_at__isnull=True)))
+        )
+
+    def get_inlines(self, request, obj):
+        inlines = list(self.inlines)
+        try:
+            from availability.admin import AvailabilitySnapshotInline
+        except ImportError:
+            return inlines
+        return [AvailabilitySnapshotInline, *inlines]
+
+    @admin.display(description="Open errors", ordering="_open_errors")
+    def open_errors(self, obj: Workspace) -> int:
+        return obj._open_errors
+
+    @admin.display(description="Credentials")
+    def credentials(self, obj: Workspace) -> str:
+        labels = {"ghl_token": "GHL", "emailbison_token": "EmailBison", "calendly_token": "Calendly"}
+        return ", ".join(label for name, label in labels.items() if getattr(obj, name)) or "none"
+
+    @admin.display(description="Stored credentials")
+    def masked_credentials(self, obj: Workspace) -> str:
+        return format_html_join(
+            "",
+            "<div><code>{}</code>: {}</div>",
+            ((name, mask_secret(getattr(obj, name)) or "not set") for name in SECRET_FIELDS),
+        )
+
+    @admin.display(description="Webhook URLs")
+    def webhook_urls(self, obj: Workspace) -> str:
+        if not obj.pk:
+            return "-"
+        from workspaces.selectors import workspace_webhook_urls
+
+        urls = workspace_webhook_urls(workspace=obj)
+        return format_html_join("", "<div>{}: <code>{}</code></div>", urls.items())
+
+    @admin.display(description="Related")
+    def related_links(self, obj: Workspace) -> str:
+        if not obj.pk:
+            return "-"
+        links = [
+            _admin_changelist_link("leads", "lead", obj, "Leads"),
+            _admin_changelist_link("messaging", "message", obj, "Messages"),
+            _admin_changelist_link("drafts", "draft", obj, "Drafts"),
+            _admin_changelist_link("messaging", "webhookevent", obj, "Webhook events"),
+            _admin_changelist_link("workspaces", "integrationerror", obj, "Integration errors"),
+        ]
+        return format_html_join(" · ", "{}", ((link,) for link in links if link))
+
+
+class ResolvedFilter(admin.SimpleListFilter):
+    title = "resolved"
+    parameter_name = "resolved"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Open"), ("yes", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(IntegrationError)
+class IntegrationErrorAdmin(admin.ModelAdmin):
+    list_display = ("workspace", "source", "code", "count", "last_seen", "first_seen", "is_open", "short_message")
+    list_filter = ("workspace", "source", ResolvedFilter)
+    search_fields = ("code", "workspace__slug")
+    ordering = ("-last_seen",)
+    list_select_related = ("workspace",)
+    readonly_fields = (
+        "workspace",
+        "source",
+        "code",
+        "message",
+        "context",
+        "count",
+        "first_seen",
+        "last_seen",
+        "resolved_at",
+    )
+    actions = ["mark_resolved"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(boolean=True, description="Open")
+    def is_open(self, obj: IntegrationError) -> bool:
+        return obj.resolved_at is None
+
+    @admin.display(description="Message")
+    def short_message(self, obj: IntegrationError) -> str:
+        return (obj.message[:120] + "…") if len(obj.message) > 120 else obj.message
+
+    @admin.action(description="Mark selected errors resolved")
+    def mark_resolved(self, request, queryset):
+        count = 0
+        for err in queryset.filter(resolved_at__isnull=True).select_related("workspace"):
+            count += integration_error_resolve(workspace=err.workspace_id, source=err.source, codes=[err.code])
+        self.message_user(request, f"{count} error(s) marked resolved.")

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.urls import reverse
+
+from workspaces.models import IntegrationError, Workspace
+
+
+def workspace_webhook_urls(*, workspace: Workspace) -> dict[str, str]:
+    """Where providers should post this workspace's events (authenticate with the
+    ``X-Webhook-Secret`` header, or ``?secret=`` where a provider cannot set headers)."""
+    base = settings.PUBLIC_BASE_URL
+    return {
+        "ghl": f"{base}/webhooks/ghl/{workspace.slug}/",
+        "emailbison": f"{base}/webhooks/emailbison/{workspace.slug}/",
+        "admin": f"{base}{reverse('admin:workspaces_workspace_change', args=[workspace.pk])}",
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
+    """The workspace's state, as printed by ``workspace_report <slug> --json``."""
+    from availability.models import AvailabilitySnapshot
+    from drafts.models import Draft
+    from leads.models import Lead
+    from messaging.models import Direction, Message
+
+    by_sentiment = dict(
+        Lead.objects.filter(workspace=workspace)
+        .values("sentiment")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("sentiment", "n")
+    )
+    by_direction = dict(
+        Message.objects.filter(workspace=workspace)
+        .values("direction")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("direction", "n")
+    )
+    drafts = dict(
+        Draft.objects.filter(workspace=workspace)
+        .values("status")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("status", "n")
+    )
+    open_errors = [
+        {
+            "source": err.source,
+            "code": err.code,
+            "count": err.count,
+            "last_seen": _iso(err.last_seen),
+            "message": err.message,
+        }
+        for err in IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).order_by("-last_seen")
+    ]
+    snapshot = AvailabilitySnapshot.objects.filter(workspace=workspace).first()
+    availability = {
+        "provider": (snapshot.provider or None) if snapshot else None,
+        "slots": len(snapshot.slots_utc) if snapshot else 0,
+        "fetched_at": _iso(snapshot.fetched_at) if snapshot else None,
+        "stale": snapshot.is_stale if snapshot else True,
+        "last_error": (snapshot.last_error or None) if snapshot else None,
+    }
+    return {
+        "workspace": workspace.slug,
+        "leads": sum(by_sentiment.values()),
+        "leads_by_sentiment": by_sentiment,
+        "messages": {
+            "inbound": by_direction.get(Direction.INBOUND, 0),
+            "outbound": by_direction.get(Direction.OUTBOUND, 0),
+        },
+        "drafts": drafts,
+        "open_errors": open_errors,
+        "availability": availability,
+        "last_sync": _last_sync(workspace=workspace),
+    }
+
+
+def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
+    """The latest GHL sync run, once the GHL sync app records them (None until then)."""
+    try:
+        from ghl.models import SyncRun  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    run = SyncRun.objects.filter(workspace=workspace).order_by("-started_at").first()
+    if run is None:
+        return None
+    return {
+        "status": run.status,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "leads_total": run.leads_total,
+        "leads_ok": run.leads_ok,
+        "leads_failed": run.leads_failed,
+        "rate_limited": run.rate_limited,
+    }

@@ -31,8 +31,8 @@ ratios decide, seeded so runs are reproducible):
 - ``hang``: never answers in time (sleeps ``hang_s``, default 3600 s; the
   server thread gives up when the client disconnects or the server stops).
 
-Every response carries ``X-Fake-Server-Time-Ms`` (the time the server spent
-on the request), and ``fake.records`` / ``--stats-file`` keep the same figure
+Every response carries ``X-Fake-Server-Time-Ms`` and ``openai-processing-ms``
+(the time the server spent on the request), and ``fake.records`` / ``--stats-file`` keep the same figure
 so a benchmark can compute "time in the LLM".
 """
 
@@ -334,6 +334,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 payload = _response_body(body, behaviour)
             elapsed = time.monotonic() - started
             headers["X-Fake-Server-Time-Ms"] = f"{elapsed * 1000:.3f}"
+            # The real API reports its own processing time in this header too.
+            headers["openai-processing-ms"] = f"{elapsed * 1000:.3f}"
             fake._record(
                 RequestRecord(behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind)
             )

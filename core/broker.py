@@ -22,7 +22,9 @@ def broker_check(timeout: float = 1.0) -> tuple[bool, str]:
     from kombu import Connection
 
     try:
-        with Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=timeout) as conn:
+        with Connection(
+            url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=timeout
+        ) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - any failure means "down"
         return False, type(exc).__name__

@@ -13,8 +13,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
+        parser.add_argument("--reset-password", action="store_true", help="give the existing admin a new password")
 
-    def handle(self, *args, username: str, **options):
+    def handle(self, *args, username: str, reset_password: bool, **options):
         workspace, created = workspace_configure(
             slug="demo",
             changes={
@@ -28,9 +29,16 @@ class Command(BaseCommand):
         self.stdout.write(f"workspace 'demo' {'created' if created else 'already there'}")
         User = get_user_model()
         user = User.objects.filter(username=username).first()
-        if user is None:
+        if user is None or reset_password:
             password = secrets.token_urlsafe(12)
-            User.objects.create_superuser(username=username, email="", password=password)
+            if user is None:
+                User.objects.create_superuser(username=username, email="", password=password)
+            else:
+                user.set_password(password)
+                user.save(update_fields=["password"])
             self.stdout.write(f"admin user: {username}  password: {password}")
         else:
-            self.stdout.write(f"admin user {username!r} already exists (password unchanged)")
+            self.stdout.write(
+                f"admin user {username!r} already exists (password unchanged; "
+                "`manage.py bootstrap_demo --reset-password` prints a new one)"
+            )

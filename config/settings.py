@@ -177,6 +177,8 @@ DEFAULT_PHONE_REGION = env.str("DEFAULT_PHONE_REGION", default="US")
 
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 WEBHOOK_SIGNATURE_MAX_AGE_S = env.int("WEBHOOK_SIGNATURE_MAX_AGE_S", default=300)
+# GHL's Ed25519 public key for X-GHL-Signature (PEM, or base64 of the 32 raw bytes); empty = not configured.
+GHL_WEBHOOK_ED25519_PUBLIC_KEY = env.str("GHL_WEBHOOK_ED25519_PUBLIC_KEY", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY_BYTES + 1024
 
 # --- DRF --------------------------------------------------------------------

@@ -1,0 +1,573 @@
+"""The one outbound HTTP resilience layer every provider client uses.
+
+What it guarantees, whatever the server does:
+
+- every attempt has a connect and a read timeout, both capped by the time left
+  in the operation's :class:`Deadline`; the body is read in chunks against the
+  same deadline, so a server that trickles bytes cannot stretch an attempt;
+- idempotent requests are retried with exponential backoff and full jitter
+  (the ``backoff`` library) on connection errors, timeouts, 408/425/429 and
+  5xx; a non-idempotent request is retried only when the server certainly did
+  not process it (connect timeout, 429) or when the caller says it is safe;
+- ``Retry-After`` (seconds or HTTP date) is honoured when it fits in the
+  remaining deadline, otherwise the call gives up at once instead of sleeping
+  past its deadline;
+- an optional :class:`TokenBucket` paces requests and adapts to the
+  ``X-RateLimit-*`` headers the server announces;
+- failures surface as typed :class:`ProviderError` subclasses carrying the
+  status and a message redacted with :func:`core.redaction.redact_text` (the
+  client's own secrets included), never the token or the request headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json as jsonlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import backoff
+import requests
+
+from core.redaction import redact_text
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_BODY_BYTES = 10 * 1024 * 1024
+ERROR_SNIPPET_CHARS = 300
+
+
+# --- Errors ------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """An outbound call failed. ``message`` is redacted and safe to store or log."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        method: str = "",
+        path: str = "",
+        retry_after: float | None = None,
+        attempts: int = 0,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.method = method
+        self.path = redact_text(path, extra_secrets=secrets)
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.message = redact_text(message, extra_secrets=secrets)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        where = f"{self.provider} {self.method} {self.path}".strip()
+        status = f" -> {self.status}" if self.status is not None else ""
+        return f"{where}{status}: {self.message}" if where else self.message
+
+
+class ProviderTimeout(ProviderError):
+    """Connect/read timeout, or the operation's deadline ran out."""
+
+    code = "timeout"
+
+    def __init__(self, message: str, *, connect: bool = False, **kwargs: Any) -> None:
+        self.connect = connect  # True when nothing reached the server
+        super().__init__(message, **kwargs)
+
+
+class ProviderConnectionError(ProviderError):
+    code = "connection_failed"
+
+
+class ProviderRateLimited(ProviderError):
+    code = "rate_limited"
+
+
+class ProviderAuthError(ProviderError):
+    """401 or 403: the credentials are wrong or lack access."""
+
+    code = "auth_failed"
+
+
+class ProviderNotFound(ProviderError):
+    code = "not_found"
+
+
+class ProviderHTTPError(ProviderError):
+    """Any other non-2xx answer (4xx validation errors, 5xx)."""
+
+    code = "http_error"
+
+
+class ProviderBadResponse(ProviderError):
+    """2xx answer whose body is not what the client expected (e.g. not JSON)."""
+
+    code = "bad_response"
+
+
+# --- Deadline ----------------------------------------------------------------
+
+
+class Deadline:
+    """A point in (monotonic) time an operation must finish by. ``None`` seconds: no deadline."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expires_at = None if seconds is None else time.monotonic() + max(0.0, seconds)
+
+    @classmethod
+    def coerce(cls, value: Deadline | float | None) -> Deadline:
+        return value if isinstance(value, Deadline) else cls(value)
+
+    def remaining(self) -> float:
+        if self.expires_at is None:
+            return float("inf")
+        return max(0.0, self.expires_at - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def sub(self, seconds: float | None) -> Deadline:
+        """A deadline that ends ``seconds`` from now or with this one, whichever comes first."""
+        if seconds is None:
+            return self
+        child = Deadline(seconds)
+        if self.expires_at is not None and child.expires_at is not None:
+            child.expires_at = min(child.expires_at, self.expires_at)
+        return child
+
+
+# --- Rate limiting -----------------------------------------------------------
+
+
+class TokenBucket:
+    """Thread-safe token bucket: ``capacity`` requests per ``interval_s``, refilled continuously.
+
+    ``update_from_headers`` adopts the limit the server announces
+    (``X-RateLimit-Max`` / ``X-RateLimit-Interval-Milliseconds``, or
+    ``X-RateLimit-Limit``) and never holds more tokens than the server says
+    remain (``X-RateLimit-Remaining``). One bucket is shared per rate-limit
+    scope (e.g. a GHL location) within a process: see :func:`shared_bucket`.
+    """
+
+    def __init__(self, *, capacity: float, interval_s: float) -> None:
+        if capacity <= 0 or interval_s <= 0:
+            raise ValueError("capacity and interval_s must be positive")
+        self.capacity = float(capacity)
+        self.interval_s = float(interval_s)
+        self._tokens = float(capacity)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / self.interval_s
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def acquire(self, *, deadline: Deadline | None = None, provider: str = "") -> float:
+        """Take one token, sleeping until one is available. Returns seconds waited.
+
+        Raises :class:`ProviderRateLimited` without sleeping when the wait would
+        not fit in the deadline.
+        """
+        deadline = deadline or Deadline(None)
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._refill(now)
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return waited
+                wait = (1.0 - self._tokens) / self.rate
+            if wait > deadline.remaining():
+                raise ProviderRateLimited(
+                    f"local rate limit: next request slot in {wait:.1f}s is past the deadline",
+                    provider=provider,
+                    retry_after=wait,
+                )
+            time.sleep(wait)
+            waited += wait
+
+    def update_from_headers(self, headers: Mapping[str, str]) -> None:
+        def number(name: str) -> float | None:
+            raw = headers.get(name)
+            try:
+                return float(raw) if raw not in (None, "") else None
+            except (TypeError, ValueError):
+                return None
+
+        limit = number("X-RateLimit-Max") or number("X-RateLimit-Limit")
+        interval_ms = number("X-RateLimit-Interval-Milliseconds")
+        remaining = number("X-RateLimit-Remaining")
+        with self._lock:
+            self._refill(time.monotonic())
+            if limit and limit > 0:
+                self.capacity = limit
+            if interval_ms and interval_ms > 0:
+                self.interval_s = interval_ms / 1000.0
+            if remaining is not None and remaining >= 0:
+                self._tokens = min(self._tokens, remaining)
+            self._tokens = min(self._tokens, self.capacity)
+
+    def drain(self) -> None:
+        """Empty the bucket (after a 429: the server says we are over)."""
+        with self._lock:
+            self._refill(time.monotonic())
+            self._tokens = min(self._tokens, 0.0)
+
+
+_buckets: dict[str, TokenBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def shared_bucket(key: str, *, capacity: float, interval_s: float) -> TokenBucket:
+    """The process-wide bucket for ``key`` (created on first use)."""
+    with _buckets_lock:
+        bucket = _buckets.get(key)
+        if bucket is None:
+            bucket = _buckets[key] = TokenBucket(capacity=capacity, interval_s=interval_s)
+        return bucket
+
+
+# --- Client ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_tries: int = 3  # attempts in total, the first included
+    max_rate_limited_tries: int = 4  # attempts in total when the server answers 429
+    base_s: float = 0.5
+    factor: float = 2.0
+    max_wait_s: float = 30.0
+    retry_timeouts: bool = True
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def _wait_gen(*, policy: RetryPolicy, deadline: Deadline, bucket: TokenBucket | None):
+    """backoff wait generator: receives each failure, yields the seconds to sleep.
+
+    Exponential with full jitter, except when the server named a wait
+    (``Retry-After``, or a 429 with an announced rate-limit interval).
+    """
+    exc = yield  # primed by backoff with None
+    attempt = 0
+    while True:
+        if exc is not None and getattr(exc, "retry_after", None) is not None:
+            wait = exc.retry_after + random.uniform(0, 0.1 * exc.retry_after + 0.05)
+        elif isinstance(exc, ProviderRateLimited) and bucket is not None:
+            wait = bucket.interval_s / max(bucket.capacity, 1.0) * random.uniform(1.0, 2.0)
+            wait = max(wait, random.uniform(0, policy.base_s * policy.factor**attempt))
+        else:
+            wait = random.uniform(0, min(policy.max_wait_s, policy.base_s * policy.factor**attempt))
+        attempt += 1
+        exc = yield max(0.0, min(wait, deadline.remaining()))
+
+
+class HttpClient:
+    """A ``requests.Session`` with timeouts, deadline, retries, rate limit and typed errors.
+
+    Provider clients own one and call :meth:`request` / :meth:`get_json`.
+    ``secrets`` are strings (tokens) to scrub from every error message.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str = "",
+        headers: Mapping[str, str] | None = None,
+        connect_timeout_s: float = 3.05,
+        read_timeout_s: float = 15.0,
+        retry: RetryPolicy | None = None,
+        rate_limiter: TokenBucket | None = None,
+        secrets: Iterable[str] = (),
+        session: requests.Session | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.retry = retry or RetryPolicy()
+        self.rate_limiter = rate_limiter
+        self.secrets = tuple(s for s in secrets if s)
+        self.session = session or requests.Session()
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "leadline/1.0"})
+        self.session.headers.update(dict(headers or {}))
+        self.requests_sent = 0
+        self.rate_limited_answers = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public API --
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: Deadline | float | None = None,
+        idempotent: bool | None = None,
+        rate_limited: bool = True,
+    ) -> requests.Response:
+        """Send one logical request (retrying as the policy allows); return the 2xx response.
+
+        ``deadline`` bounds everything: rate-limit waits, attempts, backoff sleeps.
+        """
+        method = method.upper()
+        deadline = Deadline.coerce(deadline)
+        url = self._url(path_or_url)
+        safe = idempotent if idempotent is not None else method in IDEMPOTENT_METHODS
+        tries = {"n": 0}
+
+        def attempt() -> requests.Response:
+            tries["n"] += 1
+            return self._attempt(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                deadline=deadline,
+                rate_limited=rate_limited,
+                attempt_no=tries["n"],
+            )
+
+        def give_up(exc: ProviderError) -> bool:
+            if deadline.expired:
+                return True
+            if exc.retry_after is not None and exc.retry_after > deadline.remaining():
+                return True  # the server asked for a wait we cannot afford
+            if isinstance(exc, ProviderRateLimited):
+                return tries["n"] >= self.retry.max_rate_limited_tries
+            if tries["n"] >= self.retry.max_tries:
+                return True
+            if isinstance(exc, ProviderTimeout):
+                if not self.retry.retry_timeouts:
+                    return True
+                return not (safe or exc.connect)
+            if isinstance(exc, ProviderConnectionError):
+                return not safe
+            if isinstance(exc, ProviderHTTPError):
+                return not (safe and exc.status in RETRYABLE_STATUSES)
+            return True
+
+        retrying = backoff.on_exception(
+            _wait_gen,
+            ProviderError,
+            max_tries=None,  # give_up decides, with the deadline in view
+            jitter=None,  # _wait_gen jitters itself so Retry-After is never shortened
+            giveup=give_up,
+            raise_on_giveup=True,
+            logger=None,
+            on_backoff=self._log_backoff,
+            policy=self.retry,
+            deadline=deadline,
+            bucket=self.rate_limiter,
+        )(attempt)
+        return retrying()
+
+    def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
+        return self.json_of(self.request("GET", path_or_url, **kwargs))
+
+    def json_of(self, response: requests.Response) -> Any:
+        try:
+            return jsonlib.loads(response.content or b"null")
+        except ValueError as exc:
+            raise ProviderBadResponse(
+                f"answer is not JSON ({len(response.content)} bytes)",
+                provider=self.provider,
+                status=response.status_code,
+                method=response.request.method or "",
+                path=_path_of(response.url),
+                secrets=self.secrets,
+            ) from exc
+
+    # -- internals --
+
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def _log_backoff(self, details: dict) -> None:
+        exc = details.get("exception")
+        logger.info(
+            "%s retry %s after %.2fs: %s",
+            self.provider,
+            details.get("tries"),
+            details.get("wait", 0.0),
+            exc.__class__.__name__ if exc is not None else "",
+        )
+
+    def _error_kwargs(self, method: str, url: str, attempt_no: int) -> dict:
+        return {
+            "provider": self.provider,
+            "method": method,
+            "path": _path_of(url),
+            "attempts": attempt_no,
+            "secrets": self.secrets,
+        }
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        deadline: Deadline,
+        rate_limited: bool,
+        attempt_no: int,
+    ) -> requests.Response:
+        err = self._error_kwargs(method, url, attempt_no)
+        if deadline.expired:
+            raise ProviderTimeout("deadline exceeded before the request was sent", connect=True, **err)
+        if rate_limited and self.rate_limiter is not None:
+            self.rate_limiter.acquire(deadline=deadline, provider=self.provider)
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise ProviderTimeout("deadline exceeded before the request was sent", connect=True, **err)
+        timeout = (min(self.connect_timeout_s, remaining), min(self.read_timeout_s, remaining))
+        self.requests_sent += 1
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json, data=data, headers=headers, timeout=timeout, stream=True
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise ProviderTimeout(f"connect timeout after {timeout[0]:.1f}s", connect=True, **err) from exc
+        except requests.exceptions.Timeout as exc:
+            raise ProviderTimeout(f"read timeout after {timeout[1]:.1f}s", **err) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise ProviderConnectionError(f"connection failed: {exc.__class__.__name__}", **err) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ProviderError(f"request failed: {exc.__class__.__name__}", **err) from exc
+        try:
+            self._read_body(response, deadline=deadline, err=err)
+        finally:
+            response.close()
+        if self.rate_limiter is not None:
+            self.rate_limiter.update_from_headers(response.headers)
+        if 200 <= response.status_code < 300:
+            return response
+        raise self._status_error(response, err)
+
+    def _read_body(self, response: requests.Response, *, deadline: Deadline, err: dict) -> None:
+        """Read the whole body in chunks, never past the deadline or the size cap."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ProviderBadResponse(f"answer larger than {MAX_BODY_BYTES} bytes", **err)
+                if deadline.expired:
+                    raise ProviderTimeout("deadline exceeded while reading the answer", **err)
+        except requests.exceptions.ConnectionError as exc:
+            # urllib3 reports a read timeout mid-body as a ConnectionError
+            if "timed out" in str(exc).lower():
+                raise ProviderTimeout("read timeout while reading the answer", **err) from exc
+            raise ProviderConnectionError(f"connection broken while reading: {exc.__class__.__name__}", **err) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ProviderTimeout("read timeout while reading the answer", **err) from exc
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+
+    def _status_error(self, response: requests.Response, err: dict) -> ProviderError:
+        status = response.status_code
+        detail = _error_detail(response)
+        message = f"HTTP {status}" + (f": {detail}" if detail else "")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            if retry_after is None:
+                # Calendly announces the seconds until its window resets instead.
+                retry_after = _reset_seconds(response.headers.get("X-RateLimit-Reset"))
+            self.rate_limited_answers += 1
+            if self.rate_limiter is not None:
+                self.rate_limiter.drain()
+            return ProviderRateLimited(message, status=status, retry_after=retry_after, **err)
+        if status in (401, 403):
+            return ProviderAuthError(message, status=status, **err)
+        if status == 404:
+            return ProviderNotFound(message, status=status, **err)
+        return ProviderHTTPError(message, status=status, retry_after=retry_after if status == 503 else None, **err)
+
+
+def _reset_seconds(value: str | None) -> float | None:
+    """``X-RateLimit-Reset`` as seconds from now (a small number), ignoring epoch timestamps."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    if seconds is None or seconds < 0 or seconds > 3600:
+        return None
+    return seconds
+
+
+def _path_of(url: str) -> str:
+    """The URL without its query string (queries can carry ids or secrets)."""
+    return url.split("?", 1)[0]
+
+
+def _error_detail(response: requests.Response) -> str:
+    """A short, human-readable reason from an error body (JSON ``message``/``title``, else text)."""
+    content = response.content or b""
+    with contextlib.suppress(ValueError):
+        body = jsonlib.loads(content)
+        if isinstance(body, dict):
+            for key in ("message", "error", "title", "detail", "details"):
+                value = body.get(key)
+                if value:
+                    text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+                    return text[:ERROR_SNIPPET_CHARS]
+    text = content.decode("utf-8", errors="replace").strip()
+    if text.startswith("<"):
+        return ""  # HTML error pages say nothing useful
+    return " ".join(text.split())[:ERROR_SNIPPET_CHARS]

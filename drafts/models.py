@@ -36,15 +36,18 @@ class Draft(models.Model):
     usage = models.JSONField(blank=True, default=dict)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # Short machine code when failed/skipped/superseded: timeout, max_output_tokens, empty_output,
+    # server_error, rate_limited, connection_error, bad_request, auth, config, too_long, stale, blacklisted...
+    failure_reason = models.CharField(max_length=32, blank=True, default="")
+    generation_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     offered_slots = models.JSONField(blank=True, default=list)
     prompt_version = models.CharField(max_length=32, blank=True, default="")
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     approved_at = models.DateTimeField(null=True, blank=True)
-    sent_message = models.ForeignKey(
-        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    sent_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 
@@ -13,6 +14,10 @@ from django.conf import settings
 )
 def classify_and_draft(message_id: int) -> None:
     """Classify one inbound message and, for warm leads, write its reply draft."""
-    from drafts.services import message_classify_and_draft
+    from drafts.services import draft_fail_open, message_classify_and_draft
 
-    message_classify_and_draft(message_id=message_id)
+    try:
+        message_classify_and_draft(message_id=message_id)
+    except SoftTimeLimitExceeded:
+        # Generation handles this itself; this covers the steps around it.
+        draft_fail_open(message_id=message_id, failure_reason="timeout", error="the task's soft time limit was reached")

@@ -1,0 +1,147 @@
+"""Sentiment classification of inbound messages: regex fast paths, then the LLM.
+
+Pure functions over text plus one LLM call; the writes (message, lead,
+IntegrationError) live in ``drafts.services``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from drafts import llm
+from leads.models import Sentiment
+
+CLASSIFY_PROMPT_VERSION = "classify-v1"
+CLASSIFY_MAX_OUTPUT_TOKENS = 512
+CLASSIFY_RETRY_MAX_OUTPUT_TOKENS = 1024
+
+# Tags the model may answer. ``New`` (never classified) and ``Snoozed`` (an
+# operator's choice) are states, not something a message can say.
+LLM_TAGS: list[str] = [s.value for s in Sentiment if s not in (Sentiment.NEW, Sentiment.SNOOZED)]
+
+CLASSIFICATION_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "name": "sentiment_classification",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string", "enum": LLM_TAGS}},
+        "required": ["sentiment"],
+        "additionalProperties": False,
+    },
+}
+
+_I = re.IGNORECASE | re.MULTILINE
+
+# Opt-outs: a bare keyword as the whole message, or an explicit request.
+_OPT_OUT_WHOLE = re.compile(r"\A\W*(stop|stop ?all|unsubscribe|cancel|end|quit|opt[ -]?out|remove)\W*\Z", _I)
+_OPT_OUT_PHRASES = re.compile(
+    r"\bunsubscribe\b|\bopt(?:ed)?[ -]?out\b|\bremove me\b|\btake me off\b"
+    r"|\bstop (?:texting|messaging|emailing|contacting|calling|sending)\b"
+    r"|\bdo not (?:contact|text|email|call|message) me\b|\bdon'?t (?:contact|text|email|call|message) me\b"
+    r"|\blose my (?:number|email)\b",
+    _I,
+)
+_BOUNCE = re.compile(
+    r"\bdelivery status notification\b|\bundeliverable\b|\bmail delivery (?:failed|failure|subsystem)\b"
+    r"|\bmailer-daemon\b|\baddress not found\b|\bmessage (?:was )?not delivered\b"
+    r"|\bdelivery has failed\b|\brecipient address rejected\b|\bmailbox (?:unavailable|not found|full)\b",
+    _I,
+)
+_OUT_OF_OFFICE = re.compile(
+    r"\bout of (?:the )?office\b|\bOOO\b|\bon (?:annual |parental |maternity |paternity |sick )?leave\b"
+    r"|\bon (?:vacation|holiday)\b|\baway from (?:the office|my desk|email)\b|\blimited access to (?:my )?e-?mail\b"
+    r"|\bwill be back (?:on|in the office)\b|\breturning (?:to the office )?on\b",
+    _I,
+)
+_AUTOMATED = re.compile(
+    r"\bauto(?:matic|mated)?[- ]?(?:reply|response)\b|\bthis is an automated\b|\bdo not reply to this\b"
+    r"|\bthis (?:mailbox|inbox) is not monitored\b|\bthank you for (?:your email|contacting us)[^.]*\bwe will\b",
+    _I,
+)
+_NOT_INTERESTED = re.compile(
+    r"\bnot interested\b|\bno longer interested\b|\bnot (?:a good fit|for us|for me)\b"
+    r"|\A\W*no,? thanks?(?: you)?\W*\Z|\bno thank you\b|\bwe(?:'re| are) (?:all set|good)\b|\bnot looking\b",
+    _I,
+)
+
+
+def classify_fast(*, body: str, subject: str = "") -> str | None:
+    """The tag when the text says it plainly, else None (then the LLM decides)."""
+    text = f"{subject}\n{body}" if subject else body
+    if _OPT_OUT_WHOLE.search(body or "") or _OPT_OUT_PHRASES.search(text) or _BOUNCE.search(text):
+        return Sentiment.BLACKLIST
+    if _OUT_OF_OFFICE.search(text):
+        return Sentiment.OUT_OF_OFFICE
+    if _AUTOMATED.search(text):
+        return Sentiment.AUTOMATED_REPLY
+    if _NOT_INTERESTED.search(body or ""):
+        return Sentiment.NOT_INTERESTED
+    return None
+
+
+@dataclass
+class ClassificationOutcome:
+    tag: str
+    source: str  # "regex" | "llm" | "provider" | "fallback"
+    calls: list[llm.LLMCall] = field(default_factory=list)
+    error: llm.LLMError | None = None
+
+
+def _transcript(context: list[dict[str, str]]) -> str:
+    lines = []
+    for item in context:
+        who = "LEAD" if item["direction"] == "inbound" else "US"
+        lines.append(f"[{who}] {item['text']}")
+    return "\n".join(lines)
+
+
+def classify_with_llm(
+    *,
+    body: str,
+    subject: str,
+    channel: str,
+    context: list[dict[str, str]],
+    deadline: llm.Deadline,
+) -> ClassificationOutcome:
+    """Ask the LLM for one tag from the strict enum. Raises ``llm.LLMError`` on failure."""
+    instructions = render_to_string("drafts/classify_instructions.txt", {"tags": LLM_TAGS})
+    prompt = render_to_string(
+        "drafts/classify_input.txt",
+        {"channel": channel, "transcript": _transcript(context), "subject": subject, "body": body},
+    )
+    calls: list[llm.LLMCall] = []
+    for budget in (CLASSIFY_MAX_OUTPUT_TOKENS, CLASSIFY_RETRY_MAX_OUTPUT_TOKENS):
+        call = llm.responses_create(
+            model=settings.OPENAI_CLASSIFY_MODEL,
+            instructions=instructions,
+            input=prompt,
+            max_output_tokens=budget,
+            reasoning_effort="low" if budget == CLASSIFY_MAX_OUTPUT_TOKENS else "minimal",
+            text_format=CLASSIFICATION_FORMAT,
+            deadline=deadline,
+            timeout_s=settings.OPENAI_CLASSIFY_TIMEOUT_S,
+        )
+        calls.append(call)
+        if call.status == "incomplete":
+            continue
+        tag = _parse_tag(call.text)
+        if tag is None:
+            raise llm.LLMError("invalid_output", "classification is not one of the tags", call)
+        return ClassificationOutcome(tag=tag, source="llm", calls=calls)
+    raise llm.LLMError("max_output_tokens", "classification incomplete twice", calls[-1])
+
+
+def _parse_tag(text: str) -> str | None:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    tag = data.get("sentiment") if isinstance(data, dict) else None
+    return tag if tag in LLM_TAGS else None

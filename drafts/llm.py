@@ -1,0 +1,253 @@
+"""The one OpenAI wrapper: Responses API calls under an explicit deadline.
+
+- SDK retries are off (``max_retries=0``); this module owns the policy:
+  429, 5xx, timeouts and connection errors are retried with exponential
+  backoff and full jitter (``backoff`` library wait generators), honouring
+  ``Retry-After`` when it fits in the remaining time.
+- A ``Deadline`` covers a whole call chain. Each HTTP attempt's timeout is
+  ``min(per-call timeout, remaining)``, and no attempt starts (no sleep is
+  taken) when the chain would overrun it.
+- Each call reports model, status, usage (input/output/reasoning tokens),
+  latency, the server's own processing time and the number of HTTP attempts.
+
+Nothing here logs prompts, outputs or the API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import backoff
+import openai
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+MAX_HTTP_ATTEMPTS = 4
+BACKOFF_BASE_S = 0.25
+BACKOFF_MAX_S = 4.0
+# Do not start an attempt with less time than this left: it could not finish.
+MIN_ATTEMPT_S = 0.25
+CONNECT_TIMEOUT_S = 3.0
+
+
+class Deadline:
+    """A point in monotonic time that a whole chain of calls must not pass."""
+
+    def __init__(self, seconds: float) -> None:
+        self.total_s = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+
+@dataclass
+class LLMCall:
+    """What one logical call (possibly several HTTP attempts) produced."""
+
+    model: str
+    status: str = ""  # "completed" | "incomplete" | other Response statuses
+    text: str = ""
+    incomplete_reason: str = ""
+    max_output_tokens: int | None = None
+    reasoning_effort: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_ms: int = 0  # wall time of the HTTP attempts
+    server_ms: int = 0  # the server's own processing time, when reported
+    backoff_ms: int = 0  # time slept between attempts
+    http_attempts: int = 0
+    response_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "status": self.status,
+            "incomplete_reason": self.incomplete_reason,
+            "max_output_tokens": self.max_output_tokens,
+            "reasoning_effort": self.reasoning_effort,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "latency_ms": self.latency_ms,
+            "server_ms": self.server_ms,
+            "backoff_ms": self.backoff_ms,
+            "http_attempts": self.http_attempts,
+            "text_chars": len(self.text),
+        }
+
+
+@dataclass
+class LLMError(Exception):
+    """A call that produced no response: ``code`` names why (for drafts and IntegrationErrors)."""
+
+    code: str  # timeout | rate_limited | server_error | connection_error | bad_request | auth | deadline | config
+    detail: str = ""
+    call: LLMCall | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+_clients: dict[tuple[str | None, str], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def openai_client() -> openai.OpenAI:
+    """One SDK client per (base URL, key) per process: keeps the connection pool warm."""
+    key = (settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                if not settings.OPENAI_API_KEY:
+                    raise LLMError("config", "OPENAI_API_KEY is not set")
+                client = openai.OpenAI(
+                    api_key=settings.OPENAI_API_KEY,
+                    base_url=settings.OPENAI_BASE_URL,
+                    max_retries=0,
+                    timeout=openai.Timeout(settings.OPENAI_DRAFT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                )
+                _clients[key] = client
+    return client
+
+
+def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return float(raw_ms) / 1000.0
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
+def _classify_exception(exc: Exception) -> tuple[str, bool]:
+    """(code, retryable) for an SDK exception."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout", True
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection_error", True
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limited", True
+    if isinstance(exc, openai.InternalServerError):
+        return "server_error", True
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "auth", False
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code in (408, 409):
+            return "server_error", True
+        return "bad_request", False
+    return "unexpected", False
+
+
+def responses_create(
+    *,
+    model: str,
+    instructions: str,
+    input: str | list[dict[str, Any]],
+    max_output_tokens: int,
+    deadline: Deadline,
+    timeout_s: float,
+    reasoning_effort: str | None = None,
+    text_format: dict[str, Any] | None = None,
+) -> LLMCall:
+    """Call ``POST /responses`` with our retry policy; never runs past ``deadline``.
+
+    Returns the call (also when the response is ``incomplete``: the caller
+    decides). Raises ``LLMError`` when no response could be had.
+    """
+    call = LLMCall(model=model, max_output_tokens=max_output_tokens, reasoning_effort=reasoning_effort)
+    client = openai_client()
+    params: dict[str, Any] = {
+        "model": model,
+        "instructions": instructions,
+        "input": input,
+        "max_output_tokens": max_output_tokens,
+        "store": False,
+    }
+    if reasoning_effort:
+        params["reasoning"] = {"effort": reasoning_effort}
+    if text_format:
+        params["text"] = {"format": text_format}
+
+    delays = backoff.expo(base=2, factor=BACKOFF_BASE_S, max_value=BACKOFF_MAX_S)
+    next(delays)  # prime the generator (backoff's first yield is a no-op)
+    last_code, last_detail = "deadline", "no time left for a first attempt"
+    while call.http_attempts < MAX_HTTP_ATTEMPTS:
+        remaining = deadline.remaining()
+        if remaining < MIN_ATTEMPT_S:
+            break
+        attempt_timeout = min(timeout_s, remaining)
+        call.http_attempts += 1
+        started = time.monotonic()
+        try:
+            raw = client.responses.with_raw_response.create(
+                **params,
+                timeout=openai.Timeout(attempt_timeout, connect=min(CONNECT_TIMEOUT_S, attempt_timeout)),
+            )
+            response = raw.parse()
+        except openai.OpenAIError as exc:
+            call.latency_ms += int((time.monotonic() - started) * 1000)
+            code, retryable = _classify_exception(exc)
+            last_code = code
+            last_detail = f"{type(exc).__name__}" + (
+                f" HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else ""
+            )
+            logger.warning("openai call failed", extra={"code": code, "attempt": call.http_attempts, "model": model})
+            if not retryable:
+                raise LLMError(code, last_detail, call) from exc
+            wait = backoff.full_jitter(next(delays))
+            if isinstance(exc, openai.APIStatusError):
+                retry_after = _retry_after_s(exc)
+                if retry_after is not None:
+                    wait = retry_after
+            if call.http_attempts >= MAX_HTTP_ATTEMPTS:
+                break
+            if wait + MIN_ATTEMPT_S > deadline.remaining():
+                last_detail += "; the retry would not fit in the time budget"
+                break
+            time.sleep(wait)
+            call.backoff_ms += int(wait * 1000)
+            continue
+        call.latency_ms += int((time.monotonic() - started) * 1000)
+        processing = raw.headers.get("openai-processing-ms")
+        if processing:
+            with contextlib.suppress(ValueError):
+                call.server_ms += int(float(processing))
+        _fill_from_response(call, response)
+        return call
+    raise LLMError(last_code, last_detail, call)
+
+
+def _fill_from_response(call: LLMCall, response: Any) -> None:
+    call.response_id = response.id or ""
+    call.status = response.status or ""
+    call.model = response.model or call.model
+    if response.incomplete_details is not None:
+        call.incomplete_reason = response.incomplete_details.reason or "unknown"
+    call.text = (response.output_text or "").strip()
+    usage = response.usage
+    if usage is not None:
+        call.input_tokens = usage.input_tokens or 0
+        call.output_tokens = usage.output_tokens or 0
+        details = usage.output_tokens_details
+        call.reasoning_tokens = (details.reasoning_tokens or 0) if details is not None else 0

@@ -1,0 +1,247 @@
+"""Acceptance: classification and drafting with the real openai SDK against the local fake server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from django.utils import timezone
+
+from drafts.models import Draft, DraftStatus
+from drafts.services import draft_token_budget, message_classify_and_draft
+from drafts.tasks import classify_and_draft
+from drafts.tests.factories import lead_create, message_create
+from leads.models import LeadStatus, Sentiment
+from messaging.models import Channel
+from workspaces.models import IntegrationError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _draft_requests(fake):
+    return [r for r in fake.requests if "format" not in (r.get("text") or {})]
+
+
+def test_interested_sms_gets_a_ready_draft_with_usage_and_slots(workspace, fake_openai):
+    from availability.models import AvailabilitySnapshot
+
+    # Two slots inside the workspace's business hours (weekday afternoon, New York).
+    day = timezone.now().astimezone(workspace.tzinfo) + dt.timedelta(days=2)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    start = day.replace(hour=14, minute=0, second=0, microsecond=0).astimezone(dt.UTC)
+    AvailabilitySnapshot.objects.create(
+        workspace=workspace, slots_utc=[start.isoformat(), (start + dt.timedelta(hours=1)).isoformat()]
+    )
+    lead = lead_create(workspace=workspace, timezone="America/Chicago")
+    message = message_create(lead=lead, body="Yes I'm interested, can we book a meeting?")
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    message.refresh_from_db()
+    lead.refresh_from_db()
+    assert message.sentiment == Sentiment.MEETING_REQUESTED and message.classified_at is not None
+    assert lead.sentiment == Sentiment.MEETING_REQUESTED
+    assert draft.status == DraftStatus.READY
+    assert draft.channel == Channel.SMS
+    assert 0 < len(draft.content) <= 320
+    assert draft.attempts == 1 and draft.model
+    assert draft.usage["input_tokens"] > 0 and "reasoning_tokens" in draft.usage
+    assert [s["timezone"] for s in draft.offered_slots] == ["America/Chicago"] * 2
+    # The slots went into the prompt, formatted in the lead's timezone.
+    assert draft.offered_slots[0]["label"] in _draft_requests(fake_openai)[0]["instructions"]
+    assert draft.latency_ms is not None and draft.prompt_version
+
+
+def test_incomplete_then_retry_with_larger_budget_is_ready(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Interested, tell me more about pricing", channel=Channel.EMAIL)
+    fake_openai.enqueue("ok", "incomplete", "ok")  # classify, draft (cut), draft retry
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.READY
+    budgets = [r["max_output_tokens"] for r in _draft_requests(fake_openai)]
+    assert len(budgets) == 2 and budgets[1] >= 2 * budgets[0]
+    efforts = [r["reasoning"]["effort"] for r in _draft_requests(fake_openai)]
+    assert efforts == ["low", "minimal"]
+    assert draft.max_output_tokens == budgets[1]
+    assert draft.content.startswith("Hi") and "Sam" in draft.content  # greeting and signature
+    assert draft.subject == "" or draft.subject.startswith("Re:")
+    assert [c["status"] for c in draft.usage["calls"]] == ["incomplete", "completed"]
+
+
+def test_repeated_incomplete_fails_with_reason_and_no_content(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="I'm interested")
+    fake_openai.enqueue("ok", "incomplete", "incomplete", "incomplete")
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.FAILED
+    assert draft.failure_reason == "max_output_tokens"
+    assert draft.incomplete_reason == "max_output_tokens"
+    assert draft.content == ""
+    requests = _draft_requests(fake_openai)
+    assert len(requests) == 3
+    # the third call is the fallback model with the cap as its budget
+    assert requests[2]["model"] == "gpt-4.1-mini" and "reasoning" not in requests[2]
+    error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
+    assert error.code == "draft_max_output_tokens"
+    assert "I'm interested" not in error.message  # no message bodies in error records
+
+
+def test_empty_completed_output_counts_as_failed(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+    fake_openai.enqueue("ok", "empty", "empty")
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "empty_output"
+    assert draft.content == ""
+
+
+def test_server_error_then_ok_is_ready_and_resolves_the_open_error(workspace, fake_openai):
+    IntegrationError.objects.create(
+        workspace=workspace,
+        source="openai",
+        code="draft_server_error",
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+    )
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="sounds good, interested")
+    fake_openai.enqueue("ok", "500", "ok")
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.READY
+    assert draft.attempts == 2
+    assert [r.status_code for r in fake_openai.records] == [200, 500, 200]
+    assert not IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).exists()
+
+
+def test_hanging_server_times_out_within_budget_and_task_beats_soft_limit(workspace, fake_openai, fast_budgets):
+    fake_openai.enqueue("ok")  # classification answers; then every draft request hangs
+    fake_openai.hang = True
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+
+    started = time.monotonic()
+    classify_and_draft.apply(args=[message.pk])
+    elapsed = time.monotonic() - started
+
+    draft = Draft.objects.get(message=message)
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "timeout"
+    assert draft.content == ""
+    assert elapsed < fast_budgets.DRAFT_TASK_SOFT_TIME_LIMIT_S
+    assert draft.attempts >= 2  # timeouts are retried while the budget allows
+
+
+def test_opt_out_blacklists_lead_and_no_draft_ever(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    stop = message_create(lead=lead, body="STOP")
+
+    assert message_classify_and_draft(message_id=stop.pk) is None
+
+    stop.refresh_from_db()
+    lead.refresh_from_db()
+    assert stop.sentiment == Sentiment.BLACKLIST
+    assert lead.status == LeadStatus.BLACKLISTED and lead.sentiment == Sentiment.BLACKLIST
+    assert fake_openai.requests == []  # the fast path needs no LLM
+    later = message_create(lead=lead, body="Actually yes, interested! Can we meet?", channel=Channel.EMAIL)
+    assert message_classify_and_draft(message_id=later.pk) is None
+    assert not Draft.objects.filter(lead=lead).exists()
+    lead.refresh_from_db()
+    assert lead.status == LeadStatus.BLACKLISTED
+
+
+def test_rerunning_the_task_creates_no_second_draft(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+
+    first = message_classify_and_draft(message_id=message.pk)
+    calls = len(fake_openai.requests)
+    second = message_classify_and_draft(message_id=message.pk)
+    classify_and_draft.apply(args=[message.pk])
+
+    assert Draft.objects.filter(message=message).count() == 1
+    assert first.pk == second.pk and second.status == DraftStatus.READY
+    assert len(fake_openai.requests) == calls  # nothing re-asked
+
+
+def test_redelivery_after_crash_finishes_the_draft_stuck_in_generating(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+    # What a worker killed mid-generation leaves behind: classified message, draft in generating.
+    message.sentiment, message.classified_at = Sentiment.INTERESTED, timezone.now()
+    message.save()
+    stuck = Draft.objects.create(
+        workspace=workspace, lead=lead, message=message, channel=message.channel, status=DraftStatus.GENERATING
+    )
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.pk == stuck.pk and draft.status == DraftStatus.READY
+    assert Draft.objects.filter(message=message).count() == 1
+    assert all("format" not in (r.get("text") or {}) for r in fake_openai.requests)  # not re-classified
+
+
+def test_newer_inbound_supersedes_the_older_draft(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))
+    message_create(lead=lead, body="also, what does it cost?")
+
+    draft = message_classify_and_draft(message_id=old.pk)
+
+    assert draft.status == DraftStatus.SUPERSEDED and draft.failure_reason == "stale"
+    assert _draft_requests(fake_openai) == []  # no tokens spent on a stale reply
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["Not interested, thanks", "I am out of the office until Monday", "This is an automated response"],
+)
+def test_cold_tags_get_no_draft(workspace, fake_openai, body):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body=body, channel=Channel.EMAIL)
+
+    assert message_classify_and_draft(message_id=message.pk) is None
+    assert not Draft.objects.filter(message=message).exists()
+    lead.refresh_from_db()
+    assert lead.status == LeadStatus.OPEN
+
+
+def test_soft_time_limit_during_generation_fails_with_timeout(workspace, fake_openai, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from drafts import llm
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+    real = llm.responses_create
+
+    def soft_limit_on_draft(**kwargs):
+        if kwargs.get("text_format"):
+            return real(**kwargs)
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(llm, "responses_create", soft_limit_on_draft)
+    classify_and_draft.apply(args=[message.pk])
+
+    draft = Draft.objects.get(message=message)
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "timeout" and draft.content == ""
+
+
+def test_token_budget_adapts_to_channel_and_input_and_respects_cap(settings):
+    settings.OPENAI_DRAFT_TOKEN_BUDGET_MULTIPLIER = 3
+    settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP = 8000
+    sms = draft_token_budget(channel=Channel.SMS, input_chars=400)
+    email = draft_token_budget(channel=Channel.EMAIL, input_chars=400)
+    long_email = draft_token_budget(channel=Channel.EMAIL, input_chars=40_000)
+    assert sms < email < long_email
+    assert sms == int((200 + 0.1 * 100) * 3)
+    settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP = 1000
+    assert draft_token_budget(channel=Channel.EMAIL, input_chars=400_000) == 1000

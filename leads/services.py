@@ -1,6 +1,15 @@
 from __future__ import annotations
 
-from django.db import transaction
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import phonenumbers
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest, Lower
+from django.utils import timezone
 
 from leads.models import Lead, LeadStatus, Sentiment
 
@@ -22,3 +31,207 @@ def lead_sentiment_set(*, lead: Lead, sentiment: str) -> Lead:
         fields.append("status")
     lead.save(update_fields=fields)
     return lead
+
+
+# --- Phone normalisation -------------------------------------------------------
+
+
+def phone_normalize(*, raw: str, region: str | None = None) -> str:
+    """Return ``raw`` as valid E.164, or "" when it is not a valid phone number.
+
+    Junk that parses but is not a real number (``is_valid_number`` false) is
+    refused too: nothing but valid E.164 ever reaches ``Lead.phone_e164``.
+    """
+    raw = (raw or "").strip()
+    if not raw or len(raw) > 64:
+        return ""
+    try:
+        number = phonenumbers.parse(raw, region or settings.DEFAULT_PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --- Lead matching and upsert ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeadIdentity:
+    """What a payload tells about a lead. Blank strings mean "not given"."""
+
+    ghl_contact_id: str = ""
+    emailbison_lead_id: str = ""
+    email: str = ""
+    phone_raw: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    timezone: str = ""
+
+    def normalised(self) -> LeadIdentity:
+        return LeadIdentity(
+            ghl_contact_id=(self.ghl_contact_id or "").strip()[:64],
+            emailbison_lead_id=(self.emailbison_lead_id or "").strip()[:64],
+            email=(self.email or "").strip().lower()[:320],
+            phone_raw=(self.phone_raw or "").strip()[:64],
+            first_name=(self.first_name or "").strip()[:200],
+            last_name=(self.last_name or "").strip()[:200],
+            timezone=(self.timezone or "").strip()[:64],
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.ghl_contact_id or self.emailbison_lead_id or self.email or self.phone_raw)
+
+
+def lead_match(*, workspace_id: int, identity: LeadIdentity, phone_e164: str = "") -> Lead | None:
+    """Find the workspace's lead for ``identity``.
+
+    Order: GHL contact id, EmailBison lead id, email (case-insensitive), E.164
+    phone. The first identifier that finds a lead wins; a lead whose provider
+    id differs from the payload's is never matched by email or phone (it is
+    another contact of that provider).
+    """
+    leads = Lead.objects.filter(workspace_id=workspace_id)
+    if identity.ghl_contact_id:
+        lead = leads.filter(ghl_contact_id=identity.ghl_contact_id).first()
+        if lead is not None:
+            return lead
+    if identity.emailbison_lead_id:
+        lead = leads.filter(emailbison_lead_id=identity.emailbison_lead_id).first()
+        if lead is not None:
+            return lead
+    compatible = leads
+    if identity.ghl_contact_id:
+        compatible = compatible.filter(ghl_contact_id__in=["", identity.ghl_contact_id])
+    if identity.emailbison_lead_id:
+        compatible = compatible.filter(emailbison_lead_id__in=["", identity.emailbison_lead_id])
+    if identity.email:
+        lead = compatible.annotate(email_lower=Lower("email")).filter(email_lower=identity.email).order_by("id").first()
+        if lead is not None:
+            return lead
+    if phone_e164:
+        lead = compatible.filter(phone_e164=phone_e164).order_by("id").first()
+        if lead is not None:
+            return lead
+    return None
+
+
+def _lead_fill_blanks(*, lead: Lead, identity: LeadIdentity, phone_e164: str) -> None:
+    """Fill the lead's empty fields from the payload (never overwrite known values)."""
+    candidates = {
+        "ghl_contact_id": identity.ghl_contact_id,
+        "emailbison_lead_id": identity.emailbison_lead_id,
+        "email": identity.email,
+        "phone_e164": phone_e164,
+        "phone_raw": identity.phone_raw,
+        "first_name": identity.first_name,
+        "last_name": identity.last_name,
+        "timezone": identity.timezone,
+    }
+    changes = {field: value for field, value in candidates.items() if value and not getattr(lead, field)}
+    if not changes:
+        return
+    provider_ids = {k: changes.pop(k) for k in ("ghl_contact_id", "emailbison_lead_id") if k in changes}
+    if changes:
+        # Only where still blank: a concurrent writer may have filled it first.
+        for field, value in changes.items():
+            Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id, **{field: ""}).update(
+                **{field: value}, updated_at=timezone.now()
+            )
+            setattr(lead, field, value)
+    for field, value in provider_ids.items():
+        # Another lead may hold this provider id by now (concurrent creation):
+        # then this lead simply keeps its blank id; uniqueness stays in the DB.
+        try:
+            with transaction.atomic():
+                updated = Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id, **{field: ""}).update(
+                    **{field: value}, updated_at=timezone.now()
+                )
+        except IntegrityError:
+            continue
+        if updated:
+            setattr(lead, field, value)
+
+
+def advisory_xact_lock(key: str) -> None:
+    """Serialise writers on ``key`` until the transaction ends (PostgreSQL only).
+
+    SQLite (the embedded dev setup) already serialises writers with
+    ``BEGIN IMMEDIATE``.
+    """
+    if connection.vendor != "postgresql":
+        return
+    lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
+@transaction.atomic
+def lead_upsert(*, workspace_id: int, identity: LeadIdentity) -> tuple[Lead, bool]:
+    """Find or create the workspace's lead for ``identity``; returns (lead, created).
+
+    Race-free: the insert runs in an inner ``atomic()``; when a concurrent
+    request created the same lead first, the unique constraint on the
+    provider id raises ``IntegrityError`` and the winner's row is re-read.
+    Leads known only by email/phone (no provider id, so no unique constraint
+    to lean on) are serialised with a transaction-scoped advisory lock.
+    """
+    identity = identity.normalised()
+    if identity.is_empty:
+        raise ValueError("lead identity needs a provider id, an email or a phone")
+    phone_e164 = phone_normalize(raw=identity.phone_raw) if identity.phone_raw else ""
+    lead = lead_match(workspace_id=workspace_id, identity=identity, phone_e164=phone_e164)
+    if lead is not None:
+        _lead_fill_blanks(lead=lead, identity=identity, phone_e164=phone_e164)
+        return lead, False
+
+    if not (identity.ghl_contact_id or identity.emailbison_lead_id):
+        advisory_xact_lock(f"lead:{workspace_id}:{identity.email}:{phone_e164 or identity.phone_raw}")
+        lead = lead_match(workspace_id=workspace_id, identity=identity, phone_e164=phone_e164)
+        if lead is not None:
+            _lead_fill_blanks(lead=lead, identity=identity, phone_e164=phone_e164)
+            return lead, False
+
+    new_lead = Lead(
+        workspace_id=workspace_id,
+        ghl_contact_id=identity.ghl_contact_id,
+        emailbison_lead_id=identity.emailbison_lead_id,
+        email=identity.email,
+        phone_e164=phone_e164,
+        phone_raw=identity.phone_raw,
+        first_name=identity.first_name,
+        last_name=identity.last_name,
+        timezone=identity.timezone,
+    )
+    try:
+        with transaction.atomic():
+            new_lead.save(force_insert=True)
+        return new_lead, True
+    except IntegrityError:
+        pass
+    # Lost the race: the winner committed its row before our insert failed.
+    lead = lead_match(workspace_id=workspace_id, identity=identity, phone_e164=phone_e164)
+    if lead is None:
+        raise RuntimeError("lead insert conflicted but no matching lead was found")
+    _lead_fill_blanks(lead=lead, identity=identity, phone_e164=phone_e164)
+    return lead, False
+
+
+def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
+    """Move the lead's last inbound/outbound/message times forward to ``at`` (never back)."""
+    field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"
+    Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).update(
+        **{
+            field: Greatest(Coalesce(F(field), Value(at)), Value(at)),
+            "last_message_at": Greatest(Coalesce(F("last_message_at"), Value(at)), Value(at)),
+        }
+    )
+
+
+@transaction.atomic
+def lead_blacklist(*, lead: Lead, reason: str) -> Lead:
+    """Opt-out or bounce: the lead becomes ``Blacklist`` for good (no drafts, any channel)."""
+    del reason  # kept on the WebhookEvent; the lead only records the outcome
+    return lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST)

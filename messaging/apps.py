@@ -3,3 +3,16 @@ from django.apps import AppConfig
 
 class MessagingConfig(AppConfig):
     name = "messaging"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from messaging.selectors import webhook_workspace_cache_clear
+        from workspaces.models import Workspace
+
+        def _workspace_changed(**kwargs) -> None:
+            # This process sees a new secret/location at once; other processes within the cache TTL.
+            webhook_workspace_cache_clear()
+
+        post_save.connect(_workspace_changed, sender=Workspace, dispatch_uid="messaging_ws_cache_save", weak=False)
+        post_delete.connect(_workspace_changed, sender=Workspace, dispatch_uid="messaging_ws_cache_delete", weak=False)

@@ -34,11 +34,11 @@ class Message(models.Model):
     provider_interested = models.BooleanField(
         null=True, blank=True, help_text="The provider's own interest flag (EmailBison reply.interested)."
     )
-    draft_source = models.ForeignKey(
-        "drafts.Draft", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    draft_source = models.ForeignKey("drafts.Draft", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Set when the classify+draft task was enqueued (and again by the sweeper).
     work_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # How many times the work was enqueued (webhook + sweeper); the sweeper gives up after a few.
+    work_enqueue_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +86,7 @@ class WebhookEvent(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACCEPTED)
     error = models.TextField(blank=True, default="")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from messaging.models import Message, WebhookEvent
+from messaging.services import webhook_event_reprocess
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Every stored delivery, per workspace; failures can be reprocessed (dj-stripe style).
+
+    The list never shows bodies; the change page shows the stored body
+    (secret-named fields masked) and headers (secrets dropped).
+    """
+
+    list_display = ("id", "workspace", "provider", "event_type", "status", "received_at", "processed_at", "short_error")
+    list_filter = ("workspace", "provider", "status", "event_type", "received_at")
+    search_fields = ("idempotency_key", "event_type")
+    list_select_related = ("workspace",)
+    date_hierarchy = "received_at"
+    actions = ["reprocess"]
+    readonly_fields = (
+        "workspace",
+        "provider",
+        "event_type",
+        "idempotency_key",
+        "status",
+        "error",
+        "message",
+        "lead",
+        "received_at",
+        "processed_at",
+        "pretty_headers",
+        "pretty_body",
+    )
+    exclude = ("body", "headers")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Error")
+    def short_error(self, obj: WebhookEvent) -> str:
+        return (obj.error or "")[:80]
+
+    @admin.display(description="Headers")
+    def pretty_headers(self, obj: WebhookEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, sort_keys=True))
+
+    @admin.display(description="Body")
+    def pretty_body(self, obj: WebhookEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.body, indent=2, ensure_ascii=False))
+
+    @admin.action(description="Reprocess selected webhook events")
+    def reprocess(self, request, queryset):
+        counts: dict[str, int] = {}
+        for event in queryset.only("id", "workspace_id"):
+            result = webhook_event_reprocess(event_id=event.pk, workspace_id=event.workspace_id)
+            counts[result.status] = counts.get(result.status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
+        self.message_user(request, f"Reprocessed: {summary}.", messages.SUCCESS)
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Bodies appear on the change page only, never in the list."""
+
+    list_display = (
+        "id",
+        "workspace",
+        "lead",
+        "channel",
+        "direction",
+        "sentiment",
+        "sent_at",
+        "classified_at",
+        "work_enqueued_at",
+    )
+    list_filter = ("workspace", "channel", "direction", "sentiment", ("classified_at", admin.EmptyFieldListFilter))
+    search_fields = ("ghl_message_id", "emailbison_reply_id", "lead__email", "lead__phone_e164")
+    list_select_related = ("workspace", "lead")
+    raw_id_fields = ("lead", "draft_source")
+    date_hierarchy = "sent_at"
+    readonly_fields = ("body_hash", "created_at", "work_enqueued_at", "work_enqueue_count", "classified_at")

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
+
+from messaging.models import Direction, Message, WebhookEvent
+from workspaces.models import Workspace
+
+# --- Workspace lookup for the webhook path ---------------------------------------------
+
+# Short, per-process: a changed secret or location takes effect within this
+# many seconds in every web process (immediately in the one that saved it).
+WORKSPACE_CACHE_TTL_S = 10.0
+WORKSPACE_CACHE_NEGATIVE_TTL_S = 2.0
+WORKSPACE_CACHE_MAX_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class WebhookWorkspace:
+    """What the webhook path needs of a workspace; secrets decrypted once per cache entry."""
+
+    id: int
+    slug: str
+    webhook_secret: str
+    ghl_location_id: str
+    verify_ghl_signatures: bool
+
+
+_cache: OrderedDict[str, tuple[float, WebhookWorkspace | None]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def webhook_workspace_get(*, slug: str) -> WebhookWorkspace | None:
+    """The active workspace for ``slug`` (None when unknown or inactive), cached briefly."""
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(slug)
+        if hit is not None and hit[0] > now:
+            _cache.move_to_end(slug)
+            return hit[1]
+    row = (
+        Workspace.objects.filter(slug=slug, is_active=True)
+        .only("id", "slug", "webhook_secret", "ghl_location_id", "verify_ghl_signatures")
+        .first()
+    )
+    value = None
+    if row is not None:
+        value = WebhookWorkspace(
+            id=row.pk,
+            slug=row.slug,
+            webhook_secret=row.webhook_secret or "",
+            ghl_location_id=row.ghl_location_id or "",
+            verify_ghl_signatures=row.verify_ghl_signatures,
+        )
+    ttl = WORKSPACE_CACHE_TTL_S if value is not None else WORKSPACE_CACHE_NEGATIVE_TTL_S
+    with _cache_lock:
+        _cache[slug] = (now + ttl, value)
+        _cache.move_to_end(slug)
+        while len(_cache) > WORKSPACE_CACHE_MAX_ENTRIES:
+            _cache.popitem(last=False)
+    return value
+
+
+def webhook_workspace_cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+# --- Sweeper -------------------------------------------------------------------------------
+
+# Work enqueued this many times without any result is left to operators.
+SWEEP_MAX_ENQUEUES = 5
+# Messages older than this are history (imports, syncs), never swept into drafts.
+SWEEP_MAX_MESSAGE_AGE = timedelta(hours=24)
+
+
+def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, limit: int = 500) -> list[int]:
+    """Inbound messages of the workspace whose classify+draft work seems lost.
+
+    Not classified, no draft, and either never enqueued (and older than
+    ``grace_s``, so the webhook's own on-commit enqueue is not raced) or
+    enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
+    """
+    from drafts.models import Draft
+
+    never = Q(work_enqueued_at__isnull=True, created_at__lte=now - timedelta(seconds=grace_s))
+    stale = Q(work_enqueued_at__lte=now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S))
+    return list(
+        Message.objects.filter(
+            workspace_id=workspace_id,
+            direction=Direction.INBOUND,
+            classified_at__isnull=True,
+            sent_at__gte=now - SWEEP_MAX_MESSAGE_AGE,
+            work_enqueue_count__lt=SWEEP_MAX_ENQUEUES,
+        )
+        .filter(never | stale)
+        .exclude(Exists(Draft.objects.filter(workspace_id=workspace_id, message_id=OuterRef("pk"))))
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:
+    return (
+        WebhookEvent.objects.filter(workspace_id=workspace_id, provider=provider, idempotency_key=idempotency_key)
+        .only("id", "message_id", "lead_id", "status")
+        .first()
+    )

@@ -1,0 +1,382 @@
+"""Webhook ingestion: WebhookEvent log, idempotent message insert, work enqueueing, sweeper."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from rest_framework import serializers as drf_serializers
+
+from leads.models import Lead
+from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
+from messaging.models import Direction, Message, WebhookEvent
+from messaging.selectors import messages_awaiting_work, webhook_event_original
+from messaging.serializers import (
+    Delivery,
+    DeliveryAction,
+    ParsedMessage,
+    emailbison_delivery_parse,
+    ghl_delivery_parse,
+    validation_error_text,
+)
+from workspaces.models import IntegrationError, Workspace
+from workspaces.services import integration_error_record, integration_error_resolve
+
+logger = logging.getLogger(__name__)
+
+DEDUPE_WINDOW = timedelta(seconds=60)
+
+
+class IngestStatus:
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: str
+    message_id: int | None
+    lead_id: int | None
+    event_id: int | None = None
+
+    def as_response(self) -> dict[str, Any]:
+        return {"status": self.status, "message_id": self.message_id, "lead_id": self.lead_id}
+
+
+# --- Messages ----------------------------------------------------------------------------
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def message_body_hash(body: str) -> str:
+    """sha256 of the body with whitespace collapsed (providers re-wrap lines)."""
+    return hashlib.sha256(_WHITESPACE.sub(" ", body or "").strip().encode()).hexdigest()
+
+
+@transaction.atomic
+def message_ingest(*, workspace_id: int, lead: Lead, parsed: ParsedMessage) -> tuple[Message, bool]:
+    """Insert the message unless it is already known; returns (message, created).
+
+    With a provider id (GHL message id, EmailBison reply id) the per-workspace
+    unique constraint decides: insert first in an inner ``atomic()``, and on
+    ``IntegrityError`` the concurrent winner's row is re-read. Without one,
+    a message is a duplicate of the lead's same-direction message with the
+    same body hash sent within 60 s; a transaction-scoped advisory lock on
+    (lead, direction, hash) makes check-then-insert race-free.
+    """
+    body_hash = message_body_hash(parsed.body)
+    message = Message(
+        workspace_id=workspace_id,
+        lead=lead,
+        channel=parsed.channel,
+        direction=parsed.direction,
+        body=parsed.body,
+        subject=parsed.subject,
+        body_hash=body_hash,
+        sent_at=parsed.sent_at,
+        ghl_message_id=parsed.ghl_message_id,
+        ghl_conversation_id=parsed.ghl_conversation_id,
+        emailbison_reply_id=parsed.emailbison_reply_id,
+        provider_interested=parsed.provider_interested,
+    )
+    provider_key = {}
+    if parsed.ghl_message_id:
+        provider_key = {"ghl_message_id": parsed.ghl_message_id}
+    elif parsed.emailbison_reply_id:
+        provider_key = {"emailbison_reply_id": parsed.emailbison_reply_id}
+
+    if provider_key:
+        try:
+            with transaction.atomic():
+                message.save(force_insert=True)
+        except IntegrityError:
+            existing = Message.objects.get(workspace_id=workspace_id, **provider_key)
+            _message_note_interest(message=existing, interested=parsed.provider_interested)
+            return existing, False
+    else:
+        advisory_xact_lock(f"message:{lead.pk}:{parsed.direction}:{body_hash}")
+        existing = (
+            Message.objects.filter(
+                workspace_id=workspace_id,
+                lead=lead,
+                direction=parsed.direction,
+                body_hash=body_hash,
+                sent_at__gte=parsed.sent_at - DEDUPE_WINDOW,
+                sent_at__lte=parsed.sent_at + DEDUPE_WINDOW,
+            )
+            .order_by("id")
+            .first()
+        )
+        if existing is not None:
+            return existing, False
+        message.save(force_insert=True)
+    lead_rollups_touch(lead=lead, direction=parsed.direction, at=parsed.sent_at)
+    return message, True
+
+
+def _message_note_interest(*, message: Message, interested: bool | None) -> None:
+    """A later ``LEAD_INTERESTED`` for a known reply records the provider's flag."""
+    if interested and message.provider_interested is not True:
+        Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(provider_interested=True)
+        message.provider_interested = True
+
+
+# --- Enqueueing classify+draft work --------------------------------------------------------
+
+# After a broker failure this process stops trying for a few seconds: webhooks
+# keep answering in milliseconds and the sweeper enqueues what was skipped.
+BROKER_RETRY_AFTER_S = 5.0
+# Broker errors are written to IntegrationError at most this often per workspace
+# and process, so an outage is not also a database write storm.
+BROKER_ERROR_RECORD_EVERY_S = 60.0
+
+
+class _BrokerHealth:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down_until = 0.0
+        self.recorded_at: dict[int, float] = {}
+        self.resolve_checked_at: dict[int, float] = {}
+
+    def reset(self) -> None:
+        with self.lock:
+            self.down_until = 0.0
+            self.recorded_at.clear()
+            self.resolve_checked_at.clear()
+
+
+broker_health = _BrokerHealth()
+
+
+def _broker_failed(*, workspace_id: int, exc: BaseException) -> None:
+    now = time.monotonic()
+    with broker_health.lock:
+        broker_health.down_until = now + BROKER_RETRY_AFTER_S
+        last = broker_health.recorded_at.get(workspace_id)
+        due = last is None or now - last >= BROKER_ERROR_RECORD_EVERY_S
+        if due:
+            broker_health.recorded_at[workspace_id] = now
+            broker_health.resolve_checked_at.pop(workspace_id, None)
+    logger.warning("classify_and_draft not enqueued (broker): %s; the sweeper will retry", type(exc).__name__)
+    if due:
+        try:
+            integration_error_record(
+                workspace=workspace_id,
+                source=IntegrationError.Source.BROKER,
+                code="enqueue_failed",
+                message=f"Could not enqueue classify_and_draft: {type(exc).__name__}: {exc}"[:500],
+            )
+        except Exception:
+            logger.exception("could not record the broker error")
+
+
+def _broker_succeeded(*, workspace_id: int) -> None:
+    now = time.monotonic()
+    with broker_health.lock:
+        had_error = workspace_id in broker_health.recorded_at
+        last_check = broker_health.resolve_checked_at.get(workspace_id)
+        due = had_error or last_check is None or now - last_check >= BROKER_ERROR_RECORD_EVERY_S
+        if due:
+            broker_health.recorded_at.pop(workspace_id, None)
+            broker_health.resolve_checked_at[workspace_id] = now
+    if due:
+        try:
+            integration_error_resolve(workspace=workspace_id, source=IntegrationError.Source.BROKER)
+        except Exception:
+            logger.exception("could not resolve the broker error")
+
+
+def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = False) -> bool:
+    """Enqueue ``classify_and_draft`` for an inbound message; never raises.
+
+    Returns whether the broker accepted it (then ``work_enqueued_at`` is set).
+    """
+    from drafts.tasks import classify_and_draft
+
+    if not force and time.monotonic() < broker_health.down_until:
+        return False
+    try:
+        classify_and_draft.apply_async(args=[message_id], retry=False)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: leave it to the sweeper
+        _broker_failed(workspace_id=workspace_id, exc=exc)
+        return False
+    Message.objects.filter(pk=message_id, workspace_id=workspace_id).update(
+        work_enqueued_at=timezone.now(), work_enqueue_count=F("work_enqueue_count") + 1
+    )
+    _broker_succeeded(workspace_id=workspace_id)
+    return True
+
+
+def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 15.0, limit: int = 500) -> int:
+    """Enqueue the work of inbound messages whose enqueue was lost (broker down, crash).
+
+    Stops at the first broker failure (the next run retries). Returns how
+    many messages were enqueued.
+    """
+    now = now or timezone.now()
+    enqueued = 0
+    for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
+        for message_id in messages_awaiting_work(workspace_id=workspace_id, now=now, grace_s=grace_s, limit=limit):
+            if not message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True):
+                logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
+                return enqueued
+            enqueued += 1
+    if enqueued:
+        logger.info("sweeper: enqueued classify_and_draft for %d messages", enqueued)
+    return enqueued
+
+
+# --- Deliveries ----------------------------------------------------------------------------
+
+
+def _delivery_apply(*, workspace_id: int, delivery: Delivery) -> tuple[str, Message | None, Lead | None]:
+    if delivery.action == DeliveryAction.IGNORE or delivery.identity is None:
+        return IngestStatus.IGNORED, None, None
+    lead, _ = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
+    if delivery.action == DeliveryAction.BLACKLIST:
+        already = lead.is_blacklisted
+        lead = lead_blacklist(lead=lead, reason=delivery.event_type)
+        return (IngestStatus.DUPLICATE if already else IngestStatus.CREATED), None, lead
+    assert delivery.message is not None
+    message, created = message_ingest(workspace_id=workspace_id, lead=lead, parsed=delivery.message)
+    if created and message.direction == Direction.INBOUND:
+        transaction.on_commit(
+            partial(message_work_enqueue, message_id=message.pk, workspace_id=workspace_id), robust=True
+        )
+    return (IngestStatus.CREATED if created else IngestStatus.DUPLICATE), message, lead
+
+
+_EVENT_STATUS = {
+    IngestStatus.CREATED: WebhookEvent.Status.PROCESSED,
+    IngestStatus.DUPLICATE: WebhookEvent.Status.DUPLICATE,
+    IngestStatus.IGNORED: WebhookEvent.Status.IGNORED,
+}
+
+
+@transaction.atomic
+def webhook_delivery_ingest(
+    *, workspace_id: int, provider: str, delivery: Delivery, body: Any, headers: dict[str, str]
+) -> IngestResult:
+    """Store the delivery and apply it, all in one transaction.
+
+    Insert-first idempotency (dj-stripe style): the WebhookEvent with the
+    delivery's idempotency key is inserted in an inner ``atomic()``; a
+    concurrent or later copy hits the unique constraint, is logged as its own
+    ``duplicate`` event and answers the original's ids.
+    """
+    now = timezone.now()
+    event = WebhookEvent(
+        workspace_id=workspace_id,
+        provider=provider,
+        event_type=delivery.event_type[:64],
+        idempotency_key=delivery.idempotency_key[:255],
+        body=body,
+        headers=headers,
+        status=WebhookEvent.Status.ACCEPTED,
+    )
+    if event.idempotency_key:
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            original = webhook_event_original(
+                workspace_id=workspace_id, provider=provider, idempotency_key=event.idempotency_key
+            )
+            event.idempotency_key = ""
+            event.status = WebhookEvent.Status.DUPLICATE
+            event.error = f"duplicate of webhook event #{original.pk}" if original else "duplicate delivery"
+            event.message_id = original.message_id if original else None
+            event.lead_id = original.lead_id if original else None
+            event.processed_at = now
+            event.save(force_insert=True)
+            return IngestResult(IngestStatus.DUPLICATE, event.message_id, event.lead_id, event.pk)
+    status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
+    event.status = _EVENT_STATUS[status]
+    event.message = message
+    event.lead = lead
+    event.processed_at = timezone.now()
+    event.error = delivery.note
+    if event.pk is None:
+        event.save(force_insert=True)
+    else:
+        event.save(update_fields=["status", "message", "lead", "processed_at", "error"])
+    return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)
+
+
+def webhook_event_reject(
+    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], error: str
+) -> WebhookEvent:
+    """Log an authenticated delivery that was refused (validation, signature): nothing else is written."""
+    return WebhookEvent.objects.create(
+        workspace_id=workspace_id,
+        provider=provider,
+        event_type=(event_type or "")[:64],
+        body=body,
+        headers=headers,
+        status=WebhookEvent.Status.REJECTED,
+        error=error[:2000],
+        processed_at=timezone.now(),
+    )
+
+
+def webhook_event_fail(
+    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], exc: BaseException
+) -> WebhookEvent | None:
+    """Log a delivery whose processing crashed (it answers 500, the provider retries; admin can reprocess)."""
+    try:
+        return WebhookEvent.objects.create(
+            workspace_id=workspace_id,
+            provider=provider,
+            event_type=(event_type or "")[:64],
+            body=body,
+            headers=headers,
+            status=WebhookEvent.Status.FAILED,
+            error=f"{type(exc).__name__}",
+        )
+    except Exception:
+        logger.exception("could not log the failed webhook delivery")
+        return None
+
+
+DELIVERY_PARSERS = {
+    WebhookEvent.Provider.GHL: ghl_delivery_parse,
+    WebhookEvent.Provider.EMAILBISON: emailbison_delivery_parse,
+}
+
+
+@transaction.atomic
+def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult:
+    """Apply a stored delivery again (admin action). Idempotent: known messages answer duplicate.
+
+    Authentication and signatures are not checked again: only deliveries that
+    passed them were stored. The event keeps its row; its status, links and
+    error are rewritten.
+    """
+    event = WebhookEvent.objects.select_for_update().get(pk=event_id, workspace_id=workspace_id)
+    try:
+        delivery = DELIVERY_PARSERS[event.provider](event.body)
+    except drf_serializers.ValidationError as exc:
+        event.status = WebhookEvent.Status.REJECTED
+        event.error = validation_error_text(exc.detail)[:2000]
+        event.processed_at = timezone.now()
+        event.save(update_fields=["status", "error", "processed_at"])
+        return IngestResult(IngestStatus.IGNORED, None, None, event.pk)
+    status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
+    event.status = _EVENT_STATUS[status]
+    event.message = message
+    event.lead = lead
+    event.error = delivery.note
+    event.processed_at = timezone.now()
+    event.save(update_fields=["status", "message", "lead", "error", "processed_at"])
+    return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)

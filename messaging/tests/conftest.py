@@ -1,0 +1,42 @@
+import threading
+
+import pytest
+
+GHL_SECRET = "whsec-acme-0123456789abcdef"
+EB_SECRET = GHL_SECRET
+
+
+class EnqueueRecorder:
+    """Stands in for ``classify_and_draft.apply_async``: records message ids, thread-safe."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+        self.fail_with: BaseException | None = None
+
+    def __call__(self, args=None, kwargs=None, **options):
+        if self.fail_with is not None:
+            raise self.fail_with
+        with self.lock:
+            self.calls.append(args[0])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_webhook_state():
+    from messaging.selectors import webhook_workspace_cache_clear
+    from messaging.services import broker_health
+
+    webhook_workspace_cache_clear()
+    broker_health.reset()
+    yield
+    webhook_workspace_cache_clear()
+    broker_health.reset()
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    from drafts.tasks import classify_and_draft
+
+    recorder = EnqueueRecorder()
+    monkeypatch.setattr(classify_and_draft, "apply_async", recorder)
+    return recorder

@@ -1,0 +1,258 @@
+import json
+
+import pytest
+from django.test import Client
+
+from leads.models import Lead
+from messaging.models import Message, WebhookEvent
+from messaging.tests.factories import SECRET, ghl_custom, ghl_inbound, post
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client():
+    return Client()
+
+
+def test_inbound_sms_creates_lead_message_and_enqueues_after_commit(
+    client, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    payload = ghl_inbound(contactId="c-1", messageId="m-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, "ghl", payload)
+    assert response.status_code == 200
+    data = response.json()
+    message = Message.objects.get(pk=data["message_id"])
+    assert data == {"status": "created", "message_id": message.pk, "lead_id": message.lead_id}
+    assert (message.channel, message.direction, message.ghl_message_id) == ("sms", "inbound", "m-1")
+    assert message.body == payload["body"]
+    assert message.lead.ghl_contact_id == "c-1"
+    assert message.lead.last_inbound_at == message.sent_at == message.lead.last_message_at
+    assert enqueued.calls == [message.pk]
+    message.refresh_from_db()
+    assert message.work_enqueued_at is not None and message.work_enqueue_count == 1
+    event = WebhookEvent.objects.get(workspace=workspace)
+    assert (event.status, event.message_id, event.lead_id) == ("processed", message.pk, message.lead_id)
+    assert event.idempotency_key == "message:m-1"
+    assert "X-Webhook-Secret" not in event.headers and "x-webhook-secret" not in {k.lower() for k in event.headers}
+
+
+def test_nothing_is_enqueued_before_commit(client, workspace, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post(client, "ghl", ghl_inbound())
+    assert response.status_code == 200
+    assert enqueued.calls == [] and len(callbacks) == 1
+
+
+def test_same_message_twice_is_duplicate_with_original_ids(client, workspace, enqueued):
+    payload = ghl_inbound()
+    first = post(client, "ghl", payload).json()
+    second = post(client, "ghl", payload).json()
+    assert second == {**first, "status": "duplicate"}
+    assert Message.objects.count() == 1
+    assert list(WebhookEvent.objects.order_by("id").values_list("status", flat=True)) == ["processed", "duplicate"]
+
+
+def test_outbound_message_recorded_without_enqueue(
+    client, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, "ghl", ghl_inbound(type="OutboundMessage", direction="outbound"))
+    assert response.json()["status"] == "created"
+    message = Message.objects.get()
+    assert message.direction == "outbound" and enqueued.calls == []
+    assert message.lead.last_outbound_at is not None and message.lead.last_inbound_at is None
+
+
+def test_email_variant_takes_subject_and_lead_email(client, workspace, enqueued):
+    payload = ghl_inbound(messageType="Email", subject="Re: Quote", **{"from": "Bob <Bob@Example.com>"})
+    payload["to"] = ["sales@acme.test"]
+    assert post(client, "ghl", payload).status_code == 200
+    message = Message.objects.get()
+    assert (message.channel, message.subject, message.lead.email) == ("email", "Re: Quote", "bob@example.com")
+
+
+def test_other_channels_and_event_types_are_ignored(client, workspace, enqueued):
+    assert post(client, "ghl", ghl_inbound(messageType="CALL")).json() == {
+        "status": "ignored",
+        "message_id": None,
+        "lead_id": None,
+    }
+    assert post(client, "ghl", {"type": "ContactCreate", "locationId": "LOC_ACME_123"}).json()["status"] == "ignored"
+    assert Message.objects.count() == 0 and Lead.objects.count() == 0
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"ignored"}
+
+
+def test_custom_webhook_creates_lead_with_normalised_phone(client, workspace, enqueued):
+    response = post(client, "ghl", ghl_custom())
+    assert response.status_code == 200, response.content
+    lead = Lead.objects.get()
+    assert (lead.ghl_contact_id, lead.email, lead.first_name) == ("cw-contact-1", "jane.doe@example.com", "Jane")
+    assert (lead.phone_e164, lead.phone_raw) == ("+14155552671", "(415) 555-2671")
+    message = Message.objects.get()
+    assert message.ghl_message_id == "" and message.body == "Can you call me tomorrow?"
+
+
+def test_custom_webhook_without_message_id_deduplicates_on_body_within_60s(client, workspace, enqueued):
+    first = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:00:00Z")).json()
+    retry = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:00:40Z")).json()
+    later = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:02:00Z")).json()
+    other = post(client, "ghl", ghl_custom(message={"type": 2, "body": "Something else"})).json()
+    assert first["status"] == "created"
+    assert retry == {**first, "status": "duplicate"}
+    assert later["status"] == "created" and later["message_id"] != first["message_id"]
+    assert other["status"] == "created"
+    assert Message.objects.count() == 3 and Lead.objects.count() == 1
+
+
+def test_invalid_phone_keeps_raw_only(client, workspace, enqueued):
+    post(client, "ghl", ghl_custom(phone="555-0000-not-a-phone"))
+    lead = Lead.objects.get()
+    assert lead.phone_e164 == "" and lead.phone_raw == "555-0000-not-a-phone"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (ghl_inbound(contactId=None), "contactId"),
+        ({k: v for k, v in ghl_inbound().items() if k != "messageType"}, "messageType"),
+        (ghl_inbound(body=["not", "text"]), "body"),
+        (ghl_custom(message={"type": 2}), "message.body"),
+        (ghl_custom(contact_id="", email="", phone=""), "contact_id"),
+        ({"hello": "world"}, "type"),
+        ([1, 2, 3], "payload"),
+    ],
+)
+def test_schema_errors_answer_400_naming_the_field_and_store_only_the_rejected_event(
+    client, workspace, enqueued, payload, field
+):
+    response = post(client, "ghl", payload)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(field), response.json()
+    event = WebhookEvent.objects.get()
+    assert event.status == "rejected" and event.error.startswith(field)
+    assert Lead.objects.count() == 0 and Message.objects.count() == 0 and enqueued.calls == []
+
+
+def test_malformed_json_answers_400(client, workspace):
+    response = post(client, "ghl", b'{"type": "InboundMessage",')
+    assert response.status_code == 400 and response.json()["error"].startswith("body: malformed JSON")
+    assert WebhookEvent.objects.get().status == "rejected"
+
+
+def test_nul_and_lone_surrogates_do_not_crash(client, workspace, enqueued):
+    raw = json.dumps(ghl_inbound(body="hi\u0000 there \ud800")).encode()
+    response = post(client, "ghl", raw)
+    assert response.status_code == 200
+    assert Message.objects.get().body == "hi there ?"
+
+
+def test_unknown_workspace_is_404_and_not_stored(client, workspace):
+    from messaging.views import webhook_refusal_counts
+
+    before = webhook_refusal_counts().get("ghl:unknown_workspace", 0)
+    response = post(client, "ghl", ghl_inbound(), slug="nope")
+    assert response.status_code == 404
+    assert WebhookEvent.objects.count() == 0
+    assert webhook_refusal_counts()["ghl:unknown_workspace"] == before + 1
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong-secret-value-123456", SECRET + "x"])
+def test_bad_or_missing_secret_is_401_and_not_stored(client, workspace, secret):
+    response = post(client, "ghl", ghl_inbound(), secret=secret)
+    assert response.status_code == 401
+    assert "error" in response.json()
+    assert WebhookEvent.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_secret_in_query_string_is_accepted(client, workspace, enqueued):
+    response = client.post(
+        f"/webhooks/ghl/acme/?secret={SECRET}", data=json.dumps(ghl_inbound()), content_type="application/json"
+    )
+    assert response.status_code == 200
+
+
+def test_other_workspaces_secret_does_not_open_this_one(client, workspace, other_workspace):
+    response = post(client, "ghl", ghl_inbound(), secret="whsec-globex-0123456789abcdef")
+    assert response.status_code == 401
+
+
+def test_tenant_mismatch_is_403_and_writes_nothing(client, workspace, other_workspace, enqueued):
+    marketplace = post(client, "ghl", ghl_inbound(locationId="LOC_GLOBEX_456"))
+    custom = post(client, "ghl", ghl_custom(location={"id": "LOC_GLOBEX_456"}))
+    assert (marketplace.status_code, custom.status_code) == (403, 403)
+    assert marketplace.json()["error"].startswith("locationId")
+    assert WebhookEvent.objects.count() == Lead.objects.count() == Message.objects.count() == 0
+    assert enqueued.calls == []
+
+
+def test_body_over_cap_is_413_by_content_length_and_by_actual_size(client, workspace, settings):
+    settings.WEBHOOK_MAX_BODY_BYTES = 1000
+    big = json.dumps(ghl_inbound(body="x" * 2000))
+    assert post(client, "ghl", big).status_code == 413
+    # A lying Content-Length: the body actually read is what counts.
+    from django.test import RequestFactory
+
+    from messaging.views import GhlWebhookView
+
+    request = RequestFactory().post(
+        "/webhooks/ghl/acme/", data=big, content_type="application/json", HTTP_X_WEBHOOK_SECRET=SECRET
+    )
+    request.META["CONTENT_LENGTH"] = "10"
+    request._stream = __import__("io").BytesIO(big.encode())
+    response = GhlWebhookView.as_view()(request, slug="acme")
+    assert response.status_code == 413
+    assert WebhookEvent.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_inactive_workspace_is_404(client, workspace):
+    workspace.is_active = False
+    workspace.save()
+    assert post(client, "ghl", ghl_inbound()).status_code == 404
+
+
+def test_body_field_named_secret_is_masked_in_the_stored_event(client, workspace, enqueued):
+    post(client, "ghl", ghl_custom(customData={"secret": SECRET, "note": f"pasted {SECRET}"}))
+    body = WebhookEvent.objects.get().body
+    assert SECRET not in json.dumps(body)
+
+
+def test_broker_down_still_answers_200_and_records_error_once(
+    client, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from messaging.services import broker_health
+    from workspaces.models import IntegrationError
+
+    enqueued.fail_with = OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post(client, "ghl", ghl_inbound())
+        assert response.status_code == 200 and response.json()["status"] == "created"
+        broker_health.down_until = 0.0  # let each request try the broker
+    assert Message.objects.count() == 3
+    assert not Message.objects.filter(work_enqueued_at__isnull=False).exists()
+    error = IntegrationError.objects.get(workspace=workspace, source="broker")
+    assert error.count == 1 and error.resolved_at is None
+
+    enqueued.fail_with = None
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "ghl", ghl_inbound())
+    error.refresh_from_db()
+    assert error.resolved_at is not None
+
+
+def test_after_a_broker_failure_requests_skip_the_broker_briefly(
+    client, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    enqueued.fail_with = OperationalError("down")
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "ghl", ghl_inbound())
+    enqueued.fail_with = None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, "ghl", ghl_inbound()).status_code == 200
+    assert enqueued.calls == []  # left to the sweeper while the breaker is open

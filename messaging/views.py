@@ -1,0 +1,312 @@
+"""Webhook endpoints: authenticate → validate → parse → ingest (django-anymail style).
+
+Nothing slow runs here: one transaction of a few small queries, then the
+classify+draft task is enqueued after commit (or left to the sweeper).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.conf import settings
+from rest_framework import serializers as drf_serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.redaction import REDACTED, SENSITIVE_KEYS, redact_data
+from messaging.models import WebhookEvent
+from messaging.selectors import WebhookWorkspace, webhook_workspace_get
+from messaging.serializers import (
+    Delivery,
+    emailbison_delivery_parse,
+    ghl_delivery_parse,
+    ghl_location_id_peek,
+    validation_error_text,
+)
+from messaging.services import webhook_delivery_ingest, webhook_event_fail, webhook_event_reject
+from messaging.signatures import SignatureError, ghl_signature_present, ghl_signature_verify
+
+logger = logging.getLogger(__name__)
+
+SECRET_HEADER = "X-Webhook-Secret"
+# Never stored with a WebhookEvent.
+DROPPED_HEADERS = frozenset({"x-webhook-secret", "authorization", "proxy-authorization", "cookie"})
+
+
+# --- Refusals that are never stored ---------------------------------------------------------
+
+_refusals: Counter[str] = Counter()
+_refusal_logged_at: dict[str, float] = {}
+_refusal_lock = threading.Lock()
+REFUSAL_LOG_EVERY_S = 1.0
+
+
+def webhook_refusal_counts() -> dict[str, int]:
+    """Refusals (unknown workspace, bad secret, tenant mismatch, too large) counted by this process."""
+    with _refusal_lock:
+        return dict(_refusals)
+
+
+def _refusal_note(*, reason: str, provider: str, slug: str, request: Request) -> None:
+    """Count and log (rate-limited, never the body or the secret) a refused request."""
+    now = time.monotonic()
+    key = f"{provider}:{reason}"
+    with _refusal_lock:
+        _refusals[key] += 1
+        total = _refusals[key]
+        due = now - _refusal_logged_at.get(key, 0.0) >= REFUSAL_LOG_EVERY_S
+        if due:
+            _refusal_logged_at[key] = now
+    if due:
+        logger.warning(
+            "webhook refused: provider=%s reason=%s slug=%r remote=%s total_in_process=%d",
+            provider,
+            reason,
+            slug[:60],
+            request.META.get("REMOTE_ADDR", "?"),
+            total,
+        )
+
+
+# --- Body handling -----------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _clean_text(text: str) -> str:
+    # PostgreSQL text/jsonb refuse NUL; lone surrogates cannot be encoded.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _clean_json(value: Any, *, escaped: bool, depth: int = 0) -> Any:
+    """Storable JSON: secret-named keys masked; NUL and lone surrogates removed when escapes were used."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if escaped:
+                key = _clean_text(key)
+            if key.lower() in SENSITIVE_KEYS and item not in (None, ""):
+                out[key] = REDACTED
+            else:
+                out[key] = _clean_json(item, escaped=escaped, depth=depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_clean_json(item, escaped=escaped, depth=depth + 1) for item in value]
+    if escaped and isinstance(value, str):
+        return _clean_text(value)
+    return value
+
+
+class _MalformedBody(Exception):
+    pass
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        payload = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise _MalformedBody("body: malformed JSON (nested too deeply)") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise _MalformedBody(f"body: malformed JSON{where}") from exc
+    # Only \u escapes can smuggle NUL or lone surrogates past the UTF-8 decoder.
+    return _clean_json(payload, escaped=b"\\u" in raw)
+
+
+def _storable_headers(request: Request) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS}
+    return redact_data(headers)
+
+
+def _mask_secret_in(body: Any, secret: str, raw: bytes) -> Any:
+    """The workspace secret pasted into a payload field is never stored."""
+    if secret and secret.encode() in raw:
+        return json.loads(json.dumps(body).replace(json.dumps(secret)[1:-1], REDACTED))
+    return body
+
+
+# --- Views -------------------------------------------------------------------------------------
+
+
+class _JsonOnly(BaseContentNegotiation):
+    """Answer JSON whatever the provider puts in Accept."""
+
+    def select_parser(self, request, parsers):
+        return None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    error: str
+    reason: str
+    store: bool
+
+
+class WebhookView(APIView):
+    """Shared pipeline; subclasses set ``provider``, ``parse`` and optionally ``check_delivery``."""
+
+    provider: ClassVar[str]
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+    parser_classes = ()
+    renderer_classes = (JSONRenderer,)
+    content_negotiation_class = _JsonOnly
+
+    @staticmethod
+    def parse(payload: Any) -> Delivery:
+        raise NotImplementedError
+
+    def check_delivery(
+        self, *, workspace: WebhookWorkspace, raw: bytes, payload: Any, request: Request
+    ) -> Refusal | None:
+        return None
+
+    def _refuse(self, *, status: int, error: str, reason: str, slug: str, request: Request) -> Response:
+        _refusal_note(reason=reason, provider=self.provider, slug=slug, request=request)
+        return Response({"error": error}, status=status)
+
+    def post(self, request: Request, slug: str) -> Response:
+        django_request = request._request
+        cap = settings.WEBHOOK_MAX_BODY_BYTES
+        try:
+            declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > cap:
+            return self._refuse(
+                status=413, error=f"body: larger than {cap} bytes", reason="too_large", slug=slug, request=request
+            )
+
+        workspace = webhook_workspace_get(slug=slug) if len(slug) <= 50 else None
+        if workspace is None:
+            return self._refuse(
+                status=404, error="workspace: unknown", reason="unknown_workspace", slug=slug, request=request
+            )
+        given = django_request.headers.get(SECRET_HEADER) or django_request.GET.get("secret") or ""
+        if not workspace.webhook_secret or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), workspace.webhook_secret.encode()
+        ):
+            return self._refuse(
+                status=401,
+                error=f"{SECRET_HEADER}: missing or wrong webhook secret",
+                reason="bad_secret",
+                slug=slug,
+                request=request,
+            )
+
+        raw = django_request.read(cap + 1)
+        if len(raw) > cap:
+            return self._refuse(
+                status=413, error=f"body: larger than {cap} bytes", reason="too_large", slug=slug, request=request
+            )
+        headers = _storable_headers(request)
+        try:
+            payload = _load_json(raw)
+        except _MalformedBody as exc:
+            webhook_event_reject(
+                workspace_id=workspace.id, provider=self.provider, event_type="", body=None, headers=headers,
+                error=str(exc),
+            )  # fmt: skip
+            return Response({"error": str(exc)}, status=400)
+        event_type = _peek_event_type(payload)
+        body = _mask_secret_in(payload, workspace.webhook_secret, raw)
+
+        refusal = self.check_delivery(workspace=workspace, raw=raw, payload=payload, request=request)
+        if refusal is not None:
+            if refusal.store:
+                webhook_event_reject(
+                    workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body,
+                    headers=headers, error=refusal.error,
+                )  # fmt: skip
+                return Response({"error": refusal.error}, status=refusal.status)
+            return self._refuse(
+                status=refusal.status, error=refusal.error, reason=refusal.reason, slug=slug, request=request
+            )
+
+        try:
+            delivery = self.parse(payload)
+        except drf_serializers.ValidationError as exc:
+            error = validation_error_text(exc.detail)[:500]
+            webhook_event_reject(
+                workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
+                error=error,
+            )  # fmt: skip
+            return Response({"error": error}, status=400)
+
+        try:
+            result = webhook_delivery_ingest(
+                workspace_id=workspace.id, provider=self.provider, delivery=delivery, body=body, headers=headers
+            )
+        except Exception as exc:
+            webhook_event_fail(
+                workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
+                exc=exc,
+            )  # fmt: skip
+            raise
+        return Response(result.as_response(), status=200)
+
+
+def _peek_event_type(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    value = payload.get("type")
+    if isinstance(payload.get("event"), dict):
+        value = payload["event"].get("type")
+    elif value is None and isinstance(payload.get("message"), dict):
+        value = "CustomWebhook"
+    return value[:64] if isinstance(value, str) else ""
+
+
+class GhlWebhookView(WebhookView):
+    provider = WebhookEvent.Provider.GHL
+    parse = staticmethod(ghl_delivery_parse)
+
+    def check_delivery(
+        self, *, workspace: WebhookWorkspace, raw: bytes, payload: Any, request: Request
+    ) -> Refusal | None:
+        location = ghl_location_id_peek(payload)
+        if workspace.ghl_location_id and location and location != workspace.ghl_location_id:
+            # Another tenant's data with this tenant's secret: nothing is written.
+            return Refusal(403, "locationId: does not belong to this workspace", "tenant_mismatch", store=False)
+        if workspace.verify_ghl_signatures and ghl_signature_present(request._request.headers):
+            try:
+                ghl_signature_verify(raw_body=raw, headers=request._request.headers, payload=payload)
+            except SignatureError as exc:
+                return Refusal(401, str(exc), "bad_signature", store=True)
+        return None
+
+
+class EmailBisonWebhookView(WebhookView):
+    provider = WebhookEvent.Provider.EMAILBISON
+    parse = staticmethod(emailbison_delivery_parse)

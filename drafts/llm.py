@@ -64,7 +64,7 @@ class LLMCall:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     latency_ms: int = 0  # wall time of the HTTP attempts
-    server_ms: int = 0  # the server's own processing time, when reported
+    server_ms: float = 0.0  # the server's own processing time, when reported
     backoff_ms: int = 0  # time slept between attempts
     http_attempts: int = 0
     response_id: str = ""
@@ -207,6 +207,8 @@ def responses_create(
             response = raw.parse()
         except openai.OpenAIError as exc:
             call.latency_ms += int((time.monotonic() - started) * 1000)
+            if isinstance(exc, openai.APIStatusError):
+                _add_server_time(call, exc.response.headers)
             code, retryable = _classify_exception(exc)
             last_code = code
             last_detail = f"{type(exc).__name__}" + (
@@ -229,13 +231,17 @@ def responses_create(
             call.backoff_ms += int(wait * 1000)
             continue
         call.latency_ms += int((time.monotonic() - started) * 1000)
-        processing = raw.headers.get("openai-processing-ms")
-        if processing:
-            with contextlib.suppress(ValueError):
-                call.server_ms += int(float(processing))
+        _add_server_time(call, raw.headers)
         _fill_from_response(call, response)
         return call
     raise LLMError(last_code, last_detail, call)
+
+
+def _add_server_time(call: LLMCall, headers: Any) -> None:
+    processing = headers.get("openai-processing-ms") if headers is not None else None
+    if processing:
+        with contextlib.suppress(ValueError):
+            call.server_ms = round(call.server_ms + float(processing), 1)
 
 
 def _fill_from_response(call: LLMCall, response: Any) -> None:

@@ -96,14 +96,19 @@ class ClassifyResult:
 
 
 def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
-    """The lead's last ``limit`` messages up to (excluding) ``message``, oldest first."""
+    """The lead's last ``limit`` messages up to (excluding) ``message``, oldest first (read once per run)."""
+    cached = getattr(message, "_conversation_cache", None)
+    if cached is not None and cached[0] == limit:
+        return cached[1]
     rows = (
         Message.objects.filter(workspace_id=message.workspace_id, lead_id=message.lead_id)
         .filter(Q(sent_at__lt=message.sent_at) | Q(sent_at=message.sent_at, pk__lt=message.pk))
         .order_by("-sent_at", "-pk")
         .values_list("direction", "body")[: max(0, limit)]
     )
-    return [{"direction": d, "text": (b or "")[:2000]} for d, b in reversed(list(rows))]
+    result = [{"direction": d, "text": (b or "")[:2000]} for d, b in reversed(list(rows))]
+    message._conversation_cache = (limit, result)
+    return result
 
 
 def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyResult:
@@ -159,7 +164,9 @@ def _classification_store(*, message: Message, tag: str) -> None:
         if tag != Sentiment.BLACKLIST
         else False
     )
-    if not newer_classified:
+    if newer_classified:
+        message.lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
+    else:
         message.lead = lead_sentiment_set(lead=message.lead, sentiment=tag)
 
 
@@ -219,7 +226,12 @@ def message_classify_and_draft(*, message_id: int) -> Draft | None:
             except SoftTimeLimitExceeded:
                 _classification_store(message=message, tag=Sentiment.NEUTRAL)
                 raise
-        lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
+        # Fresh lead state (a concurrent opt-out may have blacklisted it); classification just re-read it.
+        lead = (
+            message.lead
+            if classification is not None
+            else Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
+        )
         draftable = message.sentiment in DRAFTABLE_SENTIMENTS and not lead.is_blacklisted
         if draft is None:
             if not draftable:
@@ -351,7 +363,7 @@ def _usage(*, calls: list[llm.LLMCall], classification: ClassifyResult | None, s
         "timing": {
             "total_ms": int((time.monotonic() - started) * 1000),
             "llm_ms": sum(c.latency_ms for c in all_calls),
-            "server_ms": sum(c.server_ms for c in all_calls),
+            "server_ms": round(sum(c.server_ms for c in all_calls), 1),
             "backoff_ms": sum(c.backoff_ms for c in all_calls),
         },
     }

@@ -158,13 +158,11 @@ def _classification_store(*, message: Message, tag: str) -> None:
     now = timezone.now()
     Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(sentiment=tag, classified_at=now)
     message.sentiment, message.classified_at = tag, now
-    # A late classification of an older message must not overwrite a newer one (Blacklist always applies).
-    newer_classified = (
-        _newer_inbound(message=message).filter(classified_at__isnull=False).exists()
-        if tag != Sentiment.BLACKLIST
-        else False
-    )
-    if newer_classified:
+    # A late classification of an older message must not overwrite the lead's tag when a newer
+    # inbound exists (its own task sets it); Blacklist always applies.
+    newer_exists = _newer_inbound(message=message).exists()
+    message._newer_inbound_seen = newer_exists
+    if newer_exists and tag != Sentiment.BLACKLIST:
         message.lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
     else:
         message.lead = lead_sentiment_set(lead=message.lead, sentiment=tag)
@@ -385,7 +383,9 @@ def draft_generate(
         status=DraftStatus.GENERATING, generation_started_at=now, updated_at=now
     )
     draft.status = DraftStatus.GENERATING
-    if _newer_inbound(message=message).exists():
+    # Reuse the check classification just made in this run, else ask the database.
+    newer_seen = getattr(message, "_newer_inbound_seen", None)
+    if newer_seen if newer_seen is not None else _newer_inbound(message=message).exists():
         return _draft_finish(
             draft=draft, status=DraftStatus.SUPERSEDED, failure_reason="stale", error="a newer inbound message arrived"
         )

@@ -129,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "OPENAI_BASE_URL": fake.base_url,
             "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+            # A production-like worker: DEBUG off (no query log, cached templates).
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789abcdef",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         }
         log_path = Path(tempfile.gettempdir()) / f"bench-drafts-worker-{os.getpid()}.log"
         with celery_worker(env=env, concurrency=args.concurrency, log_path=log_path):

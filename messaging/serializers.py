@@ -183,18 +183,18 @@ class GhlMarketplaceMessageSerializer(serializers.Serializer):
     messageType = serializers.CharField(max_length=32)
     body = BodyField(required=False, allow_null=True)
     direction = serializers.ChoiceField(choices=Direction.values, required=False)
-    dateAdded = serializers.JSONField(required=False)
+    dateAdded = serializers.JSONField(required=False, allow_null=True)
     subject = LenientCharField(truncate=998, trim_whitespace=False)
     webhookId = LenientCharField(max_length=200)
-    timestamp = serializers.JSONField(required=False)
+    timestamp = serializers.JSONField(required=False, allow_null=True)
     attachments = serializers.ListField(required=False, allow_null=True)
     phone = LenientCharField(truncate=64)
     email = LenientCharField(truncate=320)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["from"] = serializers.JSONField(required=False)
-        fields["to"] = serializers.JSONField(required=False)
+        fields["from"] = serializers.JSONField(required=False, allow_null=True)
+        fields["to"] = serializers.JSONField(required=False, allow_null=True)
         return fields
 
     def to_delivery(self) -> Delivery:
@@ -243,7 +243,7 @@ class GhlCustomLocationSerializer(serializers.Serializer):
 
 
 class GhlCustomMessageSerializer(serializers.Serializer):
-    type = serializers.JSONField(required=False)
+    type = serializers.JSONField(required=False, allow_null=True)
     body = BodyField()
     direction = serializers.ChoiceField(choices=Direction.values, required=False)
 
@@ -262,12 +262,12 @@ class GhlCustomWebhookSerializer(serializers.Serializer):
     email = LenientCharField(truncate=320)
     phone = LenientCharField(truncate=64)
     timezone = LenientCharField(truncate=64)
-    tags = serializers.JSONField(required=False)
+    tags = serializers.JSONField(required=False, allow_null=True)
     location = GhlCustomLocationSerializer(required=False)
-    workflow = serializers.JSONField(required=False)
+    workflow = serializers.JSONField(required=False, allow_null=True)
     message = GhlCustomMessageSerializer()
-    customData = serializers.JSONField(required=False)
-    date_created = serializers.JSONField(required=False)
+    customData = serializers.JSONField(required=False, allow_null=True)
+    date_created = serializers.JSONField(required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not (attrs.get("contact_id") or attrs.get("email") or attrs.get("phone")):
@@ -278,6 +278,8 @@ class GhlCustomWebhookSerializer(serializers.Serializer):
         data = self.validated_data
         msg = data["message"]
         raw_type = msg.get("type")
+        if raw_type is not None and (isinstance(raw_type, bool) or not isinstance(raw_type, (int, str))):
+            raise serializers.ValidationError({"message": {"type": "must be a number or a string"}})
         channel_key = raw_type.strip().lower() if isinstance(raw_type, str) else raw_type
         if isinstance(channel_key, str) and channel_key.isdigit():
             channel_key = int(channel_key)
@@ -365,7 +367,7 @@ class EmailBisonEventSerializer(serializers.Serializer):
     type = serializers.CharField(max_length=64)
     name = LenientCharField(truncate=200)
     instance_url = LenientCharField(truncate=500)
-    workspace_id = serializers.JSONField(required=False)
+    workspace_id = serializers.JSONField(required=False, allow_null=True)
     workspace_name = LenientCharField(truncate=200)
 
 
@@ -377,7 +379,7 @@ class EmailBisonReplySerializer(serializers.Serializer):
     html_body = BodyField(required=False, allow_null=True)
     from_email_address = LenientCharField(truncate=320)
     from_name = LenientCharField(truncate=400)
-    date_received = serializers.JSONField(required=False)
+    date_received = serializers.JSONField(required=False, allow_null=True)
     interested = serializers.BooleanField(required=False, allow_null=True)
     automated_reply = serializers.BooleanField(required=False, allow_null=True)
     folder = LenientCharField(truncate=64)
@@ -394,15 +396,15 @@ class EmailBisonScheduledEmailSerializer(serializers.Serializer):
     id = LenientCharField(max_length=MAX_ID_LENGTH)
     email_subject = LenientCharField(truncate=998, trim_whitespace=False)
     email_body = BodyField(required=False, allow_null=True)
-    sent_at = serializers.JSONField(required=False)
+    sent_at = serializers.JSONField(required=False, allow_null=True)
 
 
 class EmailBisonDataSerializer(serializers.Serializer):
     reply = EmailBisonReplySerializer(required=False, allow_null=True)
     lead = EmailBisonLeadSerializer(required=False, allow_null=True)
     scheduled_email = EmailBisonScheduledEmailSerializer(required=False, allow_null=True)
-    campaign = serializers.JSONField(required=False)
-    sender_email = serializers.JSONField(required=False)
+    campaign = serializers.JSONField(required=False, allow_null=True)
+    sender_email = serializers.JSONField(required=False, allow_null=True)
 
 
 class EmailBisonWebhookSerializer(serializers.Serializer):

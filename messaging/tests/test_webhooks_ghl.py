@@ -54,9 +54,7 @@ def test_same_message_twice_is_duplicate_with_original_ids(client, workspace, en
     assert list(WebhookEvent.objects.order_by("id").values_list("status", flat=True)) == ["processed", "duplicate"]
 
 
-def test_outbound_message_recorded_without_enqueue(
-    client, workspace, enqueued, django_capture_on_commit_callbacks
-):
+def test_outbound_message_recorded_without_enqueue(client, workspace, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, "ghl", ghl_inbound(type="OutboundMessage", direction="outbound"))
     assert response.json()["status"] == "created"

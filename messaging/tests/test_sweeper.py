@@ -1,0 +1,73 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from drafts.models import Draft
+from leads.models import Lead
+from messaging.models import Message
+from messaging.services import message_sweep_unprocessed
+from messaging.tasks import sweep_unprocessed_messages
+
+pytestmark = pytest.mark.django_db
+
+
+def _message(workspace, *, age_s=120, direction="inbound", **fields):
+    lead = fields.pop("lead", None) or Lead.objects.create(
+        workspace=workspace, email=f"l{Message.objects.count()}@x.io"
+    )
+    message = Message.objects.create(
+        workspace=workspace,
+        lead=lead,
+        channel="sms",
+        direction=direction,
+        body="hello",
+        sent_at=timezone.now() - timedelta(seconds=age_s),
+        **fields,
+    )
+    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(seconds=age_s))
+    return message
+
+
+def test_sweeper_enqueues_only_lost_inbound_work(workspace, other_workspace, enqueued, settings):
+    settings.DRAFT_SWEEP_AFTER_S = 120
+    now = timezone.now()
+    never_enqueued = _message(workspace)
+    stale_enqueue = _message(workspace, work_enqueued_at=now - timedelta(seconds=300), work_enqueue_count=1)
+    other_tenant = _message(other_workspace)
+    _message(workspace, age_s=2)  # the webhook's own enqueue may still be in flight
+    _message(workspace, work_enqueued_at=now - timedelta(seconds=30), work_enqueue_count=1)  # recently enqueued
+    _message(workspace, direction="outbound")
+    _message(workspace, classified_at=now)
+    drafted = _message(workspace)
+    Draft.objects.create(workspace=workspace, lead=drafted.lead, message=drafted, channel="sms")
+    _message(workspace, work_enqueued_at=now - timedelta(hours=1), work_enqueue_count=5)  # gave up
+    _message(workspace, age_s=3 * 86400)  # history, not live traffic
+
+    assert sweep_unprocessed_messages() == 3
+    assert sorted(enqueued.calls) == sorted([never_enqueued.pk, stale_enqueue.pk, other_tenant.pk])
+    never_enqueued.refresh_from_db()
+    assert never_enqueued.work_enqueued_at is not None and never_enqueued.work_enqueue_count == 1
+    # Nothing is due again right after.
+    assert message_sweep_unprocessed() == 0
+
+
+def test_sweeper_stops_at_first_broker_failure_and_records_it(workspace, enqueued):
+    from workspaces.models import IntegrationError
+
+    _message(workspace)
+    _message(workspace)
+    enqueued.fail_with = OperationalError("Connection refused")
+    assert message_sweep_unprocessed() == 0
+    assert not Message.objects.filter(work_enqueued_at__isnull=False).exists()
+    assert IntegrationError.objects.get(workspace=workspace, source="broker").count == 1
+
+
+def test_sweep_task_is_registered_under_the_beat_name():
+    from config.beat import beat_entries
+    from config.celery_app import app
+
+    names = {entry.task for entry in beat_entries()}
+    assert "messaging.tasks.sweep_unprocessed_messages" in names
+    assert "messaging.tasks.sweep_unprocessed_messages" in app.tasks

@@ -40,12 +40,12 @@ class TestMatching:
         def match(**kw):
             return lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(**kw))
 
-        assert match(ghl_contact_id="C1", emailbison_lead_id="E1")[0] == by_contact
-        assert match(emailbison_lead_id="E1", email="mixed@case.com")[0] == by_eb
+        assert match(phone_raw="415.555.2671")[0] == by_phone
+        assert match(email="MIXED@case.COM", phone_raw="(415) 555-2671")[0] == by_email  # email before phone
+        assert match(emailbison_lead_id="E1", email="mixed@case.com")[0] == by_eb  # lead id before email
+        assert match(ghl_contact_id="C1", emailbison_lead_id="E1")[0] == by_contact  # contact id first
         by_contact.refresh_from_db()
         assert by_contact.emailbison_lead_id == ""  # E1 belongs to another lead: not copied
-        assert match(email="MIXED@case.COM", phone_raw="(415) 555-2671")[0] == by_email
-        assert match(phone_raw="415.555.2671")[0] == by_phone
         assert Lead.objects.count() == 4
 
     def test_fills_blanks_but_never_overwrites(self, workspace):

@@ -27,7 +27,7 @@ ratios decide, seeded so runs are reproducible):
 - ``incomplete``: ``status: "incomplete"``, reason ``max_output_tokens``,
   a truncated text and ``output_tokens == max_output_tokens``.
 - ``empty``: a completed answer whose text is empty.
-- ``500`` / ``503``: server errors. ``429``: rate limited with ``Retry-After``.
+- ``400``: a client error. ``500`` / ``503``: server errors. ``429``: rate limited with ``Retry-After``.
 - ``hang``: never answers in time (sleeps ``hang_s``, default 3600 s; the
   server thread gives up when the client disconnects or the server stops).
 
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = {"ok", "incomplete", "empty", "500", "503", "429", "hang"}
+BEHAVIOURS = {"ok", "incomplete", "empty", "400", "500", "503", "429", "hang"}
 
 # Words that steer the classification answer for a given input, first match wins.
 _CLASSIFY_HINTS: list[tuple[str, str]] = [
@@ -328,6 +328,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 payload: dict[str, Any] = {
                     "error": {"message": "The server had an error.", "type": "server_error", "code": None}
                 }
+            elif behaviour == "400":
+                code = 400
+                payload = {"error": {"message": "Invalid request.", "type": "invalid_request_error", "code": None}}
             elif behaviour == "429":
                 code = 429
                 headers["Retry-After"] = f"{fake.retry_after_s:g}"

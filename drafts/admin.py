@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from drafts.models import Draft, DraftStatus
+from drafts.services import draft_approve, draft_regenerate, draft_reject
+
+
+@admin.register(Draft)
+class DraftAdmin(admin.ModelAdmin):
+    # No message bodies or draft content on the list page.
+    list_display = (
+        "id",
+        "workspace",
+        "lead",
+        "channel",
+        "status",
+        "failure_reason",
+        "answered_message",
+        "model",
+        "attempts",
+        "tokens",
+        "latency_ms",
+        "created_at",
+    )
+    list_filter = ("status", "channel", "workspace", "failure_reason")
+    list_select_related = ("workspace", "lead", "message")
+    search_fields = ("=id", "=message__id", "lead__email", "lead__phone_e164")
+    date_hierarchy = "created_at"
+    actions = ("approve_drafts", "reject_drafts", "regenerate_drafts")
+    readonly_fields = (
+        "workspace",
+        "lead",
+        "message",
+        "answered_message_body",
+        "channel",
+        "status",
+        "model",
+        "max_output_tokens",
+        "attempts",
+        "incomplete_reason",
+        "failure_reason",
+        "error",
+        "usage",
+        "latency_ms",
+        "offered_slots_display",
+        "prompt_version",
+        "approved_by",
+        "approved_at",
+        "sent_message",
+        "generation_started_at",
+        "finished_at",
+        "created_at",
+        "updated_at",
+    )
+    fields = ("subject", "content", *readonly_fields)
+
+    @admin.display(description="message")
+    def answered_message(self, obj: Draft) -> str:
+        return f"#{obj.message_id} ({obj.message.sentiment or 'unclassified'})"
+
+    @admin.display(description="answered message")
+    def answered_message_body(self, obj: Draft) -> str:
+        return obj.message.body
+
+    @admin.display(description="tokens (in/out/reasoning)")
+    def tokens(self, obj: Draft) -> str:
+        usage = obj.usage or {}
+        if not usage:
+            return "-"
+        return f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)}/{usage.get('reasoning_tokens', 0)}"
+
+    @admin.display(description="offered slots")
+    def offered_slots_display(self, obj: Draft) -> str:
+        if not obj.offered_slots:
+            return "-"
+        return format_html(
+            "<br>".join(["{}"] * len(obj.offered_slots)), *[s.get("label", "") for s in obj.offered_slots]
+        )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        # Operators edit the text only while the draft awaits review.
+        if obj is not None and obj.status not in (DraftStatus.READY, DraftStatus.APPROVED):
+            return ("subject", "content", *self.readonly_fields)
+        return self.readonly_fields
+
+    def _apply(self, request, queryset, func, verb: str, **kwargs) -> None:
+        done, refused = 0, []
+        for draft in queryset.select_related("workspace"):
+            try:
+                func(draft=draft, **kwargs)
+                done += 1
+            except ValueError as exc:
+                refused.append(str(exc))
+        if done:
+            self.message_user(request, f"{done} draft(s) {verb}.", messages.SUCCESS)
+        for reason in refused[:10]:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Approve selected ready drafts")
+    def approve_drafts(self, request, queryset) -> None:
+        self._apply(request, queryset, draft_approve, "approved", user=request.user)
+
+    @admin.action(description="Reject selected drafts")
+    def reject_drafts(self, request, queryset) -> None:
+        self._apply(request, queryset, draft_reject, "rejected")
+
+    @admin.action(description="Regenerate selected drafts")
+    def regenerate_drafts(self, request, queryset) -> None:
+        self._apply(request, queryset, draft_regenerate, "queued for regeneration")

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.urls import reverse
+
+from drafts.models import Draft, DraftStatus
+from drafts.tests.factories import lead_create, message_create
+
+
+@pytest.fixture
+def ready_draft(workspace):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="secret-body-text interested", sentiment="Interested")
+    return Draft.objects.create(
+        workspace=workspace,
+        lead=lead,
+        message=message,
+        channel=message.channel,
+        status=DraftStatus.READY,
+        content="draft-content-text",
+        usage={"input_tokens": 10, "output_tokens": 20, "reasoning_tokens": 5},
+        offered_slots=[{"label": "Tue Dec 1, 10:00 AM EST", "start_utc": "2030-12-01T15:00:00+00:00"}],
+    )
+
+
+@pytest.mark.django_db
+def test_list_shows_usage_and_no_bodies(admin_client, ready_draft):
+    response = admin_client.get(reverse("admin:drafts_draft_changelist") + "?status__exact=ready")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "10/20/5" in html
+    assert "secret-body-text" not in html and "draft-content-text" not in html
+
+
+@pytest.mark.django_db
+def test_detail_shows_answered_message_and_slots(admin_client, ready_draft):
+    response = admin_client.get(reverse("admin:drafts_draft_change", args=[ready_draft.pk]))
+    html = response.content.decode()
+    assert "secret-body-text" in html and "Tue Dec 1, 10:00 AM EST" in html
+
+
+@pytest.mark.django_db
+def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft, django_capture_on_commit_callbacks):
+    url = reverse("admin:drafts_draft_changelist")
+    admin_client.post(url, {"action": "approve_drafts", "_selected_action": [ready_draft.pk]})
+    ready_draft.refresh_from_db()
+    assert ready_draft.status == DraftStatus.APPROVED and ready_draft.approved_by == admin_user
+
+    admin_client.post(url, {"action": "reject_drafts", "_selected_action": [ready_draft.pk]})
+    ready_draft.refresh_from_db()
+    assert ready_draft.status == DraftStatus.REJECTED
+
+    with (
+        mock.patch("drafts.tasks.classify_and_draft.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        admin_client.post(url, {"action": "regenerate_drafts", "_selected_action": [ready_draft.pk]})
+    ready_draft.refresh_from_db()
+    assert ready_draft.status == DraftStatus.SUPERSEDED
+    delay.assert_called_once_with(ready_draft.message_id)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+
+from drafts import llm
+from drafts.classification import LLM_TAGS, classify_fast
+from drafts.services import message_classify
+from drafts.tests.factories import lead_create, message_create
+from leads.models import Sentiment
+from messaging.models import Channel
+from workspaces.models import IntegrationError
+
+
+@pytest.mark.parametrize(
+    ("body", "subject", "tag"),
+    [
+        ("STOP", "", Sentiment.BLACKLIST),
+        ("  unsubscribe. ", "", Sentiment.BLACKLIST),
+        ("Please remove me from your list", "", Sentiment.BLACKLIST),
+        ("stop texting me", "", Sentiment.BLACKLIST),
+        ("Address not found: your message wasn't delivered", "Delivery Status Notification (Failure)", "Blacklist"),
+        ("Not interested, thanks", "", Sentiment.NOT_INTERESTED),
+        ("no thanks", "", Sentiment.NOT_INTERESTED),
+        ("I am out of the office until Monday with limited access to email", "", Sentiment.OUT_OF_OFFICE),
+        ("Thanks for your message", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
+        ("Yes, interested! When can we talk?", "", None),
+        ("Can't stop thinking about your offer, call me", "", None),
+    ],
+)
+def test_fast_paths(body, subject, tag):
+    assert classify_fast(body=body, subject=subject) == tag
+
+
+def test_llm_tags_are_the_design_tags_without_states():
+    assert "Interested" in LLM_TAGS and "Blacklist" in LLM_TAGS
+    assert "New" not in LLM_TAGS and "Snoozed" not in LLM_TAGS
+
+
+@pytest.mark.django_db
+def test_llm_classification_uses_strict_schema_and_context(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message_create(lead=lead, body="Hi, we fix roofs", direction="outbound")
+    message = message_create(lead=lead, body="Can you send pricing info?")
+
+    result = message_classify(message=message, deadline=llm.Deadline(5))
+
+    assert result.tag == Sentiment.INFORMATION_REQUESTED and result.source == "llm"
+    request = fake_openai.requests[0]
+    fmt = request["text"]["format"]
+    assert fmt["type"] == "json_schema" and fmt["strict"] is True
+    assert fmt["schema"]["properties"]["sentiment"]["enum"] == LLM_TAGS
+    assert "we fix roofs" in request["input"]  # the conversation is context
+    message.refresh_from_db()
+    assert message.sentiment == Sentiment.INFORMATION_REQUESTED
+
+
+@pytest.mark.django_db
+def test_llm_failure_falls_back_to_neutral_records_error_and_next_success_resolves(workspace, fake_openai):
+    fake_openai.enqueue("500", "500", "500", "500")
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="hmm, who is this?")
+
+    result = message_classify(message=message, deadline=llm.Deadline(5))
+
+    assert result.tag == Sentiment.NEUTRAL and result.source == "fallback"
+    error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
+    assert error.code == "classify_server_error"
+    assert "who is this" not in error.message
+
+    second = message_create(lead=lead, body="ok interested")
+    assert message_classify(message=second, deadline=llm.Deadline(5)).tag == Sentiment.INTERESTED
+    error.refresh_from_db()
+    assert error.resolved_at is not None
+
+
+@pytest.mark.django_db
+def test_provider_interested_counts_unless_the_text_says_otherwise(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    vague = message_create(lead=lead, body="ok", channel=Channel.EMAIL, provider_interested=True)
+    assert message_classify(message=vague, deadline=llm.Deadline(5)).tag == Sentiment.INTERESTED
+
+    other = lead_create(workspace=workspace)
+    declined = message_create(lead=other, body="Not interested.", channel=Channel.EMAIL, provider_interested=True)
+    assert message_classify(message=declined, deadline=llm.Deadline(5)).tag == Sentiment.NOT_INTERESTED
+
+
+@pytest.mark.django_db
+def test_blacklist_is_sticky_on_the_lead(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message_classify(message=message_create(lead=lead, body="unsubscribe"), deadline=llm.Deadline(5))
+    message_classify(message=message_create(lead=lead, body="interested after all"), deadline=llm.Deadline(5))
+    lead.refresh_from_db()
+    assert lead.sentiment == Sentiment.BLACKLIST

@@ -1,0 +1,89 @@
+"""The OpenAI wrapper: retry policy and deadlines, with the real SDK against the fake server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.testing.fake_openai import fake_openai_server
+from drafts import llm
+
+
+def _create(deadline_s: float = 5.0, timeout_s: float = 2.0):
+    return llm.responses_create(
+        model="gpt-5-mini",
+        instructions="be brief",
+        input="hello",
+        max_output_tokens=100,
+        deadline=llm.Deadline(deadline_s),
+        timeout_s=timeout_s,
+    )
+
+
+def test_client_has_sdk_retries_off(fake_openai):
+    assert llm.openai_client().max_retries == 0
+
+
+def test_server_errors_are_retried_and_usage_recorded(fake_openai):
+    fake_openai.enqueue("500", "503", "ok")
+    call = _create()
+    assert call.status == "completed" and call.text
+    assert call.http_attempts == 3
+    assert call.input_tokens > 0 and call.output_tokens > 0 and call.reasoning_tokens > 0
+    assert call.model == "gpt-5-mini" and call.latency_ms >= 0
+
+
+def test_retry_after_is_honoured(fake_openai):
+    fake_openai.retry_after_s = 0.6
+    fake_openai.enqueue("429", "ok")
+    started = time.monotonic()
+    call = _create()
+    assert call.status == "completed" and call.http_attempts == 2
+    assert time.monotonic() - started >= 0.6
+    assert call.backoff_ms >= 600
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once(fake_openai):
+    fake_openai.retry_after_s = 30
+    fake_openai.enqueue("429", "ok")
+    started = time.monotonic()
+    with pytest.raises(llm.LLMError) as err:
+        _create(deadline_s=2.0)
+    assert err.value.code == "rate_limited"
+    assert time.monotonic() - started < 1.0
+    assert len(fake_openai.requests) == 1
+
+
+def test_client_errors_are_not_retried(fake_openai):
+    fake_openai.enqueue("400", "ok")
+    with pytest.raises(llm.LLMError) as err:
+        _create()
+    assert err.value.code == "bad_request" and err.value.call.http_attempts == 1
+    assert len(fake_openai.requests) == 1
+
+
+def test_hanging_server_never_overruns_the_deadline(settings):
+    with fake_openai_server(hang=True) as fake:
+        settings.OPENAI_BASE_URL = fake.base_url
+        started = time.monotonic()
+        with pytest.raises(llm.LLMError) as err:
+            _create(deadline_s=1.5, timeout_s=10.0)  # the per-call timeout is capped by the deadline
+        elapsed = time.monotonic() - started
+    assert err.value.code == "timeout"
+    assert 1.2 <= elapsed < 1.5 + 0.3
+
+
+def test_connection_errors_are_retried_then_reported(settings):
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens
+    with pytest.raises(llm.LLMError) as err:
+        _create(deadline_s=3.0)
+    assert err.value.code == "connection_error"
+    assert err.value.call.http_attempts == llm.MAX_HTTP_ATTEMPTS
+
+
+def test_incomplete_is_returned_to_the_caller_not_retried(fake_openai):
+    fake_openai.enqueue("incomplete")
+    call = _create()
+    assert call.status == "incomplete" and call.incomplete_reason == "max_output_tokens"
+    assert call.http_attempts == 1 and call.output_tokens == 100

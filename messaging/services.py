@@ -202,12 +202,17 @@ def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = Fa
 
     Returns whether the broker accepted it (then ``work_enqueued_at`` is set).
     """
+    from config.celery_app import app as celery_app
     from drafts.tasks import classify_and_draft
 
     if not force and time.monotonic() < broker_health.down_until:
         return False
     try:
-        classify_and_draft.apply_async(args=[message_id], retry=False)
+        # One connection attempt, no kombu reconnect loop (which waits seconds on a
+        # dead broker); the pooled producer connection is reused across requests.
+        with celery_app.producer_pool.acquire(block=True, timeout=1) as producer:
+            producer.connection.ensure_connection(max_retries=0, timeout=1)
+            classify_and_draft.apply_async(args=[message_id], retry=False, producer=producer)
     except Exception as exc:  # noqa: BLE001 - any broker failure: leave it to the sweeper
         _broker_failed(workspace_id=workspace_id, exc=exc)
         return False

@@ -1,0 +1,60 @@
+"""End to end: a real Celery worker process drafts against the fake Responses API."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from core.testing.fake_openai import fake_openai_server
+from core.testing.processes import celery_worker, live_database_url
+from drafts.models import Draft, DraftStatus
+from drafts.tasks import classify_and_draft
+from drafts.tests.factories import lead_create, message_create
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _wait_final(message, timeout: float) -> Draft:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        draft = Draft.objects.filter(message=message).first()
+        if draft is not None and draft.status not in (DraftStatus.PENDING, DraftStatus.GENERATING):
+            return draft
+        time.sleep(0.1)
+    raise AssertionError(f"no final draft for message {message.pk} within {timeout}s")
+
+
+def test_worker_drafts_and_times_out_a_hanging_llm_before_its_soft_limit(workspace):
+    broker = os.environ.get("CELERY_BROKER_URL") or os.environ["TEST_REDIS_URL"]
+    with fake_openai_server() as fake:
+        env = {
+            "DATABASE_URL": live_database_url(),
+            "CELERY_BROKER_URL": broker,
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_API_KEY": "sk-test-fake-0000",
+            "DRAFT_TASK_SOFT_TIME_LIMIT_S": "4",
+            "DRAFT_TASK_TIME_LIMIT_S": "6",
+            "OPENAI_DRAFT_TIMEOUT_S": "1",
+            "OPENAI_CLASSIFY_TIMEOUT_S": "1",
+        }
+        with celery_worker(env=env, concurrency=1):
+            ok = message_create(lead=lead_create(workspace=workspace), body="Interested, can we meet?")
+            classify_and_draft.delay(ok.pk)
+            draft = _wait_final(ok, timeout=30)
+            assert draft.status == DraftStatus.READY and draft.content
+
+            fake.enqueue("ok")  # classification answers, then the draft call hangs
+            fake.hang = True
+            hanging = message_create(lead=lead_create(workspace=workspace), body="interested")
+            started = time.monotonic()
+            classify_and_draft.delay(hanging.pk)
+            draft = _wait_final(hanging, timeout=30)
+            elapsed = time.monotonic() - started
+
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "timeout" and draft.content == ""
+    # finished within the soft limit (plus the broker round trip)
+    task_ms = draft.usage["timing"]["total_ms"]
+    assert task_ms < 4000
+    assert elapsed < 4 + 2

@@ -168,7 +168,9 @@ def advisory_xact_lock(key: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
 
 
-@transaction.atomic
+# No savepoint of its own: it runs inside the webhook transaction, and the
+# only error it expects (the insert race) is caught in its inner atomic().
+@transaction.atomic(savepoint=False)
 def lead_upsert(*, workspace_id: int, identity: LeadIdentity) -> tuple[Lead, bool]:
     """Find or create the workspace's lead for ``identity``; returns (lead, created).
 

@@ -64,8 +64,10 @@ def message_body_hash(body: str) -> str:
     return hashlib.sha256(_WHITESPACE.sub(" ", body or "").strip().encode()).hexdigest()
 
 
-@transaction.atomic
-def message_ingest(*, workspace_id: int, lead: Lead, parsed: ParsedMessage) -> tuple[Message, bool]:
+@transaction.atomic(savepoint=False)
+def message_ingest(
+    *, workspace_id: int, lead: Lead, parsed: ParsedMessage, mark_work_enqueued: bool = False
+) -> tuple[Message, bool]:
     """Insert the message unless it is already known; returns (message, created).
 
     With a provider id (GHL message id, EmailBison reply id) the per-workspace
@@ -90,6 +92,11 @@ def message_ingest(*, workspace_id: int, lead: Lead, parsed: ParsedMessage) -> t
         emailbison_reply_id=parsed.emailbison_reply_id,
         provider_interested=parsed.provider_interested,
     )
+    if mark_work_enqueued:
+        # Written with the row (no extra UPDATE per webhook); cleared after
+        # commit if the broker refuses the task. See message_work_enqueue.
+        message.work_enqueued_at = timezone.now()
+        message.work_enqueue_count = 1
     provider_key = {}
     if parsed.ghl_message_id:
         provider_key = {"ghl_message_id": parsed.ghl_message_id}
@@ -197,30 +204,38 @@ def _broker_succeeded(*, workspace_id: int) -> None:
             logger.exception("could not resolve the broker error")
 
 
-def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = False) -> bool:
+def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = False, marked: bool = False) -> bool:
     """Enqueue ``classify_and_draft`` for an inbound message; never raises.
 
-    Returns whether the broker accepted it (then ``work_enqueued_at`` is set).
+    Returns whether the broker accepted it. ``work_enqueued_at`` then holds
+    the time of the hand-over: set here, or already written with the row by
+    the webhook (``marked``), in which case a refusal clears it again so the
+    sweeper picks the message up at its next run. (Should the process die
+    between commit and enqueue, the mark ages past ``DRAFT_SWEEP_AFTER_S``
+    and the sweeper re-enqueues it then.)
     """
     from config.celery_app import app as celery_app
     from drafts.tasks import classify_and_draft
 
-    if not force and time.monotonic() < broker_health.down_until:
-        return False
-    try:
-        # One connection attempt, no kombu reconnect loop (which waits seconds on a
-        # dead broker); the pooled producer connection is reused across requests.
-        with celery_app.producer_pool.acquire(block=True, timeout=1) as producer:
-            producer.connection.ensure_connection(max_retries=0, timeout=1)
-            classify_and_draft.apply_async(args=[message_id], retry=False, producer=producer)
-    except Exception as exc:  # noqa: BLE001 - any broker failure: leave it to the sweeper
-        _broker_failed(workspace_id=workspace_id, exc=exc)
-        return False
-    Message.objects.filter(pk=message_id, workspace_id=workspace_id).update(
-        work_enqueued_at=timezone.now(), work_enqueue_count=F("work_enqueue_count") + 1
-    )
-    _broker_succeeded(workspace_id=workspace_id)
-    return True
+    accepted = False
+    if force or time.monotonic() >= broker_health.down_until:
+        try:
+            # One connection attempt, no kombu reconnect loop (which waits seconds on a
+            # dead broker); the pooled producer connection is reused across requests.
+            with celery_app.producer_pool.acquire(block=True, timeout=1) as producer:
+                producer.connection.ensure_connection(max_retries=0, timeout=1)
+                classify_and_draft.apply_async(args=[message_id], retry=False, producer=producer)
+            accepted = True
+        except Exception as exc:  # noqa: BLE001 - any broker failure: leave it to the sweeper
+            _broker_failed(workspace_id=workspace_id, exc=exc)
+    messages = Message.objects.filter(pk=message_id, workspace_id=workspace_id)
+    if accepted and not marked:
+        messages.update(work_enqueued_at=timezone.now(), work_enqueue_count=F("work_enqueue_count") + 1)
+    elif not accepted and marked:
+        messages.update(work_enqueued_at=None, work_enqueue_count=F("work_enqueue_count") - 1)
+    if accepted:
+        _broker_succeeded(workspace_id=workspace_id)
+    return accepted
 
 
 def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 15.0, limit: int = 500) -> int:
@@ -254,10 +269,13 @@ def _delivery_apply(*, workspace_id: int, delivery: Delivery) -> tuple[str, Mess
         lead = lead_blacklist(lead=lead, reason=delivery.event_type)
         return (IngestStatus.DUPLICATE if already else IngestStatus.CREATED), None, lead
     assert delivery.message is not None
-    message, created = message_ingest(workspace_id=workspace_id, lead=lead, parsed=delivery.message)
-    if created and message.direction == Direction.INBOUND:
+    inbound = delivery.message.direction == Direction.INBOUND
+    message, created = message_ingest(
+        workspace_id=workspace_id, lead=lead, parsed=delivery.message, mark_work_enqueued=inbound
+    )
+    if created and inbound:
         transaction.on_commit(
-            partial(message_work_enqueue, message_id=message.pk, workspace_id=workspace_id), robust=True
+            partial(message_work_enqueue, message_id=message.pk, workspace_id=workspace_id, marked=True), robust=True
         )
     return (IngestStatus.CREATED if created else IngestStatus.DUPLICATE), message, lead
 
@@ -269,54 +287,81 @@ _EVENT_STATUS = {
 }
 
 
-@transaction.atomic
+EVENT_KEY_CONSTRAINT = "webhookevent_unique_idempotency_key"
+
+
+class _DuplicateDelivery(Exception):
+    pass
+
+
+def _is_constraint(exc: IntegrityError, name: str) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    constraint = getattr(diag, "constraint_name", None)
+    return constraint == name if constraint else name in str(exc)
+
+
 def webhook_delivery_ingest(
     *, workspace_id: int, provider: str, delivery: Delivery, body: Any, headers: dict[str, str]
 ) -> IngestResult:
-    """Store the delivery and apply it, all in one transaction.
+    """Apply the delivery and store its WebhookEvent, all in one transaction.
 
-    Insert-first idempotency (dj-stripe style): the WebhookEvent with the
-    delivery's idempotency key is inserted in an inner ``atomic()``; a
-    concurrent or later copy hits the unique constraint, is logged as its own
-    ``duplicate`` event and answers the original's ids.
+    The event row is written last, with its outcome, so the common path costs
+    one INSERT. Its idempotency key is unique per workspace and provider: a
+    copy of a delivery already stored (a replayed ``webhookId``, a retried
+    EmailBison event) hits that constraint, the whole transaction rolls back
+    (nothing it did survives, no task is enqueued), and the copy is logged as
+    its own ``duplicate`` event answering the original's ids. Concurrent
+    copies wait on the unique indexes until the first commits, then take the
+    same path.
     """
-    now = timezone.now()
-    event = WebhookEvent(
+    try:
+        with transaction.atomic():
+            status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
+            event = WebhookEvent(
+                workspace_id=workspace_id,
+                provider=provider,
+                event_type=delivery.event_type[:64],
+                idempotency_key=delivery.idempotency_key[:255],
+                body=body,
+                headers=headers,
+                status=_EVENT_STATUS[status],
+                error=delivery.note,
+                message=message,
+                lead=lead,
+                processed_at=timezone.now(),
+            )
+            try:
+                event.save(force_insert=True)
+            except IntegrityError as exc:
+                if event.idempotency_key and _is_constraint(exc, EVENT_KEY_CONSTRAINT):
+                    raise _DuplicateDelivery from exc
+                raise
+    except _DuplicateDelivery:
+        return _webhook_duplicate_record(
+            workspace_id=workspace_id, provider=provider, delivery=delivery, body=body, headers=headers
+        )
+    return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)
+
+
+def _webhook_duplicate_record(
+    *, workspace_id: int, provider: str, delivery: Delivery, body: Any, headers: dict[str, str]
+) -> IngestResult:
+    original = webhook_event_original(
+        workspace_id=workspace_id, provider=provider, idempotency_key=delivery.idempotency_key[:255]
+    )
+    event = WebhookEvent.objects.create(
         workspace_id=workspace_id,
         provider=provider,
         event_type=delivery.event_type[:64],
-        idempotency_key=delivery.idempotency_key[:255],
         body=body,
         headers=headers,
-        status=WebhookEvent.Status.ACCEPTED,
+        status=WebhookEvent.Status.DUPLICATE,
+        error=f"duplicate of webhook event #{original.pk}" if original else "duplicate delivery",
+        message_id=original.message_id if original else None,
+        lead_id=original.lead_id if original else None,
+        processed_at=timezone.now(),
     )
-    if event.idempotency_key:
-        try:
-            with transaction.atomic():
-                event.save(force_insert=True)
-        except IntegrityError:
-            original = webhook_event_original(
-                workspace_id=workspace_id, provider=provider, idempotency_key=event.idempotency_key
-            )
-            event.idempotency_key = ""
-            event.status = WebhookEvent.Status.DUPLICATE
-            event.error = f"duplicate of webhook event #{original.pk}" if original else "duplicate delivery"
-            event.message_id = original.message_id if original else None
-            event.lead_id = original.lead_id if original else None
-            event.processed_at = now
-            event.save(force_insert=True)
-            return IngestResult(IngestStatus.DUPLICATE, event.message_id, event.lead_id, event.pk)
-    status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
-    event.status = _EVENT_STATUS[status]
-    event.message = message
-    event.lead = lead
-    event.processed_at = timezone.now()
-    event.error = delivery.note
-    if event.pk is None:
-        event.save(force_insert=True)
-    else:
-        event.save(update_fields=["status", "message", "lead", "processed_at", "error"])
-    return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)
+    return IngestResult(IngestStatus.DUPLICATE, event.message_id, event.lead_id, event.pk)
 
 
 def webhook_event_reject(

@@ -85,6 +85,12 @@ class LeadIdentity:
         return not (self.ghl_contact_id or self.emailbison_lead_id or self.email or self.phone_raw)
 
 
+def _first(queryset) -> Lead | None:
+    """The row of a unique lookup, without the model's default ORDER BY (no sort to plan)."""
+    rows = list(queryset.order_by()[:1])
+    return rows[0] if rows else None
+
+
 def lead_match(*, workspace_id: int, identity: LeadIdentity, phone_e164: str = "") -> Lead | None:
     """Find the workspace's lead for ``identity``.
 
@@ -95,11 +101,11 @@ def lead_match(*, workspace_id: int, identity: LeadIdentity, phone_e164: str = "
     """
     leads = Lead.objects.filter(workspace_id=workspace_id)
     if identity.ghl_contact_id:
-        lead = leads.filter(ghl_contact_id=identity.ghl_contact_id).first()
+        lead = _first(leads.filter(ghl_contact_id=identity.ghl_contact_id))
         if lead is not None:
             return lead
     if identity.emailbison_lead_id:
-        lead = leads.filter(emailbison_lead_id=identity.emailbison_lead_id).first()
+        lead = _first(leads.filter(emailbison_lead_id=identity.emailbison_lead_id))
         if lead is not None:
             return lead
     compatible = leads
@@ -221,9 +227,25 @@ def lead_upsert(*, workspace_id: int, identity: LeadIdentity) -> tuple[Lead, boo
     return lead, False
 
 
+_ROLLUP_SQL = (
+    "UPDATE leads_lead SET {field} = GREATEST(COALESCE({field}, %s), %s),"
+    " last_message_at = GREATEST(COALESCE(last_message_at, %s), %s)"
+    " WHERE id = %s AND workspace_id = %s"
+)
+
+
 def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
-    """Move the lead's last inbound/outbound/message times forward to ``at`` (never back)."""
+    """Move the lead's last inbound/outbound/message times forward to ``at`` (never back).
+
+    One statement, safe under concurrent messages for the same lead. On
+    PostgreSQL it is plain SQL: it runs on every webhook and the ORM's
+    expression compilation costs more than the query itself.
+    """
     field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_ROLLUP_SQL.format(field=field), [at, at, at, at, lead.pk, lead.workspace_id])
+        return
     Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).update(
         **{
             field: Greatest(Coalesce(F(field), Value(at)), Value(at)),

@@ -66,13 +66,21 @@ def message_body_hash(body: str) -> str:
 
 @transaction.atomic(savepoint=False)
 def message_ingest(
-    *, workspace_id: int, lead: Lead, parsed: ParsedMessage, mark_work_enqueued: bool = False
+    *,
+    workspace_id: int,
+    lead: Lead,
+    parsed: ParsedMessage,
+    mark_work_enqueued: bool = False,
+    optimistic: bool = False,
 ) -> tuple[Message, bool]:
     """Insert the message unless it is already known; returns (message, created).
 
     With a provider id (GHL message id, EmailBison reply id) the per-workspace
     unique constraint decides: insert first in an inner ``atomic()``, and on
-    ``IntegrityError`` the concurrent winner's row is re-read. Without one,
+    ``IntegrityError`` the concurrent winner's row is re-read. ``optimistic``
+    skips that savepoint (two round trips on the hot path): the
+    ``IntegrityError`` then escapes and the caller must rerun its whole
+    transaction without it (``webhook_delivery_ingest`` does). Without one,
     a message is a duplicate of the lead's same-direction message with the
     same body hash sent within 60 s; a transaction-scoped advisory lock on
     (lead, direction, hash) makes check-then-insert race-free.
@@ -103,7 +111,9 @@ def message_ingest(
     elif parsed.emailbison_reply_id:
         provider_key = {"emailbison_reply_id": parsed.emailbison_reply_id}
 
-    if provider_key:
+    if provider_key and optimistic:
+        message.save(force_insert=True)
+    elif provider_key:
         try:
             with transaction.atomic():
                 message.save(force_insert=True)
@@ -260,7 +270,9 @@ def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 1
 # --- Deliveries ----------------------------------------------------------------------------
 
 
-def _delivery_apply(*, workspace_id: int, delivery: Delivery) -> tuple[str, Message | None, Lead | None]:
+def _delivery_apply(
+    *, workspace_id: int, delivery: Delivery, optimistic: bool = False
+) -> tuple[str, Message | None, Lead | None]:
     if delivery.action == DeliveryAction.IGNORE or delivery.identity is None:
         return IngestStatus.IGNORED, None, None
     lead, _ = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
@@ -271,7 +283,11 @@ def _delivery_apply(*, workspace_id: int, delivery: Delivery) -> tuple[str, Mess
     assert delivery.message is not None
     inbound = delivery.message.direction == Direction.INBOUND
     message, created = message_ingest(
-        workspace_id=workspace_id, lead=lead, parsed=delivery.message, mark_work_enqueued=inbound
+        workspace_id=workspace_id,
+        lead=lead,
+        parsed=delivery.message,
+        mark_work_enqueued=inbound,
+        optimistic=optimistic,
     )
     if created and inbound:
         transaction.on_commit(
@@ -288,6 +304,7 @@ _EVENT_STATUS = {
 
 
 EVENT_KEY_CONSTRAINT = "webhookevent_unique_idempotency_key"
+MESSAGE_PROVIDER_CONSTRAINTS = ("message_unique_ghl_id_per_workspace", "message_unique_emailbison_reply_per_workspace")
 
 
 class _DuplicateDelivery(Exception):
@@ -314,32 +331,44 @@ def webhook_delivery_ingest(
     copies wait on the unique indexes until the first commits, then take the
     same path.
     """
-    try:
-        with transaction.atomic():
-            status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
-            event = WebhookEvent(
-                workspace_id=workspace_id,
-                provider=provider,
-                event_type=delivery.event_type[:64],
-                idempotency_key=delivery.idempotency_key[:255],
-                body=body,
-                headers=headers,
-                status=_EVENT_STATUS[status],
-                error=delivery.note,
-                message=message,
-                lead=lead,
-                processed_at=timezone.now(),
+    optimistic = True
+    while True:
+        try:
+            with transaction.atomic():
+                status, message, lead = _delivery_apply(
+                    workspace_id=workspace_id, delivery=delivery, optimistic=optimistic
+                )
+                event = WebhookEvent(
+                    workspace_id=workspace_id,
+                    provider=provider,
+                    event_type=delivery.event_type[:64],
+                    idempotency_key=delivery.idempotency_key[:255],
+                    body=body,
+                    headers=headers,
+                    status=_EVENT_STATUS[status],
+                    error=delivery.note,
+                    message=message,
+                    lead=lead,
+                    processed_at=timezone.now(),
+                )
+                try:
+                    event.save(force_insert=True)
+                except IntegrityError as exc:
+                    if event.idempotency_key and _is_constraint(exc, EVENT_KEY_CONSTRAINT):
+                        raise _DuplicateDelivery from exc
+                    raise
+            break
+        except _DuplicateDelivery:
+            return _webhook_duplicate_record(
+                workspace_id=workspace_id, provider=provider, delivery=delivery, body=body, headers=headers
             )
-            try:
-                event.save(force_insert=True)
-            except IntegrityError as exc:
-                if event.idempotency_key and _is_constraint(exc, EVENT_KEY_CONSTRAINT):
-                    raise _DuplicateDelivery from exc
-                raise
-    except _DuplicateDelivery:
-        return _webhook_duplicate_record(
-            workspace_id=workspace_id, provider=provider, delivery=delivery, body=body, headers=headers
-        )
+        except IntegrityError as exc:
+            # A concurrent copy of this message committed first: rerun, this time
+            # reading the winner's row (the common path skips that savepoint).
+            if optimistic and any(_is_constraint(exc, name) for name in MESSAGE_PROVIDER_CONSTRAINTS):
+                optimistic = False
+                continue
+            raise
     return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)
 
 

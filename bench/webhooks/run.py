@@ -247,6 +247,14 @@ def _db_summary(database_url: str) -> dict:
     return {"messages": row[0], "messages_enqueued": row[1], "leads": row[2], "webhook_events": row[3]}
 
 
+def _analyze(database_url: str) -> None:
+    """Fresh planner statistics, as autovacuum would give a long-running database."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE leads_lead, messaging_message, messaging_webhookevent")
+
+
 def _queue_length(redis_url: str) -> int:
     import redis
 
@@ -335,6 +343,7 @@ def main() -> None:
                 # Warm up every worker (imports, DB connection, workspace cache, producer connection).
                 warm = open_loop(port, rate=200, duration=2)
                 print(f"warm-up: {warm['ok_2xx']}/{warm['requests']} 2xx", flush=True)
+                _analyze(database_url)
                 if not args.skip_open_loop:
                     print(f"open loop: {args.rate:g} req/s for {args.duration}s ...", flush=True)
                     results["open_loop"] = open_loop(port, rate=args.rate, duration=args.duration)

@@ -34,6 +34,7 @@ from typing import Any
 
 import backoff
 import requests
+import urllib3
 
 from core.redaction import redact_text
 
@@ -503,20 +504,19 @@ class HttpClient:
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=65536):
+            # read1 returns whatever arrived (iter_content would block until 64 KiB),
+            # so the deadline is checked between socket reads.
+            while chunk := response.raw.read1(65536, decode_content=True):
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
                     raise ProviderBadResponse(f"answer larger than {MAX_BODY_BYTES} bytes", **err)
                 if deadline.expired:
                     raise ProviderTimeout("deadline exceeded while reading the answer", **err)
-        except requests.exceptions.ConnectionError as exc:
-            # urllib3 reports a read timeout mid-body as a ConnectionError
-            if "timed out" in str(exc).lower():
-                raise ProviderTimeout("read timeout while reading the answer", **err) from exc
-            raise ProviderConnectionError(f"connection broken while reading: {exc.__class__.__name__}", **err) from exc
-        except requests.exceptions.RequestException as exc:
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise ProviderTimeout("read timeout while reading the answer", **err) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ProviderConnectionError(f"connection broken while reading: {exc.__class__.__name__}", **err) from exc
         response._content = b"".join(chunks)
         response._content_consumed = True
 

@@ -1,0 +1,276 @@
+"""The shared HTTP resilience layer: timeouts, deadline, retries, Retry-After, rate limit, typed errors."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+import responses
+
+from core.http import (
+    Deadline,
+    HttpClient,
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderNotFound,
+    ProviderRateLimited,
+    ProviderTimeout,
+    RetryPolicy,
+    TokenBucket,
+    parse_retry_after,
+)
+from core.testing.processes import free_port
+
+BASE = "http://provider.test"
+TOKEN = "pit-12345678-aaaa-bbbb-cccc-1234567890ab"
+FAST = RetryPolicy(max_tries=3, base_s=0.01, max_wait_s=0.05)
+
+
+def client(**kwargs) -> HttpClient:
+    kwargs.setdefault("retry", FAST)
+    return HttpClient(
+        provider="test", base_url=BASE, headers={"Authorization": f"Bearer {TOKEN}"}, secrets=[TOKEN], **kwargs
+    )
+
+
+@contextlib.contextmanager
+def hanging_server(*, trickle: bool = False):
+    """Accepts connections and never answers (or answers headers then trickles one byte at a time)."""
+    stop = threading.Event()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.1)
+    conns = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            if trickle:
+                threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    def drip(conn):
+        with contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.is_set():
+                conn.sendall(b" ")
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in conns:
+            conn.close()
+        sock.close()
+
+
+def test_hanging_server_is_cut_by_the_deadline_not_the_read_timeout():
+    with hanging_server() as url:
+        http = HttpClient(provider="test", base_url=url, read_timeout_s=30, retry=FAST)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout):
+            http.request("GET", "/slow", deadline=0.5)
+        assert time.monotonic() - started < 1.5
+
+
+def test_read_timeout_applies_per_attempt_and_retries_stay_within_deadline():
+    with hanging_server() as url:
+        http = HttpClient(provider="test", base_url=url, read_timeout_s=0.2, retry=FAST)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout) as info:
+            http.request("GET", "/slow", deadline=3)
+        elapsed = time.monotonic() - started
+        assert info.value.attempts == 3  # retried (GET is idempotent) up to max_tries
+        assert 0.55 < elapsed < 2.0
+
+
+def test_trickling_body_cannot_stretch_an_attempt_past_the_deadline():
+    with hanging_server(trickle=True) as url:
+        http = HttpClient(provider="test", base_url=url, read_timeout_s=5, retry=FAST)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout):
+            http.request("GET", "/drip", deadline=0.8)
+        assert time.monotonic() - started < 2.0
+
+
+def test_connection_refused_is_a_typed_error():
+    http = HttpClient(provider="test", base_url=f"http://127.0.0.1:{free_port()}", retry=FAST)
+    with pytest.raises(ProviderConnectionError):
+        http.request("GET", "/x", deadline=2)
+
+
+@responses.activate
+def test_get_is_retried_on_5xx_then_succeeds():
+    responses.get(f"{BASE}/items", status=502, json={"message": "bad gateway"})
+    responses.get(f"{BASE}/items", status=200, json={"ok": True})
+    assert client().get_json("/items", deadline=5) == {"ok": True}
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_post_is_not_retried_on_5xx():
+    responses.post(f"{BASE}/send", status=500, json={"message": "boom"})
+    with pytest.raises(ProviderHTTPError) as info:
+        client().request("POST", "/send", json={"a": 1}, deadline=5)
+    assert info.value.status == 500
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_post_is_retried_on_429_because_the_server_did_not_process_it():
+    responses.post(f"{BASE}/send", status=429, headers={"Retry-After": "0"})
+    responses.post(f"{BASE}/send", status=200, json={"id": 1})
+    assert client().request("POST", "/send", json={}, deadline=5).status_code == 200
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_retry_after_is_honoured():
+    responses.get(f"{BASE}/rl", status=429, headers={"Retry-After": "0.3"})
+    responses.get(f"{BASE}/rl", status=200, json={})
+    started = time.monotonic()
+    client().request("GET", "/rl", deadline=5)
+    assert time.monotonic() - started >= 0.3
+
+
+@responses.activate
+def test_retry_after_longer_than_the_deadline_gives_up_at_once():
+    responses.get(f"{BASE}/rl", status=429, headers={"Retry-After": "30"})
+    started = time.monotonic()
+    with pytest.raises(ProviderRateLimited) as info:
+        client().request("GET", "/rl", deadline=2)
+    assert time.monotonic() - started < 0.5
+    assert info.value.retry_after == pytest.approx(30)
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_auth_error_is_not_retried_and_never_carries_the_token():
+    responses.get(f"{BASE}/me", status=401, json={"message": f"Invalid token {TOKEN}"})
+    with pytest.raises(ProviderAuthError) as info:
+        client().request("GET", "/me", deadline=5)
+    assert len(responses.calls) == 1
+    assert info.value.status == 401
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in info.value.message
+    assert "Invalid token" in str(info.value)
+
+
+@responses.activate
+def test_error_path_drops_the_query_string():
+    responses.get(f"{BASE}/c", status=404, json={"message": "nope"})
+    with pytest.raises(ProviderNotFound) as info:
+        client().request("GET", "/c", params={"api_key": "abcdef123456"}, deadline=5)
+    assert "abcdef123456" not in str(info.value)
+    assert info.value.path == f"{BASE}/c"
+
+
+@responses.activate
+def test_non_json_answer_is_a_bad_response():
+    responses.get(f"{BASE}/html", status=200, body="<html>hello</html>")
+    with pytest.raises(ProviderBadResponse):
+        client().get_json("/html", deadline=5)
+
+
+@responses.activate
+def test_calendly_style_rate_limit_reset_header_is_used_as_the_wait():
+    responses.get(f"{BASE}/c", status=429, headers={"X-RateLimit-Reset": "0.2"})
+    responses.get(f"{BASE}/c", status=200, json={})
+    started = time.monotonic()
+    client().request("GET", "/c", deadline=5)
+    assert time.monotonic() - started >= 0.2
+
+
+def test_parse_retry_after_accepts_seconds_and_http_dates():
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
+    assert 55 <= parse_retry_after(future) <= 61
+
+
+def test_token_bucket_paces_requests():
+    bucket = TokenBucket(capacity=2, interval_s=1.0)  # 2 per second
+    started = time.monotonic()
+    for _ in range(3):
+        bucket.acquire(deadline=Deadline(5))
+    assert 0.4 <= time.monotonic() - started < 1.0
+
+
+def test_token_bucket_refuses_a_wait_past_the_deadline():
+    bucket = TokenBucket(capacity=1, interval_s=10.0)
+    bucket.acquire()
+    started = time.monotonic()
+    with pytest.raises(ProviderRateLimited):
+        bucket.acquire(deadline=Deadline(0.5))
+    assert time.monotonic() - started < 0.2
+
+
+def test_token_bucket_adopts_the_servers_announced_limit():
+    bucket = TokenBucket(capacity=90, interval_s=10.0)
+    bucket.update_from_headers(
+        {"X-RateLimit-Max": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Interval-Milliseconds": "1000"}
+    )
+    assert bucket.capacity == 100
+    assert bucket.interval_s == 1.0
+    started = time.monotonic()
+    bucket.acquire(deadline=Deadline(2))
+    assert time.monotonic() - started >= 0.005  # server said none remain: we waited for a refill
+
+
+@responses.activate
+def test_client_rate_limiter_limits_actual_requests():
+    responses.get(f"{BASE}/x", status=200, json={}, headers={"X-RateLimit-Remaining": "50"})
+    http = client(rate_limiter=TokenBucket(capacity=3, interval_s=0.6))
+    started = time.monotonic()
+    for _ in range(5):
+        http.request("GET", "/x", deadline=5)
+    assert time.monotonic() - started >= 0.3  # 2 requests over the burst of 3 at 5/s
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(503)
+        self.send_header("Retry-After", "0.1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_real_socket_503_with_retry_after_is_retried_until_max_tries():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        http = HttpClient(provider="test", base_url=f"http://127.0.0.1:{server.server_port}", retry=FAST)
+        with pytest.raises(ProviderHTTPError) as info:
+            http.request("GET", "/", deadline=5)
+        assert info.value.status == 503
+        assert info.value.attempts == 3
+        assert http.requests_sent == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_session_is_a_requests_session():
+    assert isinstance(client().session, requests.Session)

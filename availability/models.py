@@ -21,10 +21,22 @@ class AvailabilitySnapshot(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     fallback_used = models.CharField(max_length=64, blank=True, default="")
     fallback_reason = models.TextField(blank=True, default="")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Claimed by the refresh in progress, so overlapping runs (beat + command,
+    # a redelivered task) never fetch the same workspace twice at once.
+    refresh_lease_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["next_attempt_at"], name="availability_next_attempt")]
 
     def __str__(self) -> str:
         return f"availability of {self.workspace_id}"
+
+    @property
+    def slot_count(self) -> int:
+        return len(self.slots_utc or [])
 
     @property
     def is_stale(self) -> bool:

@@ -1,0 +1,380 @@
+"""Availability refresh: providers, fallback chain, last-good slots, errors surfaced and resolved."""
+
+from __future__ import annotations
+
+import datetime as dt
+from io import StringIO
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from availability.models import AvailabilitySnapshot
+from availability.services import Status, availability_refresh
+from availability.tests.conftest import API, BACKEND, CAL_ID, CAL_ID_2, CALENDLY, future_slot_strings
+from workspaces.models import IntegrationError
+from workspaces.services import workspace_configure
+
+pytestmark = pytest.mark.django_db
+
+GHL_TOKEN = "pit-11111111-2222-3333-4444-555555555555"
+CALENDLY_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0LXVzZXIifQ.c2lnbmF0dXJlLXRlc3Q"
+
+
+def configure(slug="acme", **changes):
+    ws, _ = workspace_configure(slug=slug, changes=changes)
+    return ws
+
+
+def open_errors(ws):
+    return {e.code: e for e in IntegrationError.objects.filter(workspace=ws, source="availability", resolved_at=None)}
+
+
+def snapshot(ws) -> AvailabilitySnapshot:
+    return AvailabilitySnapshot.objects.get(workspace=ws)
+
+
+# --- GHL booking URL paths --------------------------------------------------------
+
+
+@responses.activate
+def test_widget_url_with_id_fetches_public_free_slots(workspace):
+    ws = configure(booking_provider="ghl", ghl_booking_url=f"https://book.acme.com/widget/booking/{CAL_ID}")
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=3))
+
+    outcome = availability_refresh(workspace=ws)
+
+    assert outcome.status == Status.FRESH
+    snap = snapshot(ws)
+    assert len(snap.slots_utc) == 6
+    assert snap.provider == "ghl"
+    assert snap.fallback_used == ""
+    assert snap.resolved_ids["ghl"]["booking_calendar_id"] == CAL_ID
+    assert not snap.is_stale
+    assert "Authorization" not in responses.calls[0].request.headers
+    query = parse_qs(urlsplit(responses.calls[0].request.url).query)
+    assert query["timezone"] == ["America/New_York"]
+    end_minus_start = int(query["endDate"][0]) - int(query["startDate"][0])
+    assert end_minus_start == 14 * 86400 * 1000
+
+
+@responses.activate
+def test_widget_url_with_slug_resolves_via_calendars_list_and_caches_it(workspace):
+    ws = configure(booking_provider="ghl", ghl_booking_url="https://link.acme.com/widget/bookings/acme-discovery")
+    calendars = responses.get(
+        f"{API}/calendars/",
+        json={"calendars": [{"id": CAL_ID_2, "slug": "other"}, {"id": CAL_ID, "widgetSlug": "acme-discovery"}]},
+    )
+    slots = responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=2))
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert snapshot(ws).resolved_ids["ghl"] == {
+        "booking_url": ws.ghl_booking_url,
+        "booking_calendar_id": CAL_ID,
+        "resolved_via": "calendars_api",
+    }
+    assert calendars.call_count == 1
+    assert calendars.calls[0].request.headers["Authorization"] == f"Bearer {GHL_TOKEN}"
+
+    assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
+    assert calendars.call_count == 1  # the cached resolution skipped the calendars list
+    assert slots.call_count == 2
+
+
+@responses.activate
+def test_widget_url_with_slug_falls_back_to_the_pages_embedded_data(db):
+    ws = configure(booking_provider="ghl", ghl_booking_url="https://link.acme.com/widget/bookings/acme-call")
+    page = responses.get(
+        "https://link.acme.com/widget/bookings/acme-call",
+        body=f'<html><script>window.__BOOKING__={{"calendarId":"{CAL_ID}","name":"x"}}</script></html>',
+        content_type="text/html",
+    )
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=1))
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert page.call_count == 1
+    assert snapshot(ws).resolved_ids["ghl"]["resolved_via"] == "page"
+
+
+@responses.activate
+def test_calendar_id_hint_skips_the_page(db):
+    ws = configure(
+        booking_provider="ghl",
+        ghl_booking_url="https://link.acme.com/widget/bookings/acme-call",
+        ghl_calendar_id=CAL_ID,
+    )
+    page = responses.get("https://link.acme.com/widget/bookings/acme-call", body="<html></html>")
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=1))
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert page.call_count == 0
+    assert snapshot(ws).resolved_ids["ghl"]["resolved_via"] == "calendar_id_hint"
+
+
+@responses.activate
+def test_free_slots_object_shape_is_accepted(workspace):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    day = (timezone.now() + dt.timedelta(days=2)).date().isoformat()
+    responses.get(
+        f"{API}/calendars/{CAL_ID}/free-slots",
+        json={
+            day: {"slots": [{"startTime": f"{day}T10:00:00-05:00", "endTime": f"{day}T10:30:00-05:00"}]},
+            "traceId": "t",
+        },
+    )
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert snapshot(ws).slots_utc == [f"{day}T15:00:00+00:00"]
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {GHL_TOKEN}"
+
+
+# --- Calendly -----------------------------------------------------------------------
+
+
+@responses.activate
+def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
+    ws = configure(
+        booking_provider="calendly",
+        calendly_token=CALENDLY_TOKEN,
+        calendly_booking_url="https://calendly.com/acme-sales/discovery/",
+    )
+    user_uri = f"{CALENDLY}/users/U1"
+    event_uri = f"{CALENDLY}/event_types/ET2"
+    me = responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri, "timezone": "America/Chicago"}})
+    types = responses.get(
+        f"{CALENDLY}/event_types",
+        json={
+            "collection": [
+                {
+                    "uri": f"{CALENDLY}/event_types/ET1",
+                    "slug": "intro",
+                    "scheduling_url": "https://calendly.com/acme-sales/intro",
+                },
+                {"uri": event_uri, "slug": "discovery", "scheduling_url": "https://calendly.com/acme-sales/discovery"},
+            ],
+            "pagination": {"next_page": None},
+        },
+    )
+    start = (timezone.now() + dt.timedelta(days=1)).replace(hour=15, minute=0, second=0, microsecond=0)
+    times = responses.get(
+        f"{CALENDLY}/event_type_available_times",
+        json={
+            "collection": [
+                {
+                    "status": "available",
+                    "start_time": start.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+                    "invitees_remaining": 1,
+                },
+                {
+                    "status": "available",
+                    "start_time": (start + dt.timedelta(hours=1)).isoformat(),
+                    "invitees_remaining": 0,
+                },
+            ]
+        },
+    )
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    snap = snapshot(ws)
+    assert snap.resolved_ids["calendly"]["event_type_uri"] == event_uri
+    assert snap.resolved_ids["calendly"]["user_uri"] == user_uri
+    assert snap.resolved_ids["calendly"]["timezone"] == "America/Chicago"
+    assert snap.slots_utc == [start.isoformat()]  # the fully booked one is skipped
+    assert parse_qs(urlsplit(types.calls[0].request.url).query)["user"] == [user_uri]
+    # 14 days ahead in windows of at most 7 days, none starting in the past.
+    assert times.call_count == 2
+    for call in times.calls:
+        q = parse_qs(urlsplit(call.request.url).query)
+        assert q["event_type"] == [event_uri]
+        begin = dt.datetime.fromisoformat(q["start_time"][0].replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(q["end_time"][0].replace("Z", "+00:00"))
+        assert begin > timezone.now() - dt.timedelta(seconds=5)
+        assert end - begin <= dt.timedelta(days=7)
+        assert call.request.headers["Authorization"] == f"Bearer {CALENDLY_TOKEN}"
+
+    assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
+    assert me.call_count == 1 and types.call_count == 1  # cached
+
+
+# --- Fallbacks, stale, errors -----------------------------------------------------
+
+
+@responses.activate
+def test_booking_url_timeout_falls_back_to_the_calendar_config(workspace):
+    ws = configure(
+        booking_provider="ghl",
+        ghl_booking_url=f"https://book.acme.com/widget/booking/{CAL_ID}",
+        ghl_calendar_id=CAL_ID_2,
+    )
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", body=requests.exceptions.ReadTimeout("hung"))
+    responses.get(f"{API}/calendars/{CAL_ID_2}/free-slots", json=future_slot_strings(days=2))
+
+    outcome = availability_refresh(workspace=ws)
+
+    assert outcome.status == Status.FRESH
+    assert outcome.fallback_used == "calendar_config"
+    snap = snapshot(ws)
+    assert snap.fallback_used == "calendar_config"
+    assert "timeout" in snap.fallback_reason
+    assert len(snap.slots_utc) == 4
+    errors = open_errors(ws)
+    assert set(errors) == {"booking_page_timeout"}
+    assert errors["booking_page_timeout"].context["path"] == "booking_url"
+
+
+@responses.activate
+def test_last_good_slots_are_kept_and_marked_stale(workspace, settings):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=3))
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    good = list(snapshot(ws).slots_utc)
+
+    responses.replace(responses.GET, f"{API}/calendars/{CAL_ID}/free-slots", status=500, json={"message": "boom"})
+    outcome = availability_refresh(workspace=ws, force=True)
+
+    assert outcome.status == Status.FAILED
+    snap = snapshot(ws)
+    assert snap.slots_utc == good
+    assert snap.fallback_used == "last_good_slots"
+    assert snap.consecutive_failures == 1
+    assert snap.next_attempt_at > timezone.now() + dt.timedelta(minutes=9)
+    assert "500" in snap.last_error
+    assert not snap.is_stale  # still within stale_at
+    # Once past stale_at the kept slots are reported stale (and still there).
+    AvailabilitySnapshot.objects.filter(pk=snap.pk).update(stale_at=timezone.now() - dt.timedelta(seconds=1))
+    snap.refresh_from_db()
+    assert snap.is_stale and snap.slots_utc == good
+    assert set(open_errors(ws)) == {"provider_error"}
+
+
+@responses.activate
+def test_repeated_failures_back_off_and_are_not_due(workspace):
+    from availability.selectors import availability_due_workspace_ids
+
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", status=503, json={})
+    availability_refresh(workspace=ws)
+    first = snapshot(ws).next_attempt_at
+    assert ws.pk not in availability_due_workspace_ids()
+    assert availability_refresh(workspace=ws).status == Status.NOT_DUE
+    availability_refresh(workspace=ws, force=True)
+    snap = snapshot(ws)
+    assert snap.consecutive_failures == 2
+    assert snap.next_attempt_at - timezone.now() > first - timezone.now() + dt.timedelta(minutes=9)
+    assert ws.pk in availability_due_workspace_ids(now=snap.next_attempt_at + dt.timedelta(seconds=1))
+    assert open_errors(ws)["provider_error"].count == 2
+
+
+@responses.activate
+def test_error_is_surfaced_then_resolved_on_next_success(workspace):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", status=401, json={"message": f"Invalid JWT {GHL_TOKEN}"})
+    availability_refresh(workspace=ws)
+    error = open_errors(ws)["auth_failed"]
+    assert GHL_TOKEN not in error.message
+    assert GHL_TOKEN not in snapshot(ws).last_error
+
+    responses.replace(responses.GET, f"{API}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=1))
+    assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
+    error.refresh_from_db()
+    assert error.resolved_at is not None
+    assert open_errors(ws) == {}
+    assert snapshot(ws).last_error == ""
+    assert snapshot(ws).consecutive_failures == 0
+
+
+@responses.activate
+@pytest.mark.parametrize(("status", "code"), [(404, "calendar_not_found"), (429, "rate_limited"), (403, "auth_failed")])
+def test_error_codes(workspace, status, code):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", status=status, json={}, headers={"Retry-After": "60"})
+    availability_refresh(workspace=ws)
+    assert set(open_errors(ws)) == {code}
+
+
+@responses.activate
+def test_unresolvable_slug_is_calendar_not_found(db):
+    ws = configure(booking_provider="ghl", ghl_booking_url="https://link.acme.com/widget/bookings/nope")
+    responses.get("https://link.acme.com/widget/bookings/nope", body="<html>no ids here</html>")
+    availability_refresh(workspace=ws)
+    assert set(open_errors(ws)) == {"calendar_not_found"}
+
+
+def test_workspace_without_booking_config_is_not_configured(workspace):
+    ws = configure(booking_provider="ghl")
+    outcome = availability_refresh(workspace=ws)
+    assert outcome.status == Status.NOT_CONFIGURED
+    assert set(open_errors(ws)) == {"not_configured"}
+
+
+def test_a_running_refresh_is_never_doubled(workspace):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    AvailabilitySnapshot.objects.create(workspace=ws, refresh_lease_until=timezone.now() + dt.timedelta(seconds=60))
+    assert availability_refresh(workspace=ws, force=True).status == Status.BUSY
+
+
+def test_errors_are_workspace_scoped(workspace, other_workspace):
+    ws = configure(booking_provider="ghl")
+    availability_refresh(workspace=ws)
+    assert IntegrationError.objects.filter(workspace=other_workspace).count() == 0
+
+
+# --- command and dispatcher ---------------------------------------------------------
+
+
+@responses.activate
+def test_refresh_availability_command_prints_a_summary(workspace, other_workspace):
+    configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    configure(slug="globex", booking_provider="ghl", ghl_calendar_id=CAL_ID_2)
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=2))
+    responses.get(f"{API}/calendars/{CAL_ID_2}/free-slots", status=500, json={})
+    out = StringIO()
+    call_command("refresh_availability", "--concurrency=1", stdout=out)
+    text = out.getvalue()
+    assert "acme: fresh provider=ghl slots=4" in text
+    assert "globex: failed" in text and "calendar_config:provider_error" in text
+    assert "refreshed 2 workspace(s)" in text and "failed=1 fresh=1" in text
+
+    out = StringIO()
+    call_command("refresh_availability", "--workspace", "acme", stdout=out)
+    assert "refreshed 1 workspace(s)" in out.getvalue()
+
+
+def test_refresh_availability_command_rejects_an_unknown_workspace(db):
+    with pytest.raises(CommandError, match="--workspace"):
+        call_command("refresh_availability", "--workspace", "nope")
+
+
+def test_dispatcher_enqueues_one_task_per_active_due_workspace(workspace, other_workspace, monkeypatch):
+    from availability import tasks
+
+    acme = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    globex = configure(slug="globex", booking_provider="calendly")
+    configure(slug="sleepy", booking_provider="ghl", ghl_calendar_id=CAL_ID, is_active=False)
+    configure(slug="nobooking")
+    backing_off = configure(slug="backoff", booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    AvailabilitySnapshot.objects.create(
+        workspace=backing_off, next_attempt_at=timezone.now() + dt.timedelta(minutes=20)
+    )
+    sent = []
+    monkeypatch.setattr(tasks.availability_refresh_workspace, "delay", lambda workspace_id: sent.append(workspace_id))
+
+    assert tasks.availability_refresh_dispatch() == 2
+    assert sorted(sent) == sorted([acme.pk, globex.pk])
+
+
+def test_dispatcher_is_registered_under_the_beat_name():
+    from config.beat import beat_entries
+    from config.celery_app import app
+
+    app.loader.import_default_modules()
+    names = {e.task for e in beat_entries()}
+    assert "availability.tasks.availability_refresh_dispatch" in names
+    assert "availability.tasks.availability_refresh_dispatch" in app.tasks
+    refresh = app.tasks["availability.tasks.availability_refresh_workspace"]
+    from django.conf import settings
+
+    assert refresh.soft_time_limit > settings.AVAILABILITY_WORKSPACE_DEADLINE_S
+    assert refresh.time_limit > refresh.soft_time_limit

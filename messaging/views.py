@@ -139,6 +139,18 @@ def _load_json(raw: bytes) -> Any:
     return _clean_json(payload, escaped=b"\\u" in raw)
 
 
+def _read_body(django_request: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body, also for chunked uploads.
+
+    Django bounds its stream by ``Content-Length`` (so an absent one reads as
+    empty); a chunked body is read from the server's own input instead.
+    """
+    meta = django_request.META
+    if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return meta["wsgi.input"].read(limit)
+    return django_request.read(limit)
+
+
 def _storable_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS}
     return redact_data(headers)
@@ -225,7 +237,7 @@ class WebhookView(APIView):
                 request=request,
             )
 
-        raw = django_request.read(cap + 1)
+        raw = _read_body(django_request, cap + 1)
         if len(raw) > cap:
             return self._refuse(
                 status=413, error=f"body: larger than {cap} bytes", reason="too_large", slug=slug, request=request

@@ -1,11 +1,13 @@
+import io
 import json
 
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from leads.models import Lead
 from messaging.models import Message, WebhookEvent
 from messaging.tests.factories import SECRET, ghl_custom, ghl_inbound, post
+from messaging.views import GhlWebhookView
 
 pytestmark = pytest.mark.django_db
 
@@ -190,15 +192,11 @@ def test_body_over_cap_is_413_by_content_length_and_by_actual_size(client, works
     big = json.dumps(ghl_inbound(body="x" * 2000))
     assert post(client, "ghl", big).status_code == 413
     # A lying Content-Length: the body actually read is what counts.
-    from django.test import RequestFactory
-
-    from messaging.views import GhlWebhookView
-
     request = RequestFactory().post(
         "/webhooks/ghl/acme/", data=big, content_type="application/json", HTTP_X_WEBHOOK_SECRET=SECRET
     )
     request.META["CONTENT_LENGTH"] = "10"
-    request._stream = __import__("io").BytesIO(big.encode())
+    request._stream = io.BytesIO(big.encode())
     response = GhlWebhookView.as_view()(request, slug="acme")
     assert response.status_code == 413
     assert WebhookEvent.objects.count() == 0 and Message.objects.count() == 0
@@ -254,3 +252,21 @@ def test_after_a_broker_failure_requests_skip_the_broker_briefly(
     with django_capture_on_commit_callbacks(execute=True):
         assert post(client, "ghl", ghl_inbound()).status_code == 200
     assert enqueued.calls == []  # left to the sweeper while the breaker is open
+
+
+def _chunked_request(body: bytes):
+    request = RequestFactory().post(
+        "/webhooks/ghl/acme/", data=b"", content_type="application/json", HTTP_X_WEBHOOK_SECRET=SECRET
+    )
+    request.META.pop("CONTENT_LENGTH", None)
+    request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
+    request.META["wsgi.input"] = io.BytesIO(body)
+    return request
+
+
+def test_chunked_body_without_content_length_is_read_and_capped(workspace, enqueued, settings):
+    ok = GhlWebhookView.as_view()(_chunked_request(json.dumps(ghl_inbound()).encode()), slug="acme")
+    assert ok.status_code == 200 and Message.objects.count() == 1
+    settings.WEBHOOK_MAX_BODY_BYTES = 1000
+    big = GhlWebhookView.as_view()(_chunked_request(json.dumps(ghl_inbound(body="x" * 2000)).encode()), slug="acme")
+    assert big.status_code == 413 and Message.objects.count() == 1

@@ -65,6 +65,10 @@ def _change_form_data(workspace, **overrides):
         "integration_errors-INITIAL_FORMS": "0",
         "integration_errors-MIN_NUM_FORMS": "0",
         "integration_errors-MAX_NUM_FORMS": "1000",
+        "availability-TOTAL_FORMS": "0",
+        "availability-INITIAL_FORMS": "0",
+        "availability-MIN_NUM_FORMS": "0",
+        "availability-MAX_NUM_FORMS": "1",
     }
     data.update(overrides)
     return data

@@ -24,34 +24,20 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
+def _count_by(queryset, field: str) -> dict[str, int]:
+    return dict(queryset.values(field).annotate(n=Count("id")).order_by().values_list(field, "n"))
+
+
 def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
     """The workspace's state, as printed by ``workspace_report <slug> --json``."""
-    from availability.models import AvailabilitySnapshot
+    from availability.selectors import availability_summary
     from drafts.models import Draft
     from leads.models import Lead
     from messaging.models import Direction, Message
 
-    by_sentiment = dict(
-        Lead.objects.filter(workspace=workspace)
-        .values("sentiment")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("sentiment", "n")
-    )
-    by_direction = dict(
-        Message.objects.filter(workspace=workspace)
-        .values("direction")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("direction", "n")
-    )
-    drafts = dict(
-        Draft.objects.filter(workspace=workspace)
-        .values("status")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("status", "n")
-    )
+    by_sentiment = _count_by(Lead.objects.filter(workspace=workspace), "sentiment")
+    by_direction = _count_by(Message.objects.filter(workspace=workspace), "direction")
+    drafts = _count_by(Draft.objects.filter(workspace=workspace), "status")
     open_errors = [
         {
             "source": err.source,
@@ -62,14 +48,6 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         }
         for err in IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).order_by("-last_seen")
     ]
-    snapshot = AvailabilitySnapshot.objects.filter(workspace=workspace).first()
-    availability = {
-        "provider": (snapshot.provider or None) if snapshot else None,
-        "slots": len(snapshot.slots_utc) if snapshot else 0,
-        "fetched_at": _iso(snapshot.fetched_at) if snapshot else None,
-        "stale": snapshot.is_stale if snapshot else True,
-        "last_error": (snapshot.last_error or None) if snapshot else None,
-    }
     return {
         "workspace": workspace.slug,
         "leads": sum(by_sentiment.values()),
@@ -80,7 +58,7 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         },
         "drafts": drafts,
         "open_errors": open_errors,
-        "availability": availability,
+        "availability": availability_summary(workspace=workspace),
         "last_sync": _last_sync(workspace=workspace),
     }
 

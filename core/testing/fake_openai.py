@@ -32,8 +32,11 @@ ratios decide, seeded so runs are reproducible):
   server thread gives up when the client disconnects or the server stops).
 
 Every response carries ``X-Fake-Server-Time-Ms`` and ``openai-processing-ms``
-(the time the server spent on the request), and ``fake.records`` / ``--stats-file`` keep the same figure
-so a benchmark can compute "time in the LLM".
+(the time from the handler's start, after the request line and headers were
+parsed, to the encoded answer being ready: reading the body, the latency,
+building and JSON-encoding the answer; not the writes to the socket), and
+``fake.records`` / ``--stats-file`` keep the same figure so a benchmark can
+compute a server-side "time in the LLM".
 """
 
 from __future__ import annotations
@@ -287,8 +290,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # quiet
             pass
 
-        def _send_json(self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
+        def _send_json(self, code: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -338,6 +341,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             else:
                 code = 200
                 payload = _response_body(body, behaviour)
+            data = json.dumps(payload).encode()  # encoding the answer is part of the server's time
             elapsed = time.monotonic() - started
             headers["X-Fake-Server-Time-Ms"] = f"{elapsed * 1000:.3f}"
             # The real API reports its own processing time in this header too.
@@ -345,7 +349,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             fake._record(
                 RequestRecord(behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind)
             )
-            self._send_json(code, payload, headers)
+            self._send_json(code, data, headers)
 
     return Handler
 

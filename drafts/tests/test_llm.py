@@ -87,3 +87,36 @@ def test_incomplete_is_returned_to_the_caller_not_retried(fake_openai):
     call = _create()
     assert call.status == "incomplete" and call.incomplete_reason == "max_output_tokens"
     assert call.http_attempts == 1 and call.output_tokens == 100
+
+
+@pytest.mark.parametrize("behaviour", ["ok", "incomplete", "empty"])
+@pytest.mark.parametrize("classify", [False, True])
+def test_answer_is_read_like_the_sdk_response_model(behaviour, classify):
+    """We read the answer's JSON ourselves (no pydantic model per call): same fields as the SDK's."""
+    from openai._models import construct_type
+    from openai.types.responses import Response
+
+    from core.testing.fake_openai import _response_body
+
+    body = {"model": "gpt-5-mini", "instructions": "x", "input": "Interested, send pricing", "max_output_tokens": 300}
+    if classify:
+        schema = {"properties": {"t": {"enum": ["A"]}}}
+        body["text"] = {"format": {"type": "json_schema", "name": "s", "schema": schema}}
+    data = _response_body(body, behaviour)
+    sdk = construct_type(type_=Response, value=data)
+    call = llm.LLMCall(model="asked-model")
+    llm._fill_from_json(call, data)
+    assert call.status == sdk.status and call.model == sdk.model and call.response_id == sdk.id
+    assert call.text == sdk.output_text.strip()
+    assert call.incomplete_reason == (sdk.incomplete_details.reason if sdk.incomplete_details else "")
+    assert call.input_tokens == sdk.usage.input_tokens and call.output_tokens == sdk.usage.output_tokens
+    assert call.reasoning_tokens == sdk.usage.output_tokens_details.reasoning_tokens
+
+
+def test_timing_separates_llm_time_from_backoff(fake_openai):
+    fake_openai.retry_after_s = 0.3
+    fake_openai.enqueue("429", "ok")
+    call = _create()
+    assert call.backoff_ms >= 300
+    assert 0 < call.latency_ms < 300  # time inside responses.create only, not the sleep
+    assert call.server_ms > 0 and call.server_ms <= call.latency_ms

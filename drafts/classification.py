@@ -6,13 +6,14 @@ IntegrationError) live in ``drafts.services``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.template.loader import render_to_string
+from django.template.loader import get_template
 
 from drafts import llm
 from leads.models import Sentiment
@@ -94,6 +95,18 @@ class ClassificationOutcome:
     error: llm.LLMError | None = None
 
 
+@functools.cache
+def prompt_template(name: str):
+    """A compiled prompt template, loaded once per process (``drafts/<name>.txt``)."""
+    return get_template(f"drafts/{name}.txt")
+
+
+@functools.cache
+def _classify_instructions() -> str:
+    # The same for every message: rendered once per process.
+    return prompt_template("classify_instructions").render({"tags": LLM_TAGS})
+
+
 def _transcript(context: list[dict[str, str]]) -> str:
     lines = []
     for item in context:
@@ -111,10 +124,9 @@ def classify_with_llm(
     deadline: llm.Deadline,
 ) -> ClassificationOutcome:
     """Ask the LLM for one tag from the strict enum. Raises ``llm.LLMError`` on failure."""
-    instructions = render_to_string("drafts/classify_instructions.txt", {"tags": LLM_TAGS})
-    prompt = render_to_string(
-        "drafts/classify_input.txt",
-        {"channel": channel, "transcript": _transcript(context), "subject": subject, "body": body},
+    instructions = _classify_instructions()
+    prompt = prompt_template("classify_input").render(
+        {"channel": channel, "transcript": _transcript(context), "subject": subject, "body": body}
     )
     calls: list[llm.LLMCall] = []
     for budget in (CLASSIFY_MAX_OUTPUT_TOKENS, CLASSIFY_RETRY_MAX_OUTPUT_TOKENS):

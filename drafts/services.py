@@ -8,6 +8,7 @@ Every path ends with the draft ``ready``, ``failed``/``skipped`` (with a
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -17,18 +18,17 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
-from django.template.loader import render_to_string
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
 from drafts import llm
-from drafts.classification import classify_fast, classify_with_llm
+from drafts.classification import classify_fast, classify_with_llm, prompt_template
 from drafts.models import Draft, DraftStatus
-from leads.models import DRAFTABLE_SENTIMENTS, Lead, Sentiment
-from leads.services import lead_sentiment_set
+from drafts.sql import ModelColumns, table, update_rows
+from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
 from messaging.models import Channel, Direction, Message
-from workspaces.models import IntegrationError
+from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
 logger = logging.getLogger(__name__)
@@ -100,13 +100,15 @@ def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
     cached = getattr(message, "_conversation_cache", None)
     if cached is not None and cached[0] == limit:
         return cached[1]
-    rows = (
-        Message.objects.filter(workspace_id=message.workspace_id, lead_id=message.lead_id)
-        .filter(Q(sent_at__lt=message.sent_at) | Q(sent_at=message.sent_at, pk__lt=message.pk))
-        .order_by("-sent_at", "-pk")
-        .values_list("direction", "body")[: max(0, limit)]
-    )
-    result = [{"direction": d, "text": (b or "")[:2000]} for d, b in reversed(list(rows))]
+    sent_at = _sent_at_param(message)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
+            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) ORDER BY sent_at DESC, id DESC LIMIT %s",
+            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, max(0, limit)],
+        )
+        rows = cursor.fetchall()
+    result = [{"direction": d, "text": (b or "")[:2000]} for d, b in reversed(rows)]
     message._conversation_cache = (limit, result)
     return result
 
@@ -130,7 +132,8 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                 deadline=deadline,
             )
             tag, source, calls = outcome.tag, "llm", outcome.calls
-            integration_error_resolve(workspace=message.workspace_id, source="openai", codes=CLASSIFY_ERROR_CODES)
+            if _openai_errors_may_be_open(message):
+                integration_error_resolve(workspace=message.workspace_id, source="openai", codes=CLASSIFY_ERROR_CODES)
         except llm.LLMError as exc:
             if exc.call is not None:
                 calls.append(exc.call)
@@ -153,25 +156,76 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
 classify_message = message_classify
 
 
-@transaction.atomic
+def _openai_errors_may_be_open(message: Message) -> bool:
+    """False when the task's first read saw no open OpenAI IntegrationError for the workspace.
+
+    Then a success has nothing to resolve and skips the UPDATE; an error recorded by a
+    concurrent task meanwhile is resolved by the next success that sees it.
+    """
+    return getattr(message, "openai_errors_open", True)
+
+
 def _classification_store(*, message: Message, tag: str) -> None:
+    """Store the tag on the message and on its lead: two single-statement writes, lead first.
+
+    The lead's update is conditional, in the statement itself: ``Blacklist`` is sticky (a
+    blacklisted lead is never changed, the same rule as ``leads.services.lead_sentiment_set``),
+    and a late classification of an older message does not overwrite the lead's tag when a
+    newer inbound exists (its own task sets it); ``Blacklist`` always applies. The message is
+    marked classified last: a crash in between leaves it unclassified, and the re-delivered task
+    classifies it again (both writes are idempotent), so no transaction is needed.
+    """
     now = timezone.now()
-    Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(sentiment=tag, classified_at=now)
+    lead = message.lead
+    changes: dict[str, Any] = {"sentiment": tag, "updated_at": now}
+    if tag == Sentiment.BLACKLIST:
+        changes["status"] = LeadStatus.BLACKLISTED
+    where = "id = %s AND workspace_id = %s AND status <> %s AND sentiment <> %s"
+    params: list[Any] = [message.lead_id, message.workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
+    if tag != Sentiment.BLACKLIST:
+        newer_sql, newer_params = _newer_inbound_sql(message)
+        where += f" AND NOT {newer_sql}"
+        params += newer_params
+    updated = update_rows(Lead, changes, where, params)
+    where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
+    update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
-    # A late classification of an older message must not overwrite the lead's tag when a newer
-    # inbound exists (its own task sets it); Blacklist always applies.
-    newer_exists = _newer_inbound(message=message).exists()
-    message._newer_inbound_seen = newer_exists
-    if newer_exists and tag != Sentiment.BLACKLIST:
-        message.lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
+    if updated:
+        for key, value in changes.items():
+            setattr(lead, key, value)
+        if tag != Sentiment.BLACKLIST:
+            message._newer_inbound_seen = False  # the update's own condition said so
     else:
-        message.lead = lead_sentiment_set(lead=message.lead, sentiment=tag)
+        # Blacklisted already, or a newer inbound exists: read the lead's state and which one it was.
+        row = (
+            Lead.objects.filter(pk=message.lead_id, workspace_id=message.workspace_id)
+            .annotate(newer_exists=Exists(_newer_inbound(message=message)))
+            .values("status", "sentiment", "newer_exists")
+            .get()
+        )
+        lead.status, lead.sentiment = row["status"], row["sentiment"]
+        message._newer_inbound_seen = row["newer_exists"]
+    message.lead = lead
 
 
 def _newer_inbound(*, message: Message):
     return Message.objects.filter(
         workspace_id=message.workspace_id, lead_id=message.lead_id, direction=Direction.INBOUND
     ).filter(Q(sent_at__gt=message.sent_at) | Q(sent_at=message.sent_at, pk__gt=message.pk))
+
+
+def _sent_at_param(message: Message) -> Any:
+    return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
+
+
+def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
+    """``_newer_inbound(message).exists()`` as an SQL condition, for the hot path's single statements."""
+    sent_at = _sent_at_param(message)
+    sql = (
+        f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
+        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s)))"
+    )
+    return sql, [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
 
 
 # --- Task entry point ----------------------------------------------------------
@@ -199,23 +253,61 @@ def _message_lock(message_id: int) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, message_id])
 
 
-def message_classify_and_draft(*, message_id: int) -> Draft | None:
-    """Classify one inbound message and, for warm leads, write its reply draft. Idempotent."""
-    started = time.monotonic()
-    deadline = task_chain_deadline()
-    message = (
-        Message.objects.select_related("lead", "workspace").filter(pk=message_id, direction=Direction.INBOUND).first()
+@functools.cache
+def _work_columns() -> tuple[ModelColumns, ModelColumns, ModelColumns]:
+    # The workspace's credentials are not needed here: not selected, not decrypted (deferred).
+    return ModelColumns(Message, "m"), ModelColumns(Lead, "l"), ModelColumns(Workspace, "w", exclude=SECRET_FIELDS)
+
+
+def _message_for_work(message_id: int) -> Message | None:
+    """The inbound message with its lead and workspace, its live draft's id (``live_draft_id``)
+    and whether the workspace has open OpenAI IntegrationErrors (``openai_errors_open``): one query."""
+    m, lead, ws = _work_columns()
+    sql = (
+        f"SELECT {m.sql}, {lead.sql}, {ws.sql},"  # noqa: S608 (identifiers from _meta; values are parameters)
+        f" (SELECT d.id FROM {table(Draft)} d WHERE d.message_id = m.id AND d.workspace_id = m.workspace_id"
+        "   AND d.status <> %s LIMIT 1),"
+        f" EXISTS (SELECT 1 FROM {table(IntegrationError)} e WHERE e.workspace_id = m.workspace_id"
+        "   AND e.source = %s AND e.resolved_at IS NULL)"
+        f" FROM {table(Message)} m JOIN {table(Lead)} l ON l.id = m.lead_id"
+        f" JOIN {table(Workspace)} w ON w.id = m.workspace_id"
+        " WHERE m.id = %s AND m.direction = %s"
     )
-    if message is None:
-        logger.info("classify_and_draft: no inbound message %s", message_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [DraftStatus.SUPERSEDED, IntegrationError.Source.OPENAI, message_id, Direction.INBOUND])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    with _message_lock(message.pk) as acquired:
+    a, b, c = len(m), len(m) + len(lead), len(m) + len(lead) + len(ws)
+    message = m.build(row[:a])
+    message.lead, message.workspace = lead.build(row[a:b]), ws.build(row[b:c])
+    message.lead.workspace = message.workspace
+    message.live_draft_id, message.openai_errors_open = row[c], bool(row[c + 1])
+    return message
+
+
+def message_classify_and_draft(*, message_id: int, started: float | None = None) -> Draft | None:
+    """Classify one inbound message and, for warm leads, write its reply draft. Idempotent.
+
+    ``started`` (``time.monotonic()``) is when the task started (the worker's ``task_prerun``);
+    the draft's ``usage.timing.total_ms`` counts from there to the final write.
+    """
+    entered = time.monotonic()
+    started = entered if started is None else started
+    deadline = task_chain_deadline()
+    with _message_lock(message_id) as acquired:
         if not acquired:
-            logger.info("classify_and_draft: message %s is being handled by another worker", message.pk)
+            logger.info("classify_and_draft: message %s is being handled by another worker", message_id)
             return None
-        draft = _live_draft(message=message)
-        if draft is not None and draft.status not in OPEN_STATUSES:
-            return draft  # done before: a second run stops here
+        message = _message_for_work(message_id)
+        if message is None:
+            logger.info("classify_and_draft: no inbound message %s", message_id)
+            return None
+        draft = None
+        if message.live_draft_id is not None:
+            draft = Draft.objects.get(pk=message.live_draft_id)
+            if draft.status not in OPEN_STATUSES:
+                return draft  # done before: a second run stops here
         classification: ClassifyResult | None = None
         if message.classified_at is None:
             classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
@@ -224,17 +316,20 @@ def message_classify_and_draft(*, message_id: int) -> Draft | None:
             except SoftTimeLimitExceeded:
                 _classification_store(message=message, tag=Sentiment.NEUTRAL)
                 raise
-        # Fresh lead state (a concurrent opt-out may have blacklisted it); classification just re-read it.
+        # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
+        # it with a conditional update (or read it back); otherwise read it now.
         lead = (
             message.lead
             if classification is not None
             else Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
         )
         draftable = message.sentiment in DRAFTABLE_SENTIMENTS and not lead.is_blacklisted
+        inserted = False
         if draft is None:
             if not draftable:
                 return None  # no draft for this tag, nor ever for a blacklisted lead
-            draft = draft_create(message=message)
+            # Inserted straight in ``generating``: this run generates it now.
+            draft, inserted = _draft_insert(message=message, status=DraftStatus.GENERATING)
             if draft.status not in OPEN_STATUSES:
                 return draft
         elif not draftable:
@@ -246,8 +341,14 @@ def message_classify_and_draft(*, message_id: int) -> Draft | None:
             )
             return draft
         message.lead = lead
+        message._entered_at = entered
         return draft_generate(
-            draft=draft, message=message, deadline=deadline, started=started, classification=classification
+            draft=draft,
+            message=message,
+            deadline=deadline,
+            started=started,
+            classification=classification,
+            already_generating=inserted,
         )
 
 
@@ -259,23 +360,35 @@ def _live_draft(*, message: Message) -> Draft | None:
     )
 
 
-def draft_create(*, message: Message) -> Draft:
-    """Insert the message's draft in ``pending``, or return the live one (insert-and-catch)."""
+def draft_create(*, message: Message, status: str = DraftStatus.PENDING) -> Draft:
+    """Insert the message's draft (``pending``, or ``generating`` when the caller generates it
+    right away), or return the live one (insert-and-catch on ``draft_one_live_per_message``)."""
+    return _draft_insert(message=message, status=status)[0]
+
+
+def _draft_insert(*, message: Message, status: str) -> tuple[Draft, bool]:
+    """(draft, inserted by this call). In autocommit mode (the task) the INSERT is its own
+    transaction and a conflict needs no savepoint; inside a caller's transaction it gets one."""
+    now = timezone.now()
+    fields = {
+        "workspace_id": message.workspace_id,
+        "lead_id": message.lead_id,
+        "message": message,
+        "channel": message.channel,
+        "status": status,
+        "prompt_version": DRAFT_PROMPT_VERSION,
+        "generation_started_at": now if status == DraftStatus.GENERATING else None,
+    }
     try:
-        with transaction.atomic():
-            return Draft.objects.create(
-                workspace_id=message.workspace_id,
-                lead_id=message.lead_id,
-                message=message,
-                channel=message.channel,
-                status=DraftStatus.PENDING,
-                prompt_version=DRAFT_PROMPT_VERSION,
-            )
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return Draft.objects.create(**fields), True
+        return Draft.objects.create(**fields), True
     except IntegrityError:
         existing = _live_draft(message=message)
         if existing is None:
             raise
-        return existing
+        return existing, False
 
 
 # --- Generation ----------------------------------------------------------------
@@ -295,7 +408,8 @@ def _booking_url(workspace) -> str:
     return workspace.ghl_booking_url or workspace.calendly_booking_url
 
 
-def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, str]:
+def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, dict[str, Any]]:
+    """(instructions, input, context); the fallback instructions render from the context only when needed."""
     workspace, lead = message.workspace, message.lead
     signature = workspace.signature or "\n".join(p for p in (workspace.persona_name, workspace.company_name) if p)
     common = {
@@ -314,9 +428,8 @@ def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, str]:
         f"[{'LEAD' if m['direction'] == Direction.INBOUND else 'US'}] {m['text']}"
         for m in _conversation(message=message, limit=settings.DRAFT_CONTEXT_MESSAGES)
     )
-    instructions = render_to_string("drafts/draft_instructions.txt", common)
-    prompt = render_to_string(
-        "drafts/draft_input.txt",
+    instructions = prompt_template("draft_instructions").render(common)
+    prompt = prompt_template("draft_input").render(
         {
             **common,
             "lead_name": f"{lead.first_name} {lead.last_name}".strip(),
@@ -325,8 +438,7 @@ def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, str]:
             "body": message.body[:8000],
         },
     )
-    fallback_instructions = render_to_string("drafts/draft_fallback_instructions.txt", common)
-    return instructions, prompt, fallback_instructions
+    return instructions, prompt, common
 
 
 def _unusable_reason(*, call: llm.LLMCall, channel: str) -> str:
@@ -342,7 +454,14 @@ def _unusable_reason(*, call: llm.LLMCall, channel: str) -> str:
     return ""
 
 
-def _usage(*, calls: list[llm.LLMCall], classification: ClassifyResult | None, started: float) -> dict[str, Any]:
+def _usage(
+    *, calls: list[llm.LLMCall], classification: ClassifyResult | None, started: float, entered: float | None
+) -> dict[str, Any]:
+    """Tokens and calls of this draft; ``timing`` (ms, see docs/drafts.md): ``total_ms`` from the
+    task's start (``task_prerun``) to now (just before the final write), ``dispatch_ms`` the part
+    before the service was entered, ``llm_ms`` client-side time inside ``responses.create``
+    (every HTTP attempt of classification and drafting), ``server_ms`` the provider's
+    self-reported processing time, ``backoff_ms`` retry sleeps."""
     all_calls = calls + (classification.calls if classification else [])
     return {
         "input_tokens": sum(c.input_tokens for c in calls),
@@ -359,10 +478,11 @@ def _usage(*, calls: list[llm.LLMCall], classification: ClassifyResult | None, s
             else None
         ),
         "timing": {
-            "total_ms": int((time.monotonic() - started) * 1000),
-            "llm_ms": sum(c.latency_ms for c in all_calls),
+            "total_ms": round((time.monotonic() - started) * 1000, 1),
+            "dispatch_ms": round(((entered or started) - started) * 1000, 1),
+            "llm_ms": round(sum(c.latency_ms for c in all_calls), 1),
             "server_ms": round(sum(c.server_ms for c in all_calls), 1),
-            "backoff_ms": sum(c.backoff_ms for c in all_calls),
+            "backoff_ms": round(sum(c.backoff_ms for c in all_calls), 1),
         },
     }
 
@@ -374,15 +494,24 @@ def draft_generate(
     deadline: llm.Deadline,
     started: float | None = None,
     classification: ClassifyResult | None = None,
+    already_generating: bool = False,
 ) -> Draft:
-    """Write the reply for ``draft`` within ``deadline``; ends ready, failed or superseded."""
+    """Write the reply for ``draft`` within ``deadline``; ends ready, failed or superseded.
+
+    ``already_generating``: the caller inserted the draft in ``generating`` in this run (no
+    transition needed).
+    """
     started = started if started is not None else time.monotonic()
     workspace = message.workspace
-    now = timezone.now()
-    Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=OPEN_STATUSES).update(
-        status=DraftStatus.GENERATING, generation_started_at=now, updated_at=now
-    )
-    draft.status = DraftStatus.GENERATING
+    if not already_generating:
+        now = timezone.now()
+        moved = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=OPEN_STATUSES).update(
+            status=DraftStatus.GENERATING, generation_started_at=now, updated_at=now
+        )
+        if not moved:  # finished by someone else meanwhile
+            draft.refresh_from_db()
+            return draft
+        draft.status, draft.generation_started_at = DraftStatus.GENERATING, now
     # Reuse the check classification just made in this run, else ask the database.
     newer_seen = getattr(message, "_newer_inbound_seen", None)
     if newer_seen if newer_seen is not None else _newer_inbound(message=message).exists():
@@ -391,11 +520,19 @@ def draft_generate(
         )
 
     slots = available_slots_for_lead(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
-    instructions, prompt, fallback_instructions = _prompts(message=message, slots=slots)
+    instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
     budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
     cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
     calls: list[llm.LLMCall] = []
-    common = {"draft": draft, "calls": calls, "classification": classification, "started": started, "slots": slots}
+    entered = getattr(message, "_entered_at", None)
+    common = {
+        "draft": draft,
+        "calls": calls,
+        "classification": classification,
+        "started": started,
+        "entered": entered,
+        "slots": slots,
+    }
 
     try:
         plan = [(settings.OPENAI_DRAFT_MODEL, instructions, budget, "low")]
@@ -413,6 +550,7 @@ def draft_generate(
             reason = _unusable_reason(call=call, channel=message.channel)
         if reason:
             # One fallback call: the fallback model (no reasoning) with a minimal prompt.
+            fallback_instructions = prompt_template("draft_fallback_instructions").render(prompt_context)
             call = _call(
                 (settings.OPENAI_DRAFT_FALLBACK_MODEL, fallback_instructions, cap, None),
                 prompt=message.body[:4000],
@@ -431,7 +569,8 @@ def draft_generate(
         return _draft_failed(
             **common, failure_reason=reason, error=f"no usable output after {len(calls)} calls (last: {reason})"
         )
-    integration_error_resolve(workspace=draft.workspace_id, source="openai", codes=DRAFT_ERROR_CODES)
+    if _openai_errors_may_be_open(message):
+        integration_error_resolve(workspace=draft.workspace_id, source="openai", codes=DRAFT_ERROR_CODES)
     content = call.text
     if message.channel == Channel.EMAIL:
         signature = workspace.signature.strip()
@@ -440,18 +579,15 @@ def draft_generate(
     subject = ""
     if message.channel == Channel.EMAIL and message.subject:
         subject = message.subject if message.subject.lower().startswith("re:") else f"Re: {message.subject}"
-    stale = _newer_inbound(message=message).exists()
-    return _draft_finish(
+    return _draft_finish_ready(
         draft=draft,
-        status=DraftStatus.SUPERSEDED if stale else DraftStatus.READY,
-        failure_reason="stale" if stale else "",
-        error="a newer inbound message arrived while drafting" if stale else "",
+        message=message,
         content=content,
         subject=subject,
         model=call.model,
         max_output_tokens=call.max_output_tokens,
         incomplete_reason="",
-        usage=_usage(calls=calls, classification=classification, started=started),
+        usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=sum(c.latency_ms for c in calls),
         offered_slots=slots,
@@ -480,6 +616,7 @@ def _draft_failed(
     calls: list[llm.LLMCall],
     classification: ClassifyResult | None,
     started: float,
+    entered: float | None,
     slots: list[dict],
     failure_reason: str,
     error: str,
@@ -501,12 +638,41 @@ def _draft_failed(
         model=last.model if last else "",
         max_output_tokens=last.max_output_tokens if last else None,
         incomplete_reason=(last.incomplete_reason if last else "") or "",
-        usage=_usage(calls=calls, classification=classification, started=started),
+        usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=sum(c.latency_ms for c in calls),
         offered_slots=slots,
         prompt_version=DRAFT_PROMPT_VERSION,
     )
+
+
+def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draft:
+    """The final write of a usable reply, with the second stale check in the same statement:
+    ``ready`` unless a newer inbound arrived while drafting (then ``superseded``, content kept)."""
+    now = timezone.now()
+    values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "finished_at": now, "updated_at": now}
+    values.update(fields)
+    newer_sql, newer_params = _newer_inbound_sql(message)
+    updated = update_rows(
+        Draft,
+        values,
+        f"id = %s AND workspace_id = %s AND status IN (%s, %s) AND NOT {newer_sql}",
+        [draft.pk, draft.workspace_id, *OPEN_STATUSES, *newer_params],
+    )
+    if updated:
+        for key, value in values.items():
+            setattr(draft, key, value)
+        return draft
+    if _newer_inbound(message=message).exists():
+        return _draft_finish(
+            draft=draft,
+            status=DraftStatus.SUPERSEDED,
+            failure_reason="stale",
+            error="a newer inbound message arrived while drafting",
+            **fields,
+        )
+    draft.refresh_from_db()  # someone else finished it
+    return draft
 
 
 def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:

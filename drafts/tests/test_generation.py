@@ -245,3 +245,80 @@ def test_token_budget_adapts_to_channel_and_input_and_respects_cap(settings):
     assert sms == int((200 + 0.1 * 100) * 3)
     settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP = 1000
     assert draft_token_budget(channel=Channel.EMAIL, input_chars=400_000) == 1000
+
+
+def test_per_draft_path_is_nine_statements_and_records_timing(workspace, fake_openai):
+    """Regression guard for the hot path (LLM classification + one draft call, no cached slots):
+    lock, read (message+lead+workspace+live draft+open errors), conversation, lead update,
+    message update, draft insert, availability snapshot, final write, unlock."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Interested, can we book a meeting?")
+    with CaptureQueriesContext(connection) as ctx:
+        classify_and_draft.apply(args=[message.pk])
+
+    assert len(ctx.captured_queries) <= 9, [q["sql"][:80] for q in ctx.captured_queries]
+    draft = Draft.objects.get(message=message)
+    assert draft.status == DraftStatus.READY and draft.generation_started_at is not None
+    timing = draft.usage["timing"]
+    assert timing["total_ms"] >= timing["llm_ms"] + timing["backoff_ms"] > 0
+    assert timing["llm_ms"] >= timing["server_ms"] > 0 and timing["dispatch_ms"] >= 0
+
+
+def test_newer_inbound_during_drafting_supersedes_at_the_final_write(workspace, fake_openai, monkeypatch):
+    from drafts import llm
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=1))
+    real = llm.responses_create
+
+    def newer_arrives_while_drafting(**kwargs):
+        call = real(**kwargs)
+        if not kwargs.get("text_format"):
+            message_create(lead=lead, body="and what does it cost?")
+        return call
+
+    monkeypatch.setattr(llm, "responses_create", newer_arrives_while_drafting)
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.SUPERSEDED and draft.failure_reason == "stale"
+    draft.refresh_from_db()
+    assert draft.status == DraftStatus.SUPERSEDED and draft.content  # the reply is kept, not offered
+
+
+def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace, fake_openai):
+    lead = lead_create(workspace=workspace, sentiment=Sentiment.CALL_REQUESTED)
+    old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))
+    message_create(lead=lead, body="call me tomorrow")
+
+    assert message_classify_and_draft(message_id=old.pk).status == DraftStatus.SUPERSEDED
+
+    old.refresh_from_db()
+    lead.refresh_from_db()
+    assert old.sentiment == Sentiment.INTERESTED and old.classified_at is not None
+    assert lead.sentiment == Sentiment.CALL_REQUESTED  # the newer message's task sets it
+
+
+def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monkeypatch):
+    from drafts import classification, services
+    from leads.models import Lead
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+    real = classification.classify_with_llm
+
+    def opt_out_meanwhile(**kwargs):
+        outcome = real(**kwargs)
+        Lead.objects.filter(pk=lead.pk).update(status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST)
+        return outcome
+
+    monkeypatch.setattr(services, "classify_with_llm", opt_out_meanwhile)
+    assert message_classify_and_draft(message_id=message.pk) is None
+
+    lead.refresh_from_db()
+    message.refresh_from_db()
+    assert lead.status == LeadStatus.BLACKLISTED and lead.sentiment == Sentiment.BLACKLIST
+    assert message.sentiment == Sentiment.INTERESTED
+    assert not Draft.objects.filter(message=message).exists()

@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     ready = by_status.get(DraftStatus.READY, 0)
     open_left = by_status.get(DraftStatus.PENDING, 0) + by_status.get(DraftStatus.GENERATING, 0)
     no_draft = len(message_ids) - len(drafts)
-    primary, strict, totals, llm_times, server_times, backoffs = [], [], [], [], [], []
+    primary, strict, totals, llm_times, server_times, backoffs, dispatch = [], [], [], [], [], [], []
     for d in drafts:
         timing = (d.usage or {}).get("timing")
         if not timing:
@@ -181,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         llm_times.append(timing["llm_ms"])
         server_times.append(timing["server_ms"])
         backoffs.append(timing["backoff_ms"])
+        dispatch.append(timing.get("dispatch_ms", 0.0))
     failures: dict[str, int] = {}
     for d in drafts:
         if d.failure_reason:
@@ -201,7 +202,8 @@ def _run(args: argparse.Namespace) -> int:
         f"per draft (medians, ms): total {statistics.median(totals):.1f} (task_prerun to final write), "
         f"in responses.create {statistics.median(llm_times):.1f}, "
         f"server-reported {statistics.median(server_times):.1f}, "
-        f"backoff sleeps {statistics.median(backoffs):.1f} (mean {statistics.fmean(backoffs):.1f})"
+        f"backoff sleeps {statistics.median(backoffs):.1f} (mean {statistics.fmean(backoffs):.1f}), "
+        f"task_prerun to our code {statistics.median(dispatch):.2f}"
     )
     print(
         f"overhead per draft, primary (total - time inside responses.create - backoff): "

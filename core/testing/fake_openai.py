@@ -32,9 +32,9 @@ ratios decide, seeded so runs are reproducible):
   server thread gives up when the client disconnects or the server stops).
 
 Every response carries ``X-Fake-Server-Time-Ms`` and ``openai-processing-ms``
-(the time from the handler's start, after the request line and headers were
-parsed, to the encoded answer being ready: reading the body, the latency,
-building and JSON-encoding the answer; not the writes to the socket), and
+(the time from the request line's arrival to the encoded answer being ready:
+parsing the headers, reading the body, the latency, building and JSON-encoding
+the answer; not the writes of the answer to the socket), and
 ``fake.records`` / ``--stats-file`` keep the same figure so a benchmark can
 compute a server-side "time in the LLM".
 """
@@ -290,6 +290,12 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # quiet
             pass
 
+        def parse_request(self) -> bool:
+            # The request line has just arrived (on a kept-alive connection, the wait for it is
+            # idle time, not the server's): its processing starts here, headers parsing included.
+            self._started = time.monotonic()
+            return super().parse_request()
+
         def _send_json(self, code: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(code)
@@ -302,7 +308,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
         def do_POST(self) -> None:
-            started = time.monotonic()
+            started = getattr(self, "_started", None) or time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             if not self.path.rstrip("/").endswith("/responses"):

@@ -141,6 +141,9 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT_S", default=90)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Availability refreshes (many, each up to AVAILABILITY_WORKSPACE_DEADLINE_S on a
+# hanging page) get their own queue so they never delay drafts.
+CELERY_TASK_ROUTES = {"availability.tasks.*": {"queue": "availability"}}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 # --- Providers --------------------------------------------------------------

@@ -20,6 +20,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bpit-[0-9a-fA-F\-]{8,}"), REDACTED),
     # OpenAI style keys and other common API key shapes.
     (re.compile(r"\bsk-[A-Za-z0-9\-_]{8,}"), REDACTED),
+    # Credentials inside URLs: scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+    # Laravel Sanctum style tokens (EmailBison): "<id>|<40 chars>".
+    (re.compile(r"\b\d+\|[A-Za-z0-9]{40,}"), REDACTED),
     # JWTs (GHL OAuth tokens, Calendly personal access tokens).
     (re.compile(r"\beyJ[A-Za-z0-9\-_]{8,}\.[A-Za-z0-9\-_]{8,}\.[A-Za-z0-9\-_]{4,}"), REDACTED),
     # key=value / "key": "value" pairs whose name says secret.
@@ -35,9 +39,9 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 SENSITIVE_KEYS = frozenset(
     {
         "authorization",
-        "x-webhook-secret",
+        "x_webhook_secret",
         "cookie",
-        "set-cookie",
+        "set_cookie",
         "api_key",
         "apikey",
         "token",
@@ -76,8 +80,8 @@ def redact_data(value: Any, *, drop_bodies: bool = False, _depth: int = 0) -> An
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            lowered = str(key).lower()
-            if lowered in SENSITIVE_KEYS or lowered.endswith(("_token", "_secret", "_key")):
+            lowered = str(key).lower().replace("-", "_")
+            if lowered in SENSITIVE_KEYS or lowered.endswith(("_token", "_secret", "_key", "apikey", "_signature")):
                 out[key] = REDACTED
             elif drop_bodies and lowered in BODY_KEYS and item not in (None, ""):
                 out[key] = "[body omitted]"

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 
 from core.fields import EncryptedTextField
+from core.timeparse import safe_zoneinfo
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
@@ -86,10 +87,7 @@ class Workspace(models.Model):
 
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
-        try:
-            return zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            return zoneinfo.ZoneInfo("UTC")
+        return safe_zoneinfo(self.timezone) or zoneinfo.ZoneInfo("UTC")
 
     @property
     def business_weekdays(self) -> set[int]:

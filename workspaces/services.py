@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.redaction import redact_data, redact_text
+from core.timeparse import safe_zoneinfo
 from workspaces.models import SECRET_FIELDS, SLUG_VALIDATOR, BookingProvider, IntegrationError, Workspace
 
 # --- Workspaces --------------------------------------------------------------
@@ -51,11 +51,8 @@ def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
     for field in sorted(unknown):
         errors[field] = "is not a configurable field"
     tz = changes.get("timezone")
-    if tz is not None:
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            errors["timezone"] = f"unknown IANA timezone {tz!r}"
+    if tz is not None and safe_zoneinfo(tz) is None:
+        errors["timezone"] = f"unknown IANA timezone {tz!r}"
     provider = changes.get("booking_provider")
     if provider not in (None, "") and provider not in BookingProvider.values:
         errors["booking_provider"] = f"must be one of {', '.join(BookingProvider.values)}"

@@ -66,7 +66,8 @@ def test_make_dev_runs_web_worker_and_beat_on_embedded_defaults(tmp_path):
         assert "demo" in session.get(f"{base}/admin/workspaces/workspace/", timeout=5).text
         assert session.get(f"{base}/static/admin/css/base.css", timeout=5).status_code == 200
 
-        _wait_for(lambda: "celery@" in log_path.read_text() and " ready." in log_path.read_text(), 60, "worker")
+        for worker in ("default", "availability"):
+            _wait_for(lambda w=worker: re.search(rf"{w}@\S+ ready\.", log_path.read_text()), 60, f"{worker} worker")
         _wait_for(lambda: "beat: Starting" in log_path.read_text(), 60, "beat")
 
         # A task goes through the filesystem broker and the worker runs it.
@@ -79,6 +80,10 @@ def test_make_dev_runs_web_worker_and_beat_on_embedded_defaults(tmp_path):
         )
         _wait_for(lambda: re.search(r"core\.tasks\.ping\[[^\]]+\] succeeded", log_path.read_text()), 60, "ping")
         assert Path(tmp_path / "var" / "leadline.sqlite3").exists()
+        requests.get(f"{base}/healthz?secret=whsec-must-not-be-logged", timeout=5)
+        time.sleep(0.5)
+        assert "GET /healthz" in log_path.read_text()  # access log on...
+        assert "whsec-must-not-be-logged" not in log_path.read_text()  # ...without query strings
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

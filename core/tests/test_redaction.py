@@ -21,6 +21,9 @@ SK = "sk-proj-abcdefghijklmnopqrstuvwxyz012345"
         ('{"webhook_secret": "whsec-acme-0123456789abcdef"}', "whsec-acme-0123456789abcdef"),
         ("X-Webhook-Secret: whsec-acme-0123456789abcdef", "whsec-acme-0123456789abcdef"),
         ("api_key=abcd1234efgh5678", "abcd1234efgh5678"),
+        ("broker redis://:s3cretpass@127.0.0.1:6379/0 down", "s3cretpass"),
+        ("db postgres://app:hunter2hunter2@db:5432/x", "hunter2hunter2"),
+        ("EmailBison 401 for 12|AbCdEfGhIjKlMnOpQrStUvWxYz0123456789ABCD", "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789ABCD"),
     ],
 )
 def test_redact_text_removes_known_secret_shapes(text, secret):
@@ -29,6 +32,16 @@ def test_redact_text_removes_known_secret_shapes(text, secret):
 
 def test_redact_text_keeps_ordinary_text():
     assert redact_text("lead 42 replied at 10:00, status 429") == "lead 42 replied at 10:00, status 429"
+
+
+def test_redact_data_masks_hyphenated_header_names():
+    headers = {"X-Api-Key": "k-123456789", "x-access-token": "t-123456789", "X-Webhook-Secret": "s", "Accept": "json"}
+    assert redact_data(headers) == {
+        "X-Api-Key": "[redacted]",
+        "x-access-token": "[redacted]",
+        "X-Webhook-Secret": "[redacted]",
+        "Accept": "json",
+    }
 
 
 def test_redact_data_masks_keys_and_drops_bodies():

@@ -52,6 +52,7 @@ def test_configure_workspace_updates_only_given_flags(workspace):
     [
         (["Bad Slug!"], "slug"),
         (["acme", "--timezone=Mars/Olympus"], "--timezone"),
+        (["acme", "--timezone=America"], "--timezone"),
         (["acme", "--booking-provider=outlook"], "--booking-provider"),
         (["acme", "--ghl-booking-url=not a url"], "--ghl-booking-url"),
         (["acme", "--emailbison-base-url=ftp://x"], "--emailbison-base-url"),

@@ -64,20 +64,5 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
 
 
 def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
-    """The latest GHL sync run, once the GHL sync app records them (None until then)."""
-    try:
-        from ghl.models import SyncRun  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    run = SyncRun.objects.filter(workspace=workspace).order_by("-started_at").first()
-    if run is None:
-        return None
-    return {
-        "status": run.status,
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "leads_total": run.leads_total,
-        "leads_ok": run.leads_ok,
-        "leads_failed": run.leads_failed,
-        "rate_limited": run.rate_limited,
-    }
+    """The latest GHL sync run. GHL sync (``ghl.SyncRun``) is not built yet: always None until it is."""
+    return None

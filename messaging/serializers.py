@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import email.utils
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.html import strip_tags
 from rest_framework import serializers
 
+from core.timeparse import parse_instant
 from leads.services import LeadIdentity
 from messaging.models import Channel, Direction
 
@@ -107,34 +107,9 @@ def _first_email(value: Any) -> str:
     return _soft_email(value)
 
 
-def _soft_datetime(value: Any) -> datetime | None:
-    """ISO 8601 strings or epoch seconds/milliseconds; None when unusable."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        seconds = value / 1000 if value > 1e11 else value
-        try:
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return _soft_datetime(int(text))
-        try:
-            parsed = parse_datetime(text.replace(" ", "T", 1) if "T" not in text else text)
-        except ValueError:
-            return None
-        if parsed is None:
-            return None
-        if timezone.is_naive(parsed):
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed
-    return None
-
-
 def _sent_at(value: Any) -> datetime:
-    parsed = _soft_datetime(value)
+    # ISO 8601 (naive read as UTC) or epoch s/ms; junk (Unicode digits, huge numbers) gives None.
+    parsed = parse_instant(value, naive_as_utc=True)
     now = timezone.now()
     # A date far in the future would pin the lead's rollups: clamp to now.
     if parsed is None or parsed > now:

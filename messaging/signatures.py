@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from django.conf import settings
 
-from messaging.serializers import _soft_datetime
+from core.timeparse import parse_instant
 
 RSA_KEY_PATH = Path(__file__).resolve().parent / "keys" / "ghl-webhook-rsa-public-key.pem"
 ED25519_HEADER = "X-GHL-Signature"
@@ -92,7 +92,7 @@ def ghl_signature_verify(*, raw_body: bytes, headers: Any, payload: Any, now: fl
 
     if not isinstance(payload, dict):
         raise SignatureError("payload: must be a JSON object")
-    signed_at = _soft_datetime(payload.get("timestamp"))
+    signed_at = parse_instant(payload.get("timestamp"), naive_as_utc=True)
     if signed_at is None:
         raise SignatureError("timestamp: required on signed webhooks (ISO 8601 or epoch)")
     age = (now if now is not None else time.time()) - signed_at.timestamp()

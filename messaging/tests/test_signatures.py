@@ -129,3 +129,11 @@ def test_signatures_ignored_when_verification_is_off(workspace, enqueued):
     raw = _signed_body()
     response = post(Client(), "ghl", raw, **{"X-GHL-Signature": base64.b64encode(b"garbage").decode()})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("junk", ["²", "1" * 4400, "١٧٦٤٠٠٠٠٠٠"])
+def test_junk_signed_timestamps_are_401_not_500(verifying, ed_key, enqueued, junk):
+    raw = _signed_body(timestamp=junk)
+    response = post(Client(), "ghl", raw, **{"X-GHL-Signature": _ed_sign(ed_key, raw)})
+    assert response.status_code == 401 and response.json()["error"].startswith("timestamp")
+    assert Message.objects.count() == 0

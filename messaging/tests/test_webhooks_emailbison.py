@@ -108,3 +108,10 @@ def test_schema_errors_name_the_field(client, workspace, enqueued, mutate, field
     assert response.json()["error"].startswith(field), response.json()
     assert Lead.objects.count() == Message.objects.count() == 0
     assert WebhookEvent.objects.get().status == "rejected"
+
+
+@pytest.mark.parametrize("junk", ["²", "9" * 4400])
+def test_junk_reply_dates_do_not_crash(client, workspace, enqueued, junk):
+    payload = emailbison()
+    payload["data"]["reply"]["date_received"] = junk
+    assert post(client, "emailbison", payload).status_code == 200

@@ -270,3 +270,19 @@ def test_chunked_body_without_content_length_is_read_and_capped(workspace, enque
     settings.WEBHOOK_MAX_BODY_BYTES = 1000
     big = GhlWebhookView.as_view()(_chunked_request(json.dumps(ghl_inbound(body="x" * 2000)).encode()), slug="acme")
     assert big.status_code == 413 and Message.objects.count() == 1
+
+
+@pytest.mark.parametrize("junk", ["²", "1" * 4400, "٣", "2026-13-45T00:00:00Z", 10**30])
+def test_junk_dates_fall_back_to_now_instead_of_500(client, workspace, enqueued, junk):
+    from django.utils import timezone
+
+    before = timezone.now()
+    marketplace = post(client, "ghl", ghl_inbound(dateAdded=junk))
+    custom = post(client, "ghl", ghl_custom(date_created=junk))
+    assert (marketplace.status_code, custom.status_code) == (200, 200)
+    assert all(sent_at >= before for sent_at in Message.objects.values_list("sent_at", flat=True))
+
+
+def test_naive_iso_dates_are_read_as_utc(client, workspace, enqueued):
+    post(client, "ghl", ghl_inbound(dateAdded="2026-11-28 11:31:45"))
+    assert Message.objects.get().sent_at.isoformat() == "2026-11-28T11:31:45+00:00"

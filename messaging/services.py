@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -194,6 +195,8 @@ def _broker_failed(*, workspace_id: int, exc: BaseException) -> None:
                 code="enqueue_failed",
                 message=f"Could not enqueue classify_and_draft: {type(exc).__name__}: {exc}"[:500],
             )
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:
             logger.exception("could not record the broker error")
 
@@ -210,6 +213,8 @@ def _broker_succeeded(*, workspace_id: int) -> None:
     if due:
         try:
             integration_error_resolve(workspace=workspace_id, source=IntegrationError.Source.BROKER)
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:
             logger.exception("could not resolve the broker error")
 
@@ -236,6 +241,9 @@ def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = Fa
                 producer.connection.ensure_connection(max_retries=0, timeout=1)
                 classify_and_draft.apply_async(args=[message_id], retry=False, producer=producer)
             accepted = True
+        except SoftTimeLimitExceeded:
+            # The sweeper task ran out of time: not a broker outage, let celery see it.
+            raise
         except Exception as exc:  # noqa: BLE001 - any broker failure: leave it to the sweeper
             _broker_failed(workspace_id=workspace_id, exc=exc)
     messages = Message.objects.filter(pk=message_id, workspace_id=workspace_id)

@@ -71,3 +71,17 @@ def test_sweep_task_is_registered_under_the_beat_name():
     names = {entry.task for entry in beat_entries()}
     assert "messaging.tasks.sweep_unprocessed_messages" in names
     assert "messaging.tasks.sweep_unprocessed_messages" in app.tasks
+
+
+def test_soft_time_limit_is_not_mistaken_for_a_broker_outage(workspace, enqueued):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from messaging.services import broker_health
+    from workspaces.models import IntegrationError
+
+    _message(workspace)
+    enqueued.fail_with = SoftTimeLimitExceeded()
+    with pytest.raises(SoftTimeLimitExceeded):
+        message_sweep_unprocessed()
+    assert not IntegrationError.objects.filter(workspace=workspace, source="broker").exists()
+    assert broker_health.down_until == 0.0

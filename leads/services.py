@@ -11,6 +11,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 
+from core.timeparse import safe_zoneinfo
 from leads.models import Lead, LeadStatus, Sentiment
 
 
@@ -77,12 +78,18 @@ class LeadIdentity:
             phone_raw=(self.phone_raw or "").strip()[:64],
             first_name=(self.first_name or "").strip()[:200],
             last_name=(self.last_name or "").strip()[:200],
-            timezone=(self.timezone or "").strip()[:64],
+            timezone=_valid_timezone(self.timezone),
         )
 
     @property
     def is_empty(self) -> bool:
         return not (self.ghl_contact_id or self.emailbison_lead_id or self.email or self.phone_raw)
+
+
+def _valid_timezone(name: str) -> str:
+    """An IANA zone name ``ZoneInfo`` accepts, else "" ("America" is a directory, not a zone)."""
+    name = (name or "").strip()[:64]
+    return name if safe_zoneinfo(name) is not None else ""
 
 
 def _first(queryset) -> Lead | None:

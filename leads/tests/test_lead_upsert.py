@@ -112,3 +112,21 @@ def test_concurrent_upserts_end_with_one_lead_and_no_error(workspace, identity):
     assert Lead.objects.count() == 1
     assert sum(created for _, created in results) == 1
     assert {lead.pk for lead, _ in results} == {Lead.objects.get().pk}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bad", ["America", "../etc/passwd", "Mars/Olympus", "America/", "EST5EDT/../x"])
+def test_invalid_timezones_are_never_stored_on_a_lead(workspace, bad):
+    from core.timeparse import safe_zoneinfo
+
+    created, _ = lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(ghl_contact_id="tz-1", timezone=bad))
+    assert created.timezone == ""
+    # Filling blanks later does not store it either; a valid zone does fill the blank.
+    lead, _ = lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(ghl_contact_id="tz-1", timezone=bad))
+    lead.refresh_from_db()
+    assert lead.timezone == ""
+    lead, _ = lead_upsert(
+        workspace_id=workspace.pk, identity=LeadIdentity(ghl_contact_id="tz-1", timezone=" Europe/Paris ")
+    )
+    lead.refresh_from_db()
+    assert lead.timezone == "Europe/Paris" and safe_zoneinfo(lead.timezone) is not None

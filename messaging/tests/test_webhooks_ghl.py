@@ -286,3 +286,10 @@ def test_junk_dates_fall_back_to_now_instead_of_500(client, workspace, enqueued,
 def test_naive_iso_dates_are_read_as_utc(client, workspace, enqueued):
     post(client, "ghl", ghl_inbound(dateAdded="2026-11-28 11:31:45"))
     assert Message.objects.get().sent_at.isoformat() == "2026-11-28T11:31:45+00:00"
+
+
+def test_custom_webhook_timezone_that_is_not_a_zone_is_dropped(client, workspace, enqueued):
+    assert post(client, "ghl", ghl_custom(timezone="America")).status_code == 200
+    assert Lead.objects.get().timezone == ""
+    assert post(client, "ghl", ghl_custom(timezone="America/Chicago", message={"body": "again"})).status_code == 200
+    assert Lead.objects.get().timezone == "America/Chicago"

@@ -312,7 +312,6 @@ _EVENT_STATUS = {
 
 
 EVENT_KEY_CONSTRAINT = "webhookevent_unique_idempotency_key"
-MESSAGE_PROVIDER_CONSTRAINTS = ("message_unique_ghl_id_per_workspace", "message_unique_emailbison_reply_per_workspace")
 
 
 class _DuplicateDelivery(Exception):
@@ -320,9 +319,27 @@ class _DuplicateDelivery(Exception):
 
 
 def _is_constraint(exc: IntegrityError, name: str) -> bool:
+    """Whether ``exc`` violated the unique constraint ``name``.
+
+    PostgreSQL names the constraint (``diag.constraint_name``); SQLite names
+    the columns ("UNIQUE constraint failed: table.col, table.col").
+    """
     diag = getattr(exc.__cause__, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
-    return constraint == name if constraint else name in str(exc)
+    if constraint:
+        return constraint == name
+    text = str(exc)
+    return name in text or _constraint_columns_text(name) in text
+
+
+def _constraint_columns_text(name: str) -> str:
+    for model in (WebhookEvent, Message):
+        for constraint in model._meta.constraints:
+            if constraint.name == name:
+                table = model._meta.db_table
+                columns = (model._meta.get_field(field).column for field in constraint.fields)
+                return ", ".join(f"{table}.{column}" for column in columns)
+    return name
 
 
 def webhook_delivery_ingest(
@@ -370,10 +387,11 @@ def webhook_delivery_ingest(
             return _webhook_duplicate_record(
                 workspace_id=workspace_id, provider=provider, delivery=delivery, body=body, headers=headers
             )
-        except IntegrityError as exc:
-            # A concurrent copy of this message committed first: rerun, this time
-            # reading the winner's row (the common path skips that savepoint).
-            if optimistic and any(_is_constraint(exc, name) for name in MESSAGE_PROVIDER_CONSTRAINTS):
+        except IntegrityError:
+            # Most likely a concurrent copy of this message committed first (on
+            # SQLite the error names columns, not the constraint): rerun once,
+            # this time with the savepoint that reads the winner's row.
+            if optimistic:
                 optimistic = False
                 continue
             raise

@@ -7,6 +7,7 @@ class MessagingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
+        from messaging import checks  # noqa: F401 - registers the system checks
         from messaging.selectors import webhook_workspace_cache_clear
         from workspaces.models import Workspace
 

@@ -137,3 +137,54 @@ def test_junk_signed_timestamps_are_401_not_500(verifying, ed_key, enqueued, jun
     response = post(Client(), "ghl", raw, **{"X-GHL-Signature": _ed_sign(ed_key, raw)})
     assert response.status_code == 401 and response.json()["error"].startswith("timestamp")
     assert Message.objects.count() == 0
+
+
+def _rsa_public_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+BAD_ED25519_KEYS = [
+    "not base64 at all!!",  # binascii.Error
+    base64.b64encode(b"short").decode(),  # ValueError: wrong length
+    "-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n",  # ValueError from the PEM loader
+]
+
+
+@pytest.mark.parametrize("bad_key", [*BAD_ED25519_KEYS, "rsa-pem"])
+def test_misconfigured_ed25519_key_answers_401_not_500(verifying, settings, enqueued, bad_key):
+    settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = _rsa_public_pem() if bad_key == "rsa-pem" else bad_key
+    raw = _signed_body()
+    response = post(Client(), "ghl", raw, **{"X-GHL-Signature": base64.b64encode(b"x" * 64).decode()})
+    assert response.status_code == 401
+    assert "GHL_WEBHOOK_ED25519_PUBLIC_KEY" in response.json()["error"]
+    assert Message.objects.count() == 0
+
+
+def test_misconfigured_ed25519_key_falls_back_to_rsa_and_is_loaded_once(verifying, settings, rsa_key, enqueued):
+    settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = BAD_ED25519_KEYS[0] + " once"
+    signatures._ed25519_key_load.cache_clear()
+    for n in range(2):
+        raw = _signed_body(messageId=f"fallback-{n}")
+        headers = {"X-GHL-Signature": base64.b64encode(b"x" * 64).decode(), "x-wh-signature": _rsa_sign(rsa_key, raw)}
+        assert post(Client(), "ghl", raw, **headers).status_code == 200
+    info = signatures._ed25519_key_load.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # the failure is cached, not re-parsed per request
+
+
+@pytest.mark.parametrize("bad_key", BAD_ED25519_KEYS)
+def test_system_check_reports_a_bad_ed25519_key(settings, bad_key):
+    from django.core import checks
+
+    settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = bad_key
+    errors = [e for e in checks.run_checks() if e.id == "messaging.E001"]
+    assert len(errors) == 1 and "GHL_WEBHOOK_ED25519_PUBLIC_KEY" in errors[0].msg
+    assert bad_key not in errors[0].msg  # the setting's value is not echoed
+
+
+def test_system_check_accepts_a_good_or_absent_key(settings, ed_key):
+    from django.core import checks
+
+    assert not [e for e in checks.run_checks() if e.id.startswith("messaging.")]
+    settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = ""
+    assert not [e for e in checks.run_checks() if e.id.startswith("messaging.")]

@@ -419,26 +419,16 @@ def _webhook_duplicate_record(
     return IngestResult(IngestStatus.DUPLICATE, event.message_id, event.lead_id, event.pk)
 
 
-def webhook_event_reject(
-    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], error: str
-) -> WebhookEvent:
-    """Log an authenticated delivery that was refused (validation, signature): nothing else is written."""
-    return WebhookEvent.objects.create(
-        workspace_id=workspace_id,
-        provider=provider,
-        event_type=(event_type or "")[:64],
-        body=body,
-        headers=headers,
-        status=WebhookEvent.Status.REJECTED,
-        error=error[:2000],
-        processed_at=timezone.now(),
-    )
-
-
-def webhook_event_fail(
-    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], exc: BaseException
+def webhook_event_log(
+    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], status: str, error: str
 ) -> WebhookEvent | None:
-    """Log a delivery whose processing crashed (it answers 500, the provider retries; admin can reprocess)."""
+    """Log a delivery that wrote nothing else; never raises (the answer is already decided).
+
+    ``rejected``: authenticated but refused (malformed JSON, validation,
+    signature), with the reason. ``failed``: processing crashed (the answer
+    is 500, the provider retries, admin can reprocess); ``error`` is the
+    exception type only and ``processed_at`` stays empty.
+    """
     try:
         return WebhookEvent.objects.create(
             workspace_id=workspace_id,
@@ -446,11 +436,12 @@ def webhook_event_fail(
             event_type=(event_type or "")[:64],
             body=body,
             headers=headers,
-            status=WebhookEvent.Status.FAILED,
-            error=f"{type(exc).__name__}",
+            status=status,
+            error=error[:2000],
+            processed_at=None if status == WebhookEvent.Status.FAILED else timezone.now(),
         )
     except Exception:
-        logger.exception("could not log the failed webhook delivery")
+        logger.exception("could not log the %s webhook delivery", status)
         return None
 
 

@@ -34,7 +34,7 @@ from messaging.serializers import (
     ghl_location_id_peek,
     validation_error_text,
 )
-from messaging.services import webhook_delivery_ingest, webhook_event_fail, webhook_event_reject
+from messaging.services import webhook_delivery_ingest, webhook_event_log
 from messaging.signatures import SignatureError, ghl_signature_present, ghl_signature_verify
 
 logger = logging.getLogger(__name__)
@@ -246,9 +246,9 @@ class WebhookView(APIView):
         try:
             payload = _load_json(raw)
         except _MalformedBody as exc:
-            webhook_event_reject(
+            webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type="", body=None, headers=headers,
-                error=str(exc),
+                status=WebhookEvent.Status.REJECTED, error=str(exc),
             )  # fmt: skip
             return Response({"error": str(exc)}, status=400)
         event_type = _peek_event_type(payload)
@@ -257,9 +257,9 @@ class WebhookView(APIView):
         refusal = self.check_delivery(workspace=workspace, raw=raw, payload=payload, request=request)
         if refusal is not None:
             if refusal.store:
-                webhook_event_reject(
+                webhook_event_log(
                     workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body,
-                    headers=headers, error=refusal.error,
+                    headers=headers, status=WebhookEvent.Status.REJECTED, error=refusal.error,
                 )  # fmt: skip
                 return Response({"error": refusal.error}, status=refusal.status)
             return self._refuse(
@@ -270,9 +270,9 @@ class WebhookView(APIView):
             delivery = self.parse(payload)
         except drf_serializers.ValidationError as exc:
             error = validation_error_text(exc.detail)[:500]
-            webhook_event_reject(
+            webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
-                error=error,
+                status=WebhookEvent.Status.REJECTED, error=error,
             )  # fmt: skip
             return Response({"error": error}, status=400)
 
@@ -281,9 +281,9 @@ class WebhookView(APIView):
                 workspace_id=workspace.id, provider=self.provider, delivery=delivery, body=body, headers=headers
             )
         except Exception as exc:
-            webhook_event_fail(
+            webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
-                exc=exc,
+                status=WebhookEvent.Status.FAILED, error=type(exc).__name__,
             )  # fmt: skip
             raise
         return Response(result.as_response(), status=200)

@@ -293,3 +293,17 @@ def test_custom_webhook_timezone_that_is_not_a_zone_is_dropped(client, workspace
     assert Lead.objects.get().timezone == ""
     assert post(client, "ghl", ghl_custom(timezone="America/Chicago", message={"body": "again"})).status_code == 200
     assert Lead.objects.get().timezone == "America/Chicago"
+
+
+def test_crash_during_ingest_logs_a_failed_event_with_the_error_type_only(workspace, enqueued, monkeypatch):
+    from messaging import views
+
+    def boom(**kwargs):
+        raise RuntimeError(f"secret detail {SECRET}")
+
+    monkeypatch.setattr(views, "webhook_delivery_ingest", boom)
+    response = post(Client(raise_request_exception=False), "ghl", ghl_inbound())
+    assert response.status_code == 500
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.error, event.processed_at) == ("failed", "RuntimeError", None)
+    assert Message.objects.count() == 0

@@ -3,10 +3,11 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.utils.html import format_html
 
 from messaging.models import Message, WebhookEvent
-from messaging.services import webhook_event_reprocess
+from messaging.services import WebhookEventNotReprocessable, webhook_event_reprocess
 
 
 @admin.register(WebhookEvent)
@@ -18,7 +19,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     """
 
     list_display = ("id", "workspace", "provider", "event_type", "status", "received_at", "processed_at", "short_error")
-    list_filter = ("workspace", "provider", "status", "event_type", "received_at")
+    list_filter = ("workspace", "provider", "status", "event_type", "reprocessable", "received_at")
     search_fields = ("idempotency_key", "event_type")
     list_select_related = ("workspace",)
     date_hierarchy = "received_at"
@@ -34,6 +35,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "lead",
         "received_at",
         "processed_at",
+        "reprocessable",
         "pretty_headers",
         "pretty_body",
     )
@@ -44,6 +46,12 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_reprocess_permission(self, request) -> bool:
+        # The admin is read-only (no change form), but reprocessing writes: it
+        # takes the model's change permission.
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     @admin.display(description="Error")
     def short_error(self, obj: WebhookEvent) -> str:
@@ -57,14 +65,25 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def pretty_body(self, obj: WebhookEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.body, indent=2, ensure_ascii=False))
 
-    @admin.action(description="Reprocess selected webhook events")
+    @admin.action(description="Reprocess selected webhook events", permissions=("reprocess",))
     def reprocess(self, request, queryset):
         counts: dict[str, int] = {}
+        refused = 0
         for event in queryset.only("id", "workspace_id"):
-            result = webhook_event_reprocess(event_id=event.pk, workspace_id=event.workspace_id)
+            try:
+                result = webhook_event_reprocess(event_id=event.pk, workspace_id=event.workspace_id)
+            except WebhookEventNotReprocessable:
+                refused += 1
+                continue
             counts[result.status] = counts.get(result.status, 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing"
         self.message_user(request, f"Reprocessed: {summary}.", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request,
+                f"Skipped {refused} not reprocessable (refused by signature checks, never verified).",
+                messages.WARNING,
+            )
 
 
 @admin.register(Message)

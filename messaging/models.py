@@ -89,6 +89,11 @@ class WebhookEvent(models.Model):
     lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    reprocessable = models.BooleanField(
+        default=True,
+        help_text="False for deliveries refused by signature checks (signature, timestamp, webhookId): "
+        "they were never verified, so admin never applies them.",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]

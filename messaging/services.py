@@ -420,14 +420,23 @@ def _webhook_duplicate_record(
 
 
 def webhook_event_log(
-    *, workspace_id: int, provider: str, event_type: str, body: Any, headers: dict[str, str], status: str, error: str
+    *,
+    workspace_id: int,
+    provider: str,
+    event_type: str,
+    body: Any,
+    headers: dict[str, str],
+    status: str,
+    error: str,
+    reprocessable: bool = True,
 ) -> WebhookEvent | None:
     """Log a delivery that wrote nothing else; never raises (the answer is already decided).
 
     ``rejected``: authenticated but refused (malformed JSON, validation,
     signature), with the reason. ``failed``: processing crashed (the answer
     is 500, the provider retries, admin can reprocess); ``error`` is the
-    exception type only and ``processed_at`` stays empty.
+    exception type only and ``processed_at`` stays empty. Signature refusals
+    are logged with ``reprocessable=False``: their body was never verified.
     """
     try:
         return WebhookEvent.objects.create(
@@ -439,6 +448,7 @@ def webhook_event_log(
             status=status,
             error=error[:2000],
             processed_at=None if status == WebhookEvent.Status.FAILED else timezone.now(),
+            reprocessable=reprocessable,
         )
     except Exception:
         logger.exception("could not log the %s webhook delivery", status)
@@ -451,15 +461,24 @@ DELIVERY_PARSERS = {
 }
 
 
+class WebhookEventNotReprocessable(Exception):
+    """The stored delivery failed its signature checks: it is never applied."""
+
+
 @transaction.atomic
 def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult:
     """Apply a stored delivery again (admin action). Idempotent: known messages answer duplicate.
 
-    Authentication and signatures are not checked again: only deliveries that
-    passed them were stored. The event keeps its row; its status, links and
-    error are rewritten.
+    Only deliveries that passed authentication are stored, but not all passed
+    their signature checks: those refused for their signature, timestamp or
+    ``webhookId`` are stored with ``reprocessable=False`` and raise
+    ``WebhookEventNotReprocessable`` here (nothing is changed). Signatures are
+    not checked again (their timestamps are stale by now). The event keeps its
+    row; its status, links and error are rewritten.
     """
     event = WebhookEvent.objects.select_for_update().get(pk=event_id, workspace_id=workspace_id)
+    if not event.reprocessable:
+        raise WebhookEventNotReprocessable(f"webhook event #{event.pk} failed its signature checks")
     try:
         delivery = DELIVERY_PARSERS[event.provider](event.body)
     except drf_serializers.ValidationError as exc:

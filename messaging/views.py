@@ -182,6 +182,8 @@ class Refusal:
     error: str
     reason: str
     store: bool
+    # False for signature refusals: stored for the record, never re-applied by admin.
+    reprocessable: bool = True
 
 
 class WebhookView(APIView):
@@ -260,6 +262,7 @@ class WebhookView(APIView):
                 webhook_event_log(
                     workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body,
                     headers=headers, status=WebhookEvent.Status.REJECTED, error=refusal.error,
+                    reprocessable=refusal.reprocessable,
                 )  # fmt: skip
                 return Response({"error": refusal.error}, status=refusal.status)
             return self._refuse(
@@ -315,7 +318,7 @@ class GhlWebhookView(WebhookView):
             try:
                 ghl_signature_verify(raw_body=raw, headers=request._request.headers, payload=payload)
             except SignatureError as exc:
-                return Refusal(401, str(exc), "bad_signature", store=True)
+                return Refusal(401, str(exc), "bad_signature", store=True, reprocessable=False)
         return None
 
 

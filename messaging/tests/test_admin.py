@@ -53,3 +53,68 @@ def test_reprocess_of_an_invalid_body_stays_rejected(workspace):
     result = webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
     event.refresh_from_db()
     assert result.status == "ignored" and event.status == "rejected" and event.error.startswith("payload")
+
+
+def _signature_refused_event(workspace, settings):
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    workspace.verify_ghl_signatures = True
+    workspace.save()
+    forged = base64.b64encode(b"\x01" * 64).decode()
+    response = post(Client(), "ghl", ghl_inbound(webhookId="wh-forged", timestamp=1), **{"X-GHL-Signature": forged})
+    assert response.status_code == 401
+    return WebhookEvent.objects.get(status="rejected")
+
+
+def test_signature_refusals_are_never_reprocessed(admin_client_logged, workspace, settings, enqueued):
+    from messaging.services import WebhookEventNotReprocessable, webhook_event_reprocess
+
+    event = _signature_refused_event(workspace, settings)
+    assert event.reprocessable is False
+    with pytest.raises(WebhookEventNotReprocessable):
+        webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+    url = reverse("admin:messaging_webhookevent_changelist")
+    response = admin_client_logged.post(url, {"action": "reprocess", "_selected_action": [event.pk]}, follow=True)
+    assert response.status_code == 200 and "not reprocessable" in response.content.decode()
+    event.refresh_from_db()
+    assert event.status == "rejected" and event.message_id is None
+    assert Message.objects.count() == 0 and enqueued.calls == []
+
+
+def test_validation_rejections_stay_reprocessable(workspace, enqueued):
+    post(Client(), "ghl", ghl_inbound(contactId=None))
+    assert WebhookEvent.objects.get().reprocessable is True
+
+
+def test_reprocess_action_needs_change_permission(workspace, django_user_model, enqueued):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("viewer", "v@example.com", "pw-123456789", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    client = Client()
+    client.force_login(user)
+    event = WebhookEvent.objects.create(
+        workspace=workspace, provider="ghl", event_type="InboundMessage", body=ghl_inbound(), status="failed"
+    )
+    url = reverse("admin:messaging_webhookevent_changelist")
+    listing = client.get(url)
+    assert listing.status_code == 200 and 'value="reprocess"' not in listing.content.decode()
+    client.post(url, {"action": "reprocess", "_selected_action": [event.pk]}, follow=True)
+    event.refresh_from_db()
+    assert event.status == "failed" and Message.objects.count() == 0
+
+    user.user_permissions.add(Permission.objects.get(codename="change_webhookevent"))
+    client.force_login(django_user_model.objects.get(pk=user.pk))
+    assert 'value="reprocess"' in client.get(url).content.decode()
+    client.post(url, {"action": "reprocess", "_selected_action": [event.pk]}, follow=True)
+    event.refresh_from_db()
+    assert event.status == "processed" and Message.objects.count() == 1

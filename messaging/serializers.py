@@ -295,12 +295,49 @@ class GhlCustomWebhookSerializer(serializers.Serializer):
         )
 
 
+GHL_MARKETPLACE = "marketplace"
+GHL_CUSTOM_WEBHOOK = "custom"
+
+
+def ghl_payload_shape(payload: Any) -> str:
+    """``marketplace`` (a string ``type``, no ``message``), ``custom`` (workflow Custom Webhook) or ""."""
+    if not isinstance(payload, dict):
+        return ""
+    if isinstance(payload.get("type"), str) and "message" not in payload:
+        return GHL_MARKETPLACE
+    if isinstance(payload.get("message"), dict) or "contact_id" in payload:
+        return GHL_CUSTOM_WEBHOOK
+    return ""
+
+
+def ghl_location_field(shape: str) -> str:
+    """The name of the location field in a body of this shape (for error messages)."""
+    return "location.id" if shape == GHL_CUSTOM_WEBHOOK else "locationId"
+
+
+def ghl_location_problem(*, shape: str, location_id: str, workspace_location_id: str) -> str:
+    """Why a GHL body's location does not fit the workspace ("" when it does).
+
+    A workspace with a GHL location only takes bodies naming that location:
+    a body without one (a Custom Webhook whose workflow omits ``location``)
+    would otherwise skip the tenant check.
+    """
+    if not workspace_location_id or not shape:
+        return ""
+    if not location_id:
+        return f"{ghl_location_field(shape)}: is required (this workspace has a GHL location)"
+    if location_id != workspace_location_id:
+        return f"{ghl_location_field(shape)}: does not belong to this workspace"
+    return ""
+
+
 def ghl_delivery_parse(payload: Any) -> Delivery:
     """Parse a GHL body. Raises ``serializers.ValidationError`` naming the field."""
     if not isinstance(payload, dict):
         raise serializers.ValidationError({"payload": "must be a JSON object"})
     event_type = payload.get("type")
-    if isinstance(event_type, str) and "message" not in payload:
+    shape = ghl_payload_shape(payload)
+    if shape == GHL_MARKETPLACE:
         location = payload.get("locationId")
         location_id = location.strip()[:MAX_ID_LENGTH] if isinstance(location, str) else ""
         if event_type not in GHL_MESSAGE_EVENTS:
@@ -311,7 +348,7 @@ def ghl_delivery_parse(payload: Any) -> Delivery:
                 note="event type not handled",
             )
         serializer = GhlMarketplaceMessageSerializer(data=payload)
-    elif isinstance(payload.get("message"), dict) or "contact_id" in payload:
+    elif shape == GHL_CUSTOM_WEBHOOK:
         serializer = GhlCustomWebhookSerializer(data=payload)
     else:
         raise serializers.ValidationError({"type": "is required (InboundMessage / OutboundMessage) or message.body"})

@@ -28,6 +28,8 @@ from messaging.serializers import (
     ParsedMessage,
     emailbison_delivery_parse,
     ghl_delivery_parse,
+    ghl_location_problem,
+    ghl_payload_shape,
     validation_error_text,
 )
 from workspaces.models import IntegrationError, Workspace
@@ -481,6 +483,14 @@ def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult
         raise WebhookEventNotReprocessable(f"webhook event #{event.pk} failed its signature checks")
     try:
         delivery = DELIVERY_PARSERS[event.provider](event.body)
+        if event.provider == WebhookEvent.Provider.GHL:
+            # The tenant check of the view, again: the workspace's location may have changed.
+            location = Workspace.objects.filter(pk=workspace_id).values_list("ghl_location_id", flat=True).first()
+            problem = ghl_location_problem(
+                shape=ghl_payload_shape(event.body), location_id=delivery.location_id, workspace_location_id=location
+            )
+            if problem:
+                raise drf_serializers.ValidationError(problem)
     except drf_serializers.ValidationError as exc:
         event.status = WebhookEvent.Status.REJECTED
         event.error = validation_error_text(exc.detail)[:2000]

@@ -28,14 +28,23 @@ from core.redaction import REDACTED, SENSITIVE_KEYS, redact_data
 from messaging.models import WebhookEvent
 from messaging.selectors import WebhookWorkspace, webhook_workspace_get
 from messaging.serializers import (
+    GHL_CUSTOM_WEBHOOK,
     Delivery,
     emailbison_delivery_parse,
     ghl_delivery_parse,
     ghl_location_id_peek,
+    ghl_location_problem,
+    ghl_payload_shape,
     validation_error_text,
 )
 from messaging.services import webhook_delivery_ingest, webhook_event_log
-from messaging.signatures import SignatureError, ghl_signature_present, ghl_signature_verify
+from messaging.signatures import (
+    ED25519_HEADER,
+    RSA_HEADER,
+    SignatureError,
+    ghl_signature_present,
+    ghl_signature_verify,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -314,11 +323,23 @@ class GhlWebhookView(WebhookView):
         if workspace.ghl_location_id and location and location != workspace.ghl_location_id:
             # Another tenant's data with this tenant's secret: nothing is written.
             return Refusal(403, "locationId: does not belong to this workspace", "tenant_mismatch", store=False)
-        if workspace.verify_ghl_signatures and ghl_signature_present(request._request.headers):
+        shape = ghl_payload_shape(payload)
+        if workspace.verify_ghl_signatures:
+            headers = request._request.headers
             try:
-                ghl_signature_verify(raw_body=raw, headers=request._request.headers, payload=payload)
+                if ghl_signature_present(headers):
+                    ghl_signature_verify(raw_body=raw, headers=headers, payload=payload)
+                elif shape != GHL_CUSTOM_WEBHOOK:
+                    # Only the workflow Custom Webhook is unsigned; a marketplace
+                    # event without signature headers is not taken on trust.
+                    raise SignatureError(f"{ED25519_HEADER}: required (or {RSA_HEADER}) on marketplace events")
             except SignatureError as exc:
                 return Refusal(401, str(exc), "bad_signature", store=True, reprocessable=False)
+        problem = ghl_location_problem(
+            shape=shape, location_id=location, workspace_location_id=workspace.ghl_location_id
+        )
+        if problem:
+            return Refusal(400, problem, "missing_location", store=True)
         return None
 
 

@@ -188,3 +188,18 @@ def test_system_check_accepts_a_good_or_absent_key(settings, ed_key):
     assert not [e for e in checks.run_checks() if e.id.startswith("messaging.")]
     settings.GHL_WEBHOOK_ED25519_PUBLIC_KEY = ""
     assert not [e for e in checks.run_checks() if e.id.startswith("messaging.")]
+
+
+def test_unsigned_marketplace_delivery_is_refused_when_verification_is_on(verifying, ed_key, enqueued):
+    response = post(Client(), "ghl", ghl_inbound())
+    assert response.status_code == 401 and response.json()["error"].startswith("X-GHL-Signature")
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.reprocessable) == ("rejected", False)
+    assert Message.objects.count() == 0 and enqueued.calls == []
+
+
+def test_unsigned_custom_webhook_still_passes_when_verification_is_on(verifying, ed_key, enqueued):
+    from messaging.tests.factories import ghl_custom
+
+    response = post(Client(), "ghl", ghl_custom())
+    assert response.status_code == 200 and response.json()["status"] == "created"

@@ -307,3 +307,39 @@ def test_crash_during_ingest_logs_a_failed_event_with_the_error_type_only(worksp
     event = WebhookEvent.objects.get()
     assert (event.status, event.error, event.processed_at) == ("failed", "RuntimeError", None)
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({k: v for k, v in ghl_custom().items() if k != "location"}, "location.id"),
+        (ghl_custom(location={"name": "Acme"}), "location.id"),
+        (ghl_custom(location={"id": "  "}), "location.id"),
+        ({"type": "ContactCreate"}, "locationId"),
+        ({k: v for k, v in ghl_inbound().items() if k != "locationId"}, "locationId"),
+    ],
+)
+def test_ghl_body_without_location_is_400_when_the_workspace_has_one(client, workspace, enqueued, payload, field):
+    response = post(client, "ghl", payload)
+    assert response.status_code == 400 and response.json()["error"].startswith(field), response.json()
+    event = WebhookEvent.objects.get()
+    assert event.status == "rejected" and event.error.startswith(field)
+    assert Lead.objects.count() == Message.objects.count() == 0 and enqueued.calls == []
+
+
+def test_reprocess_rechecks_the_location(workspace, enqueued):
+    from messaging.services import webhook_event_reprocess
+
+    body = {k: v for k, v in ghl_custom().items() if k != "location"}
+    event = WebhookEvent.objects.create(workspace=workspace, provider="ghl", body=body, status="failed")
+    webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+    event.refresh_from_db()
+    assert event.status == "rejected" and event.error.startswith("location.id")
+    assert Message.objects.count() == 0
+
+
+def test_custom_webhook_without_location_is_fine_for_a_workspace_without_one(client, workspace, enqueued):
+    workspace.ghl_location_id = ""
+    workspace.save()
+    payload = {k: v for k, v in ghl_custom().items() if k != "location"}
+    assert post(client, "ghl", payload).status_code == 200

@@ -25,12 +25,13 @@ def lead_sentiment_set(*, lead: Lead, sentiment: str) -> Lead:
     lead = Lead.objects.select_for_update().get(pk=lead.pk, workspace_id=lead.workspace_id)
     if lead.is_blacklisted:
         return lead
-    fields = ["sentiment", "updated_at"]
     lead.sentiment = sentiment
+    lead.updated_at = timezone.now()
+    changes = {"sentiment": lead.sentiment, "updated_at": lead.updated_at}
     if sentiment == Sentiment.BLACKLIST:
-        lead.status = LeadStatus.BLACKLISTED
-        fields.append("status")
-    lead.save(update_fields=fields)
+        lead.status = changes["status"] = LeadStatus.BLACKLISTED
+    # Not lead.save(): its UPDATE would filter on the primary key alone.
+    Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).update(**changes)
     return lead
 
 

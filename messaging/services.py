@@ -463,6 +463,13 @@ DELIVERY_PARSERS = {
 }
 
 
+def _webhook_event_update(event: WebhookEvent, **changes: Any) -> None:
+    """Rewrite some fields of ``event`` (an UPDATE scoped by workspace, unlike ``save()``)."""
+    for field, value in changes.items():
+        setattr(event, field, value)
+    WebhookEvent.objects.filter(pk=event.pk, workspace_id=event.workspace_id).update(**changes)
+
+
 class WebhookEventNotReprocessable(Exception):
     """The stored delivery failed its signature checks: it is never applied."""
 
@@ -492,16 +499,20 @@ def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult
             if problem:
                 raise drf_serializers.ValidationError(problem)
     except drf_serializers.ValidationError as exc:
-        event.status = WebhookEvent.Status.REJECTED
-        event.error = validation_error_text(exc.detail)[:2000]
-        event.processed_at = timezone.now()
-        event.save(update_fields=["status", "error", "processed_at"])
+        _webhook_event_update(
+            event,
+            status=WebhookEvent.Status.REJECTED,
+            error=validation_error_text(exc.detail)[:2000],
+            processed_at=timezone.now(),
+        )
         return IngestResult(IngestStatus.IGNORED, None, None, event.pk)
     status, message, lead = _delivery_apply(workspace_id=workspace_id, delivery=delivery)
-    event.status = _EVENT_STATUS[status]
-    event.message = message
-    event.lead = lead
-    event.error = delivery.note
-    event.processed_at = timezone.now()
-    event.save(update_fields=["status", "message", "lead", "error", "processed_at"])
+    _webhook_event_update(
+        event,
+        status=_EVENT_STATUS[status],
+        message=message,
+        lead=lead,
+        error=delivery.note,
+        processed_at=timezone.now(),
+    )
     return IngestResult(status, message.pk if message else None, lead.pk if lead else None, event.pk)

@@ -91,7 +91,8 @@ def test_beat_dispatch_fans_out_on_a_real_celery_worker(settings):
             "AVAILABILITY_FETCH_TIMEOUT_S": "1",
             "AVAILABILITY_WORKSPACE_DEADLINE_S": "3",
         }
-        with celery_worker(env=env, pool="threads", concurrency=8):
+        # Availability tasks are routed to their own queue (CELERY_TASK_ROUTES).
+        with celery_worker(env=env, pool="threads", concurrency=8, queues="availability"):
             cycle_started = timezone.now()
             availability_refresh_dispatch.delay()
             deadline = time.monotonic() + 30
@@ -105,6 +106,7 @@ def test_beat_dispatch_fans_out_on_a_real_celery_worker(settings):
             elapsed = (timezone.now() - cycle_started).total_seconds()
 
     snaps = {s.workspace.slug: s for s in AvailabilitySnapshot.objects.select_related("workspace")}
+    assert set(snaps) == set(workspaces), snaps
     assert all(s.last_attempt_at and s.last_attempt_at >= cycle_started for s in snaps.values()), snaps
     assert elapsed < 3 * 1.2 + 2, f"beat cycle took {elapsed:.1f}s"  # + dispatch/poll latency
     assert snaps["healthy"].fetched_at is not None and snaps["healthy"].slot_count > 0

@@ -13,8 +13,9 @@ Scenario (default sizes): 50 active workspaces against local fake providers on
   with last-good slots from an earlier refresh.
 
 Modes:
-- ``celery`` (the production path): a real Celery worker (``--pool=threads``,
-  ``--concurrency`` threads) on Redis runs the beat task
+- ``celery`` (the production path): a real Celery worker on the
+  ``availability`` queue (``--queues=availability --pool=threads``,
+  ``--concurrency`` threads, as in the Procfile) on Redis runs the beat task
   ``availability.tasks.availability_refresh_dispatch``, which fans out one
   refresh task per due workspace. The cycle ends when every workspace's
   snapshot has been saved.
@@ -220,7 +221,9 @@ def run_celery(*, plans, env, concurrency: int, limit_s: float, redis_url: str) 
     _install(plans)
     expected = Workspace.objects.filter(slug__startswith=PREFIX).count()
     log = Path("/tmp") / f"leadline-bench-availability-worker-{os.getpid()}.log"
-    with celery_worker(env=env, pool="threads", concurrency=concurrency, log_path=log, ready_timeout=60):
+    with celery_worker(
+        env=env, pool="threads", concurrency=concurrency, queues="availability", log_path=log, ready_timeout=60
+    ):
         started = timezone.now()
         t0 = time.monotonic()
         app.send_task("availability.tasks.availability_refresh_dispatch")
@@ -236,7 +239,7 @@ def run_celery(*, plans, env, concurrency: int, limit_s: float, redis_url: str) 
                 break
             time.sleep(0.05)
         cycle = time.monotonic() - t0
-    print(f"[celery] worker: --pool=threads --concurrency={concurrency}; log {log}")
+    print(f"[celery] worker: --queues=availability --pool=threads --concurrency={concurrency}; log {log}")
     return _report(mode="celery", plans=plans, cycle_s=cycle, limit_s=limit_s, started=started)
 
 

@@ -3,8 +3,11 @@
 What it guarantees, whatever the server does:
 
 - every attempt has a connect and a read timeout, both capped by the time left
-  in the operation's :class:`Deadline`; the body is read in chunks against the
-  same deadline, so a server that trickles bytes cannot stretch an attempt;
+  in the operation's :class:`Deadline`, and the whole attempt (TLS handshake,
+  sending, response headers, body) is bounded by that deadline: a per-attempt
+  watchdog shuts the socket down when it expires, so a server that trickles
+  header or body bytes (each read within the read timeout) cannot stretch an
+  attempt past it (DNS resolution is the one phase it cannot cut);
 - idempotent requests are retried with exponential backoff and full jitter
   (the ``backoff`` library) on connection errors, timeouts, 408/425/429 and
   5xx; a non-idempotent request is retried only when the server certainly did
@@ -26,6 +29,7 @@ import email.utils
 import json as jsonlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -35,6 +39,9 @@ from typing import Any
 import backoff
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from core.redaction import redact_text
 
@@ -151,6 +158,109 @@ class Deadline:
         if self.expires_at is not None and child.expires_at is not None:
             child.expires_at = min(child.expires_at, self.expires_at)
         return child
+
+
+# --- Deadline watchdog -------------------------------------------------------
+#
+# Socket timeouts apply per read, so they cannot bound a response that arrives
+# one byte at a time. Each attempt with a finite deadline arms a timer; the
+# connection that serves the attempt registers itself with it (through a
+# thread-local: ``requests`` runs the attempt in the calling thread) and the
+# timer shuts its socket down when the deadline expires, which wakes any
+# blocked read. Sessions get this through :class:`DeadlineAdapter`.
+
+_current = threading.local()
+
+
+class _Watchdog:
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def watch(self, conn: Any) -> None:
+        with self._lock:
+            self._conn = conn
+            if self.fired:
+                _shutdown(conn)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            if self._conn is not None:
+                _shutdown(self._conn)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _shutdown(conn: Any) -> None:
+    # The raw TCP socket (under TLS too): shutting it down wakes a read blocked
+    # in another thread, which close() does not reliably do.
+    sock = getattr(conn, "_deadline_raw_sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedConnectionMixin:
+    def _new_conn(self):
+        sock = super()._new_conn()
+        self._deadline_raw_sock = sock
+        _watch(self)  # a watchdog that fired during connect cuts the socket now
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)  # reused keep-alive connections register here
+        return super().request(*args, **kwargs)
+
+
+def _watch(conn: Any) -> None:
+    watchdog = getattr(_current, "watchdog", None)
+    if watchdog is not None:
+        watchdog.watch(conn)
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections obey the attempt's deadline watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
 
 
 # --- Rate limiting -----------------------------------------------------------
@@ -325,6 +435,9 @@ class HttpClient:
         self.rate_limiter = rate_limiter
         self.secrets = tuple(s for s in secrets if s)
         self.session = session or requests.Session()
+        for prefix in ("http://", "https://"):
+            if not isinstance(self.session.get_adapter(prefix), DeadlineAdapter):
+                self.session.mount(prefix, DeadlineAdapter())
         self.session.headers.update({"Accept": "application/json", "User-Agent": "leadline/1.0"})
         self.session.headers.update(dict(headers or {}))
         self.requests_sent = 0
@@ -477,30 +590,64 @@ class HttpClient:
             raise ProviderTimeout("deadline exceeded before the request was sent", connect=True, **err)
         timeout = (min(self.connect_timeout_s, remaining), min(self.read_timeout_s, remaining))
         self.requests_sent += 1
+        watchdog = _Watchdog(remaining) if remaining != float("inf") else None
+        if watchdog is not None:
+            watchdog.start()
+        _current.watchdog = watchdog
         try:
-            response = self.session.request(
-                method, url, params=params, json=json, data=data, headers=headers, timeout=timeout, stream=True
+            response = self._send(
+                method,
+                url,
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                watchdog=watchdog,
+                err=err,
             )
-        except requests.exceptions.ConnectTimeout as exc:
-            raise ProviderTimeout(f"connect timeout after {timeout[0]:.1f}s", connect=True, **err) from exc
-        except requests.exceptions.Timeout as exc:
-            raise ProviderTimeout(f"read timeout after {timeout[1]:.1f}s", **err) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise ProviderConnectionError(f"connection failed: {exc.__class__.__name__}", **err) from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProviderError(f"request failed: {exc.__class__.__name__}", **err) from exc
-        try:
-            self._read_body(response, deadline=deadline, err=err)
+            try:
+                self._read_body(response, deadline=deadline, watchdog=watchdog, err=err)
+            finally:
+                response.close()
         finally:
-            response.close()
+            _current.watchdog = None
+            if watchdog is not None:
+                watchdog.stop()
         if self.rate_limiter is not None:
             self.rate_limiter.update_from_headers(response.headers)
         if 200 <= response.status_code < 300:
             return response
         raise self._status_error(response, err)
 
-    def _read_body(self, response: requests.Response, *, deadline: Deadline, err: dict) -> None:
-        """Read the whole body in chunks, never past the deadline or the size cap."""
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: tuple[float, float],
+        watchdog: _Watchdog | None,
+        err: dict,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send the request and read the status line and headers (the body is left to :meth:`_read_body`)."""
+        try:
+            return self.session.request(method, url, timeout=timeout, stream=True, **kwargs)
+        except requests.exceptions.ConnectTimeout as exc:
+            raise ProviderTimeout(f"connect timeout after {timeout[0]:.1f}s", connect=True, **err) from exc
+        except requests.exceptions.RequestException as exc:
+            if watchdog is not None and watchdog.fired:
+                raise ProviderTimeout("deadline exceeded while waiting for the answer", **err) from exc
+            if isinstance(exc, requests.exceptions.Timeout):
+                raise ProviderTimeout(f"read timeout after {timeout[1]:.1f}s", **err) from exc
+            if isinstance(exc, requests.exceptions.ConnectionError):
+                raise ProviderConnectionError(f"connection failed: {exc.__class__.__name__}", **err) from exc
+            raise ProviderError(f"request failed: {exc.__class__.__name__}", **err) from exc
+
+    def _read_body(
+        self, response: requests.Response, *, deadline: Deadline, watchdog: _Watchdog | None, err: dict
+    ) -> None:
+        """Read the whole body in chunks, never past the deadline (the watchdog) or the size cap."""
         chunks: list[bytes] = []
         size = 0
         try:
@@ -516,7 +663,12 @@ class HttpClient:
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise ProviderTimeout("read timeout while reading the answer", **err) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if watchdog is not None and watchdog.fired:
+                raise ProviderTimeout("deadline exceeded while reading the answer", **err) from exc
             raise ProviderConnectionError(f"connection broken while reading: {exc.__class__.__name__}", **err) from exc
+        if watchdog is not None and watchdog.fired:
+            # The socket was cut: an answer without Content-Length would look complete.
+            raise ProviderTimeout("deadline exceeded while reading the answer", **err)
         response._content = b"".join(chunks)
         response._content_consumed = True
 

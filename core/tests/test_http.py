@@ -110,6 +110,125 @@ def test_trickling_body_cannot_stretch_an_attempt_past_the_deadline():
         assert time.monotonic() - started < 2.0
 
 
+@contextlib.contextmanager
+def scripted_server(script, *, give_up_after: float = 6.0):
+    """A raw socket server: ``script`` is a list of (delay_s, bytes) sent in order after the request arrives.
+
+    It closes the connection ``give_up_after`` seconds after the request (so a
+    client that ignores its deadline fails late instead of hanging the suite).
+    """
+    stop = threading.Event()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.1)
+
+    def talk(conn):
+        with contextlib.suppress(OSError), conn:
+            conn.recv(65536)
+            ends = time.monotonic() + give_up_after
+            for delay, data in script:
+                while delay > 0 and not stop.is_set() and time.monotonic() < ends:
+                    time.sleep(min(delay, 0.05))
+                    delay -= 0.05
+                if stop.is_set() or time.monotonic() >= ends:
+                    return
+                conn.sendall(data)
+            while not stop.is_set() and time.monotonic() < ends:
+                time.sleep(0.05)
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        sock.close()
+
+
+DEADLINE_EPSILON_S = 0.25
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+def _assert_cut_at_the_deadline(url: str, *, deadline: float) -> None:
+    http = HttpClient(provider="test", base_url=url, read_timeout_s=5, retry=FAST)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as info:
+        http.request("GET", "/slow", deadline=deadline)
+    elapsed = time.monotonic() - started
+    assert elapsed < deadline + DEADLINE_EPSILON_S, f"took {elapsed:.2f}s for a {deadline}s deadline"
+    assert "deadline" in info.value.message
+
+
+def test_headers_sent_one_byte_per_200ms_are_cut_at_the_deadline():
+    # Every read gets a byte well within the 5 s read timeout: only the deadline can stop this.
+    script = [(0.2, bytes([b])) for b in HEAD + b"X-Slow: " + b"a" * 200]
+    with scripted_server(script) as url:
+        _assert_cut_at_the_deadline(url, deadline=1.0)
+
+
+def test_body_trickled_one_byte_per_200ms_is_cut_at_the_deadline():
+    script = [(0, HEAD + b"Content-Length: 1000\r\n\r\n"), *[(0.2, b" ")] * 100]
+    with scripted_server(script) as url:
+        _assert_cut_at_the_deadline(url, deadline=1.0)
+
+
+def test_body_without_length_stalling_after_a_late_byte_is_cut_at_the_deadline():
+    # A byte just before the deadline, then silence: a per-read timeout would wait another read timeout.
+    script = [(0, HEAD + b"Connection: close\r\n\r\n["), (0.8, b"1"), (10, b"]")]
+    with scripted_server(script) as url:
+        _assert_cut_at_the_deadline(url, deadline=1.0)
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: set = set()
+
+    def do_GET(self):
+        type(self).connections.add(self.client_address)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_finished_attempts_watchdog_never_cuts_the_pooled_keep_alive_connection():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        http = HttpClient(provider="test", base_url=f"http://127.0.0.1:{server.server_port}", retry=FAST)
+        assert http.get_json("/a", deadline=0.3) == {}
+        time.sleep(0.5)  # past the first attempt's deadline
+        assert http.get_json("/b", deadline=2) == {}
+        assert len(_KeepAliveHandler.connections) == 1  # the connection was reused, not cut
+        assert http.requests_sent == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sessions_passed_in_get_the_deadline_adapter():
+    from core.http import DeadlineAdapter
+
+    session = requests.Session()
+    HttpClient(provider="test", session=session)
+    assert isinstance(session.get_adapter("https://x.test/"), DeadlineAdapter)
+
+
 def test_connection_refused_is_a_typed_error():
     http = HttpClient(provider="test", base_url=f"http://127.0.0.1:{free_port()}", retry=FAST)
     with pytest.raises(ProviderConnectionError):

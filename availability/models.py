@@ -26,6 +26,10 @@ class AvailabilitySnapshot(models.Model):
     # Claimed by the refresh in progress, so overlapping runs (beat + command,
     # a redelivered task) never fetch the same workspace twice at once.
     refresh_lease_until = models.DateTimeField(null=True, blank=True)
+    # Set by the beat dispatcher when it enqueues this workspace's task (cleared
+    # when the task runs), so a workspace whose task still waits in the queue
+    # is not enqueued again. Lapses with the task's expiry if it never runs.
+    refresh_queued_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

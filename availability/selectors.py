@@ -49,7 +49,11 @@ def format_slot(start: dt.datetime, tz: zoneinfo.ZoneInfo) -> str:
 
 
 def availability_due_workspace_ids(*, now: dt.datetime | None = None, slack: dt.timedelta | None = None) -> list[int]:
-    """Active workspaces with a booking provider whose refresh is due (no backoff pending, no refresh running)."""
+    """Active workspaces with a booking provider whose refresh is due.
+
+    Due: no snapshot yet, or ``next_attempt_at`` unset/reached, and neither a
+    refresh running (lease) nor a refresh task still waiting in the queue.
+    """
     now = now or timezone.now()
     slack = slack if slack is not None else dt.timedelta(seconds=30)
     return list(
@@ -60,6 +64,7 @@ def availability_due_workspace_ids(*, now: dt.datetime | None = None, slack: dt.
             | (
                 (Q(availability__next_attempt_at__isnull=True) | Q(availability__next_attempt_at__lte=now + slack))
                 & (Q(availability__refresh_lease_until__isnull=True) | Q(availability__refresh_lease_until__lt=now))
+                & (Q(availability__refresh_queued_until__isnull=True) | Q(availability__refresh_queued_until__lt=now))
             )
         )
         .order_by("pk")

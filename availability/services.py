@@ -115,13 +115,72 @@ def _retry_delay(consecutive_failures: int) -> dt.timedelta:
     return min(interval * (2 ** max(0, consecutive_failures - 1)), max(MAX_BACKOFF, interval))
 
 
+def _refresh_interval() -> dt.timedelta:
+    return dt.timedelta(minutes=settings.AVAILABILITY_REFRESH_MINUTES)
+
+
+def _next_attempt_after_success(started: dt.datetime) -> dt.datetime:
+    """Due again at the first beat one refresh interval after this attempt started."""
+    return started + _refresh_interval() - DUE_SLACK
+
+
+def queued_ttl() -> dt.timedelta:
+    """How long a dispatched refresh task may wait in the queue before it expires (and may be sent again)."""
+    return max(_refresh_interval() - DUE_SLACK, dt.timedelta(minutes=1))
+
+
 def _claim(*, snapshot: AvailabilitySnapshot, now: dt.datetime) -> bool:
+    """Take the refresh lease (conditional UPDATE); the queued marker's job is done once the task runs."""
     lease = now + dt.timedelta(seconds=settings.AVAILABILITY_WORKSPACE_DEADLINE_S + LEASE_MARGIN_S)
     return bool(
         AvailabilitySnapshot.objects.filter(pk=snapshot.pk, workspace_id=snapshot.workspace_id)
         .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
-        .update(refresh_lease_until=lease)
+        .update(refresh_lease_until=lease, refresh_queued_until=None)
     )
+
+
+def _clear_queued(*, snapshot: AvailabilitySnapshot) -> None:
+    if snapshot.refresh_queued_until is not None:
+        AvailabilitySnapshot.objects.filter(pk=snapshot.pk, workspace_id=snapshot.workspace_id).update(
+            refresh_queued_until=None
+        )
+
+
+def availability_mark_queued(*, now: dt.datetime | None = None) -> tuple[list[int], dt.datetime]:
+    """Due workspaces, marked as queued (so the next beat skips them while their task waits).
+
+    Returns (workspace ids, the time their tasks expire). Two dispatchers
+    racing never mark the same workspace: rows are claimed with
+    ``SELECT ... FOR UPDATE SKIP LOCKED`` and re-checked under the lock.
+    """
+    from availability.selectors import availability_due_workspace_ids
+
+    now = now or timezone.now()
+    until = now + queued_ttl()
+    due = availability_due_workspace_ids(now=now, slack=DUE_SLACK)
+    if not due:
+        return [], until
+    AvailabilitySnapshot.objects.bulk_create(
+        [AvailabilitySnapshot(workspace_id=workspace_id) for workspace_id in due], ignore_conflicts=True
+    )
+    with transaction.atomic():
+        claimed = list(
+            AvailabilitySnapshot.objects.select_for_update(skip_locked=True)
+            .filter(workspace_id__in=due)
+            .filter(Q(refresh_queued_until__isnull=True) | Q(refresh_queued_until__lt=now))
+            .filter(Q(refresh_lease_until__isnull=True) | Q(refresh_lease_until__lt=now))
+            .order_by("workspace_id")
+            .values_list("workspace_id", flat=True)
+        )
+        if claimed:
+            AvailabilitySnapshot.objects.filter(workspace_id__in=claimed).update(refresh_queued_until=until)
+    return claimed, until
+
+
+def availability_unmark_queued(*, workspace_ids: list[int]) -> None:
+    """Undo :func:`availability_mark_queued` for tasks that could not be enqueued."""
+    if workspace_ids:
+        AvailabilitySnapshot.objects.filter(workspace_id__in=workspace_ids).update(refresh_queued_until=None)
 
 
 def _run_paths(*, workspace: Workspace, snapshot: AvailabilitySnapshot, window: FetchWindow, deadline: Deadline):
@@ -166,9 +225,12 @@ def availability_refresh(*, workspace: Workspace, force: bool = False) -> Refres
     snapshot, _ = AvailabilitySnapshot.objects.get_or_create(workspace=workspace)
     now = timezone.now()
     if not force and snapshot.next_attempt_at and snapshot.next_attempt_at > now + DUE_SLACK:
+        # e.g. a duplicate task: another refresh succeeded (or failed into backoff) meanwhile.
+        _clear_queued(snapshot=snapshot)
         outcome.status = Status.NOT_DUE
         return outcome
     if not _claim(snapshot=snapshot, now=now):
+        _clear_queued(snapshot=snapshot)
         outcome.status = Status.BUSY
         return outcome
     try:
@@ -179,6 +241,7 @@ def availability_refresh(*, workspace: Workspace, force: bool = False) -> Refres
         _save(
             workspace=workspace,
             snapshot_id=snapshot.pk,
+            started=now,
             window=window,
             result=result,
             path=path,
@@ -204,6 +267,7 @@ def _save(
     *,
     workspace: Workspace,
     snapshot_id: int,
+    started: dt.datetime,
     window: FetchWindow,
     result: FetchResult | None,
     path,
@@ -228,7 +292,7 @@ def _save(
         snapshot.fetched_at = now
         snapshot.stale_at = now + dt.timedelta(minutes=settings.AVAILABILITY_STALE_AFTER_MINUTES)
         snapshot.consecutive_failures = 0
-        snapshot.next_attempt_at = None
+        snapshot.next_attempt_at = _next_attempt_after_success(started)
         snapshot.fallback_used = path.name if errors else ""
         snapshot.fallback_reason = error_summary if errors else ""
         snapshot.last_error = error_summary

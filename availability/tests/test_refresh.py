@@ -359,10 +359,74 @@ def test_dispatcher_enqueues_one_task_per_active_due_workspace(workspace, other_
         workspace=backing_off, next_attempt_at=timezone.now() + dt.timedelta(minutes=20)
     )
     sent = []
-    monkeypatch.setattr(tasks.availability_refresh_workspace, "delay", lambda workspace_id: sent.append(workspace_id))
+    monkeypatch.setattr(tasks, "enqueue_refresh", lambda workspace_id, **kw: sent.append(workspace_id))
 
     assert tasks.availability_refresh_dispatch() == 2
     assert sorted(sent) == sorted([acme.pk, globex.pk])
+
+
+@responses.activate
+def test_success_schedules_the_next_attempt_so_a_duplicate_task_is_not_due(workspace, settings):
+    from availability import tasks
+    from availability.selectors import availability_due_workspace_ids
+
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    slots = responses.get(f"{API}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=2))
+    before = timezone.now()
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    snap = snapshot(ws)
+    interval = dt.timedelta(minutes=settings.AVAILABILITY_REFRESH_MINUTES)
+    assert before + interval - dt.timedelta(minutes=1) <= snap.next_attempt_at <= timezone.now() + interval
+    assert ws.pk not in availability_due_workspace_ids()
+
+    # A duplicate task (dispatched twice, or redelivered) answers not_due without fetching.
+    tasks.availability_refresh_workspace.run(ws.pk)
+    assert availability_refresh(workspace=ws).status == Status.NOT_DUE
+    assert slots.call_count == 1
+    # Due again by the beat one interval later.
+    assert ws.pk in availability_due_workspace_ids(now=before + interval)
+
+
+def test_dispatcher_marks_workspaces_queued_so_the_next_beat_does_not_send_them_again(workspace, monkeypatch):
+    from availability import tasks
+    from availability.selectors import availability_due_workspace_ids
+
+    acme = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    sent = []
+    monkeypatch.setattr(tasks, "enqueue_refresh", lambda workspace_id, **kw: sent.append((workspace_id, kw)))
+
+    assert tasks.availability_refresh_dispatch() == 1
+    assert tasks.availability_refresh_dispatch() == 0  # its task still waits in the queue
+    assert [wid for wid, _ in sent] == [acme.pk]
+    queued_until = snapshot(acme).refresh_queued_until
+    assert sent[0][1]["expires"] == queued_until  # the task expires when the mark lapses
+    assert acme.pk in availability_due_workspace_ids(now=queued_until + dt.timedelta(seconds=1))
+
+    # Once the task runs the mark is gone, whatever it answers (here: not due).
+    AvailabilitySnapshot.objects.filter(workspace=acme).update(next_attempt_at=timezone.now() + dt.timedelta(hours=1))
+    assert availability_refresh(workspace=acme).status == Status.NOT_DUE
+    assert snapshot(acme).refresh_queued_until is None
+
+
+def test_dispatcher_unmarks_what_the_broker_did_not_take(workspace, other_workspace, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from availability import tasks
+
+    acme = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    globex = configure(slug="globex", booking_provider="ghl", ghl_calendar_id=CAL_ID_2)
+    sent = []
+
+    def enqueue(workspace_id, **kw):
+        if sent:
+            raise OperationalError("broker down")
+        sent.append(workspace_id)
+
+    monkeypatch.setattr(tasks, "enqueue_refresh", enqueue)
+    with pytest.raises(OperationalError):
+        tasks.availability_refresh_dispatch()
+    assert snapshot(acme).refresh_queued_until is not None
+    assert snapshot(globex).refresh_queued_until is None
 
 
 def test_dispatcher_is_registered_under_the_beat_name():

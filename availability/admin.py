@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from django.contrib import admin
+import logging
+
+from django.contrib import admin, messages
 
 from availability.models import AvailabilitySnapshot
+
+logger = logging.getLogger(__name__)
 
 _DISPLAY_FIELDS = (
     "provider",
@@ -77,11 +81,25 @@ class AvailabilitySnapshotAdmin(admin.ModelAdmin):
     def short_error(self, obj):
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Refresh availability now (in the background)")
+    @admin.action(description="Refresh availability now (in the background, ignoring the failure backoff)")
     def refresh_now(self, request, queryset):
-        from availability.tasks import availability_refresh_workspace
+        """Enqueue a forced refresh per selected workspace; never fails the admin page if the broker is down."""
+        from availability.tasks import enqueue_refresh
 
-        ids = list(queryset.values_list("workspace_id", flat=True))
+        ids = list(queryset.order_by("workspace_id").values_list("workspace_id", flat=True))
+        enqueued = 0
         for workspace_id in ids:
-            availability_refresh_workspace.delay(workspace_id)
-        self.message_user(request, f"Refresh enqueued for {len(ids)} workspace(s).")
+            try:
+                enqueue_refresh(workspace_id, force=True)
+            except Exception as exc:  # noqa: BLE001 - broker down/unreachable: tell the operator, no 500
+                logger.warning("availability refresh_now: enqueue failed: %s", exc.__class__.__name__)
+                self.message_user(
+                    request,
+                    f"Could not enqueue the refresh ({exc.__class__.__name__}: the task broker is unreachable); "
+                    f"{enqueued} of {len(ids)} workspace(s) enqueued. Try again, or run "
+                    "`manage.py refresh_availability --workspace <slug>`.",
+                    level=messages.ERROR,
+                )
+                return
+            enqueued += 1
+        self.message_user(request, f"Refresh enqueued for {enqueued} workspace(s).")

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from availability.models import AvailabilitySnapshot
+from core.timeparse import parse_instant, safe_zoneinfo
 from leads.models import Lead
 from workspaces.models import Workspace
 
@@ -132,22 +133,14 @@ def _spread_across_days(candidates: list[dt.datetime], *, count: int, tz: zonein
 
 
 def _display_tz(*, workspace: Workspace, lead: Lead | None) -> zoneinfo.ZoneInfo:
-    if lead is not None and lead.timezone:
-        try:
-            return zoneinfo.ZoneInfo(lead.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-    return workspace.tzinfo
+    """The lead's timezone when it names a real zone (junk like "America" is ignored), else the workspace's."""
+    lead_tz = safe_zoneinfo(lead.timezone) if lead is not None else None
+    return lead_tz or workspace.tzinfo
 
 
 def _parse(raw: object) -> dt.datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None
+    """A stored slot start: aware ISO 8601 text only (no epochs, no naive times)."""
+    return parse_instant(raw, allow_epoch=False) if isinstance(raw, str) else None
 
 
 def _as_time(value: dt.time | str) -> dt.time:

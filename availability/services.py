@@ -39,6 +39,7 @@ from core.http import (
     ProviderRateLimited,
     ProviderTimeout,
 )
+from core.timeparse import parse_instant
 from workspaces.models import IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
@@ -303,7 +304,8 @@ def _save(
         outcome.fallback_used = snapshot.fallback_used
     else:
         # Keep the last good slots (minus those now past); stale once past stale_at.
-        snapshot.slots_utc = [s for s in snapshot.slots_utc or [] if dt.datetime.fromisoformat(s) >= now]
+        kept = ((raw, parse_instant(raw, allow_epoch=False)) for raw in snapshot.slots_utc or [])
+        snapshot.slots_utc = [raw for raw, start in kept if start is not None and start >= now]
         snapshot.consecutive_failures += 1
         snapshot.next_attempt_at = now + _retry_delay(snapshot.consecutive_failures) - DUE_SLACK
         snapshot.fallback_used = FALLBACK_LAST_GOOD if snapshot.slots_utc else ""

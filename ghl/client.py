@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 from core.http import Deadline, HttpClient, ProviderBadResponse, RetryPolicy, TokenBucket, shared_bucket
+from core.timeparse import parse_instant
 
 CALENDARS_API_VERSION = "2021-04-15"
 CONTACTS_API_VERSION = "2021-07-28"
@@ -204,17 +205,14 @@ def split_range(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> Ite
 
 
 def _parse_instant(raw: object) -> dt.datetime | None:
-    if isinstance(raw, (int, float)):
-        return dt.datetime.fromtimestamp(raw / 1000 if raw > 1e11 else raw, tz=dt.UTC)
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None  # an instant without offset is ambiguous: skip rather than guess
-    return parsed.astimezone(dt.UTC)
+    """A free-slots start: epoch seconds/milliseconds as a JSON number, or aware ISO 8601 text.
+
+    An ISO instant without offset is ambiguous: skipped rather than guessed.
+    Junk (huge numbers, NaN) gives None instead of raising.
+    """
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return parse_instant(raw)
+    return parse_instant(raw, allow_epoch=False) if isinstance(raw, str) else None
 
 
 def _epoch_ms(value: dt.datetime) -> int:

@@ -17,6 +17,7 @@ from availability.providers import (
     NotConfigured,
 )
 from core.http import Deadline, HttpClient, ProviderBadResponse, ProviderNotFound, RetryPolicy
+from core.timeparse import parse_instant
 from ghl.client import split_range
 
 # Older accounts accept at most 7 days per request (newer: 31); 7 always works.
@@ -91,7 +92,7 @@ class CalendlyClient:
                     continue
                 if item.get("invitees_remaining", 1) in (0, "0"):
                     continue  # fully booked
-                parsed = _parse_iso(item.get("start_time"))
+                parsed = _parse_start(item.get("start_time"))
                 if parsed is not None:
                     slots.add(parsed)
         return sorted(slots)
@@ -171,15 +172,10 @@ def _available(client: CalendlyClient, event_type_uri: str, window: FetchWindow,
         raise CalendarNotFound(f"Calendly event type not found: {exc.message}", status=exc.status) from exc
 
 
+def _parse_start(raw: object) -> dt.datetime | None:
+    """Calendly ``start_time``: aware ISO 8601 text only."""
+    return parse_instant(raw, allow_epoch=False) if isinstance(raw, str) else None
+
+
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
-
-
-def _parse_iso(raw: object) -> dt.datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None

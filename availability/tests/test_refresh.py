@@ -250,6 +250,31 @@ def test_last_good_slots_are_kept_and_marked_stale(workspace, settings):
 
 
 @responses.activate
+def test_last_good_slots_survive_junk_entries_when_every_path_fails(workspace):
+    ws = configure(booking_provider="ghl", ghl_calendar_id=CAL_ID)
+    good = (timezone.now() + dt.timedelta(days=2)).astimezone(dt.UTC).isoformat()
+    past = (timezone.now() - dt.timedelta(days=1)).astimezone(dt.UTC).isoformat()
+    AvailabilitySnapshot.objects.create(
+        workspace=ws, slots_utc=["garbage", "2030-01-01T10:00:00", past, good], stale_at=timezone.now()
+    )
+    responses.get(f"{API}/calendars/{CAL_ID}/free-slots", status=500, json={})
+
+    assert availability_refresh(workspace=ws).status == Status.FAILED
+    snap = snapshot(ws)
+    assert snap.slots_utc == [good]
+    assert snap.fallback_used == "last_good_slots"
+
+
+def test_calendly_start_times_are_aware_iso_only():
+    from availability.providers.calendly import _parse_start
+
+    assert _parse_start("2026-12-01T15:00:00.000000Z") == dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC)
+    assert _parse_start("2026-12-01T10:00:00-05:00") == dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC)
+    for junk in ("2026-12-01T15:00:00", "1764601200", 1764601200, None, "", "soon"):
+        assert _parse_start(junk) is None
+
+
+@responses.activate
 def test_repeated_failures_back_off_and_are_not_due(workspace):
     from availability.selectors import availability_due_workspace_ids
 

@@ -118,6 +118,31 @@ def test_labels_in_the_leads_timezone_else_the_workspaces(workspace):
     assert "10:00 AM" in item["label"]
 
 
+@pytest.mark.parametrize("bad_tz", ["America", "../etc/passwd", "Not/AZone", ""])
+def test_a_malformed_lead_timezone_falls_back_to_the_workspaces(workspace, bad_tz):
+    # "America" is a directory of the tz database: ZoneInfo raises IsADirectoryError for it.
+    monday = next_monday()
+    cache(workspace, [local(monday, 10)])
+    [item] = available_slots_for_lead(workspace=workspace, lead=make_lead(workspace, timezone=bad_tz), count=1)
+    assert item["timezone"] == "America/New_York"
+    assert "10:00 AM" in item["label"]
+
+
+def test_junk_and_naive_cached_starts_are_ignored(workspace):
+    monday = next_monday()
+    cache(workspace, [local(monday, 9)])
+    AvailabilitySnapshot.objects.filter(workspace=workspace).update(
+        slots_utc=[
+            "not a date",
+            local(monday, 10).replace(tzinfo=None).isoformat(),  # naive: ambiguous
+            "1893456000",  # digits are not an ISO instant
+            7,
+            local(monday, 9).astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        ]
+    )
+    assert starts_of(available_slots_for_lead(workspace=workspace, lead=None, count=3)) == [local(monday, 9)]
+
+
 def test_past_and_too_soon_slots_are_skipped(workspace):
     monday = next_monday()
     soon = timezone.now() + dt.timedelta(minutes=20)

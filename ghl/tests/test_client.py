@@ -87,6 +87,28 @@ def test_free_slots_object_shape():
     assert parse_free_slots(body) == [dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC)]
 
 
+def test_free_slots_instants_epoch_numbers_aware_iso_only_and_junk_skipped():
+    body = {
+        "2026-12-01": {
+            "slots": [
+                1796137200000,  # epoch milliseconds (a JSON number)
+                {"startTime": 1796140800},  # epoch seconds
+                "2026-12-01T12:00:00",  # no offset: ambiguous, skipped
+                "1796144400000",  # digits as text were never an epoch here
+                1e300,  # junk numbers used to raise
+                float("nan"),
+                True,
+                "2026-12-01T13:00:00+00:00",
+            ]
+        }
+    }
+    assert parse_free_slots(body) == [
+        dt.datetime(2026, 12, 1, 13, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 1, 15, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 1, 16, tzinfo=dt.UTC),
+    ]
+
+
 def test_calendar_for_slug_and_embedded_page_id():
     calendars = [{"id": "x" * 20, "slug": "other"}, {"id": CAL_ID, "slug": "s", "widgetSlug": "Acme-Call"}]
     assert calendar_for_slug(calendars, "acme-call")["id"] == CAL_ID

@@ -49,6 +49,27 @@ class FetchPath:
     fetch: Callable[[Deadline], FetchResult]
 
 
+def booking_then_config_paths(
+    *,
+    provider: str,
+    booking_url: str,
+    config: str,
+    via_booking_url: Callable[[Deadline], FetchResult],
+    via_config: Callable[[Deadline], FetchResult],
+) -> list[FetchPath]:
+    """The fallback order every provider shares: its booking URL path, then its calendar config path.
+
+    A path is included only when the workspace has what it starts from
+    (``booking_url`` / ``config``: the GHL calendar id or Calendly event type URI).
+    """
+    paths = []
+    if booking_url:
+        paths.append(FetchPath(provider=provider, name=PATH_BOOKING_URL, fetch=via_booking_url))
+    if config:
+        paths.append(FetchPath(provider=provider, name=PATH_CALENDAR_CONFIG, fetch=via_config))
+    return paths
+
+
 def fetch_paths(*, workspace, cached: dict, window: FetchWindow) -> list[FetchPath]:
     """The workspace's fetch paths in fallback order (may be empty when nothing is configured)."""
     from availability.providers import calendly, ghl

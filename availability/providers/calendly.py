@@ -8,13 +8,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from availability.providers import (
-    PATH_BOOKING_URL,
-    PATH_CALENDAR_CONFIG,
     CalendarNotFound,
     FetchPath,
     FetchResult,
     FetchWindow,
     NotConfigured,
+    booking_then_config_paths,
 )
 from core.http import Deadline, HttpClient, ProviderBadResponse, ProviderNotFound, RetryPolicy
 from core.timeparse import parse_instant
@@ -99,26 +98,15 @@ class CalendlyClient:
 
 
 def fetch_paths(*, workspace, cached: dict, window: FetchWindow) -> list[FetchPath]:
-    paths = []
-    if workspace.calendly_booking_url:
-        paths.append(
-            FetchPath(
-                provider="calendly",
-                name=PATH_BOOKING_URL,
-                fetch=lambda deadline: fetch_via_booking_url(
-                    workspace=workspace, cached=cached, window=window, deadline=deadline
-                ),
-            )
-        )
-    if workspace.calendly_event_type_uri:
-        paths.append(
-            FetchPath(
-                provider="calendly",
-                name=PATH_CALENDAR_CONFIG,
-                fetch=lambda deadline: fetch_via_event_type(workspace=workspace, window=window, deadline=deadline),
-            )
-        )
-    return paths
+    return booking_then_config_paths(
+        provider="calendly",
+        booking_url=workspace.calendly_booking_url,
+        config=workspace.calendly_event_type_uri,
+        via_booking_url=lambda deadline: fetch_via_booking_url(
+            workspace=workspace, cached=cached, window=window, deadline=deadline
+        ),
+        via_config=lambda deadline: fetch_via_event_type(workspace=workspace, window=window, deadline=deadline),
+    )
 
 
 def _normalised_path(url: str) -> str:

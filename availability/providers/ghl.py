@@ -5,13 +5,12 @@ from __future__ import annotations
 from django.conf import settings
 
 from availability.providers import (
-    PATH_BOOKING_URL,
-    PATH_CALENDAR_CONFIG,
     CalendarNotFound,
     FetchPath,
     FetchResult,
     FetchWindow,
     NotConfigured,
+    booking_then_config_paths,
 )
 from core.http import Deadline, ProviderError, ProviderNotFound, RetryPolicy
 from ghl.client import GhlClient, calendar_for_slug, parse_widget_url
@@ -31,26 +30,15 @@ def _client(workspace) -> GhlClient:
 
 
 def fetch_paths(*, workspace, cached: dict, window: FetchWindow) -> list[FetchPath]:
-    paths = []
-    if workspace.ghl_booking_url:
-        paths.append(
-            FetchPath(
-                provider="ghl",
-                name=PATH_BOOKING_URL,
-                fetch=lambda deadline: fetch_via_booking_url(
-                    workspace=workspace, cached=cached, window=window, deadline=deadline
-                ),
-            )
-        )
-    if workspace.ghl_calendar_id:
-        paths.append(
-            FetchPath(
-                provider="ghl",
-                name=PATH_CALENDAR_CONFIG,
-                fetch=lambda deadline: fetch_via_calendar_id(workspace=workspace, window=window, deadline=deadline),
-            )
-        )
-    return paths
+    return booking_then_config_paths(
+        provider="ghl",
+        booking_url=workspace.ghl_booking_url,
+        config=workspace.ghl_calendar_id,
+        via_booking_url=lambda deadline: fetch_via_booking_url(
+            workspace=workspace, cached=cached, window=window, deadline=deadline
+        ),
+        via_config=lambda deadline: fetch_via_calendar_id(workspace=workspace, window=window, deadline=deadline),
+    )
 
 
 def resolve_booking_url(*, workspace, client: GhlClient, cached: dict, deadline: Deadline) -> tuple[str, str]:

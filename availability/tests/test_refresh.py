@@ -467,3 +467,33 @@ def test_dispatcher_is_registered_under_the_beat_name():
 
     assert refresh.soft_time_limit > settings.AVAILABILITY_WORKSPACE_DEADLINE_S
     assert refresh.time_limit > refresh.soft_time_limit
+
+
+@pytest.mark.parametrize(
+    ("provider", "booking_url", "config"),
+    [
+        ("ghl", {"ghl_booking_url": f"https://book.acme.com/widget/booking/{CAL_ID}"}, {"ghl_calendar_id": CAL_ID}),
+        (
+            "calendly",
+            {"calendly_booking_url": "https://calendly.com/acme/intro"},
+            {"calendly_event_type_uri": f"{CALENDLY}/event_types/ET1"},
+        ),
+    ],
+)
+def test_every_provider_tries_the_booking_url_then_the_calendar_config(workspace, provider, booking_url, config):
+    from availability.providers import booking_then_config_paths, fetch_paths
+    from availability.services import fetch_window
+
+    def names(ws):
+        paths = fetch_paths(workspace=ws, cached={}, window=fetch_window(workspace=ws, now=timezone.now()))
+        assert {p.provider for p in paths} <= {provider}
+        return [p.name for p in paths]
+
+    assert names(configure(booking_provider=provider, **booking_url, **config)) == ["booking_url", "calendar_config"]
+    assert names(configure(slug="only-config", booking_provider=provider, **config)) == ["calendar_config"]
+    assert names(configure(slug="only-url", booking_provider=provider, **booking_url)) == ["booking_url"]
+    assert names(configure(slug="nothing", booking_provider=provider)) == []
+    assert (
+        booking_then_config_paths(provider=provider, booking_url="", config="", via_booking_url=print, via_config=print)
+        == []
+    )

@@ -26,8 +26,13 @@ def available_slots_for_lead(*, workspace: Workspace, lead: Lead | None, count: 
     Each item: ``{"start_utc": iso8601, "label": "Tue Dec 1, 10:00 AM EST", "timezone": tz}``,
     formatted in the lead's timezone when known, else the workspace's. Slots are
     within the workspace's business hours and days, still free in the latest
-    snapshot, not already offered to this lead, and spread across days.
+    snapshot, not already offered to this lead, and spread across days. Every
+    read is scoped to ``workspace``; a lead of another workspace is refused
+    (ValueError).
     """
+    if lead is not None and lead.workspace_id != workspace.pk:
+        # Never mix tenants: this lead's offers and timezone belong to another workspace.
+        raise ValueError(f"lead {lead.pk} does not belong to workspace {workspace.pk}")
     if count <= 0:
         return []
     snapshot = AvailabilitySnapshot.objects.filter(workspace=workspace).only("slots_utc").first()

@@ -162,3 +162,10 @@ def test_summary_reports_stale_and_count(workspace):
     cache(workspace, [local(next_monday(), 9)])
     summary = availability_summary(workspace=workspace)
     assert summary["slots"] == 1 and summary["stale"] is False
+
+
+def test_a_lead_of_another_workspace_is_refused(workspace, other_workspace):
+    cache(workspace, [local(next_monday(), 10)])
+    foreign = make_lead(other_workspace, timezone="Europe/London")
+    with pytest.raises(ValueError, match="does not belong"):
+        available_slots_for_lead(workspace=workspace, lead=foreign, count=1)

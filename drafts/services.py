@@ -589,7 +589,7 @@ def draft_generate(
         incomplete_reason="",
         usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
         attempts=sum(c.http_attempts for c in calls),
-        latency_ms=sum(c.latency_ms for c in calls),
+        latency_ms=round(sum(c.latency_ms for c in calls)),
         offered_slots=slots,
         prompt_version=DRAFT_PROMPT_VERSION,
     )
@@ -640,7 +640,7 @@ def _draft_failed(
         incomplete_reason=(last.incomplete_reason if last else "") or "",
         usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
         attempts=sum(c.http_attempts for c in calls),
-        latency_ms=sum(c.latency_ms for c in calls),
+        latency_ms=round(sum(c.latency_ms for c in calls)),
         offered_slots=slots,
         prompt_version=DRAFT_PROMPT_VERSION,
     )

@@ -262,6 +262,7 @@ def test_per_draft_path_is_nine_statements_and_records_timing(workspace, fake_op
     assert len(ctx.captured_queries) <= 9, [q["sql"][:80] for q in ctx.captured_queries]
     draft = Draft.objects.get(message=message)
     assert draft.status == DraftStatus.READY and draft.generation_started_at is not None
+    assert isinstance(draft.latency_ms, int)
     timing = draft.usage["timing"]
     assert timing["total_ms"] >= timing["llm_ms"] + timing["backoff_ms"] > 0
     assert timing["llm_ms"] >= timing["server_ms"] > 0 and timing["dispatch_ms"] >= 0

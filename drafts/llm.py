@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,20 +127,36 @@ def openai_client() -> openai.OpenAI:
 
 
 def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+    """The server's ``Retry-After-Ms``/``Retry-After`` in seconds, when it is a sane number.
+
+    Negative, NaN or infinite values and HTTP dates are ignored (our own backoff applies);
+    whether the wait fits the time budget is the caller's check.
+    """
     headers = exc.response.headers if exc.response is not None else {}
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if not raw:
+            continue
         try:
-            return float(raw_ms) / 1000.0
+            value = float(raw) * scale
         except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            return None  # an HTTP date: fall back to our own backoff
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
     return None
+
+
+def _count(value: Any) -> int:
+    """A token count from the answer's JSON; anything that is not a non-negative number counts 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and math.isfinite(value):
+        return max(0, int(value))
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
 
 
 def _classify_exception(exc: Exception) -> tuple[str, bool]:
@@ -249,7 +266,9 @@ def _add_server_time(call: LLMCall, headers: Any) -> None:
     processing = headers.get("openai-processing-ms") if headers is not None else None
     if processing:
         with contextlib.suppress(ValueError):
-            call.server_ms += float(processing)
+            value = float(processing)
+            if math.isfinite(value) and value >= 0:
+                call.server_ms += value
 
 
 def _fill_from_json(call: LLMCall, data: dict[str, Any]) -> None:
@@ -260,11 +279,12 @@ def _fill_from_json(call: LLMCall, data: dict[str, Any]) -> None:
     model (~0.3 ms of CPU per answer).
     """
     call.response_id = str(data.get("id") or "")
-    call.status = str(data.get("status") or "")
-    call.model = str(data.get("model") or call.model)
+    # Lengths bounded as the Draft columns they end up in.
+    call.status = str(data.get("status") or "")[:32]
+    call.model = str(data.get("model") or call.model)[:100]
     details = data.get("incomplete_details")
     if isinstance(details, dict):
-        call.incomplete_reason = str(details.get("reason") or "unknown")
+        call.incomplete_reason = str(details.get("reason") or "unknown")[:64]
     texts = []
     for item in data.get("output") or ():
         if isinstance(item, dict) and item.get("type") == "message":
@@ -274,7 +294,7 @@ def _fill_from_json(call: LLMCall, data: dict[str, Any]) -> None:
     call.text = "".join(texts).strip()
     usage = data.get("usage")
     if isinstance(usage, dict):
-        call.input_tokens = int(usage.get("input_tokens") or 0)
-        call.output_tokens = int(usage.get("output_tokens") or 0)
+        call.input_tokens = _count(usage.get("input_tokens"))
+        call.output_tokens = _count(usage.get("output_tokens"))
         details = usage.get("output_tokens_details")
-        call.reasoning_tokens = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+        call.reasoning_tokens = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0

@@ -120,3 +120,39 @@ def test_timing_separates_llm_time_from_backoff(fake_openai):
     assert call.backoff_ms >= 300
     assert 0 < call.latency_ms < 300  # time inside responses.create only, not the sleep
     assert call.server_ms > 0 and call.server_ms <= call.latency_ms
+
+
+@pytest.mark.parametrize("retry_after", [-5, float("nan"), float("inf")])
+def test_insane_retry_after_falls_back_to_our_backoff(fake_openai, retry_after):
+    fake_openai.retry_after_s = retry_after
+    fake_openai.enqueue("429", "ok")
+    started = time.monotonic()
+    call = _create()
+    assert call.status == "completed" and call.http_attempts == 2
+    assert 0 <= call.backoff_ms <= llm.BACKOFF_BASE_S * 1000 * 2 + 50
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"input_tokens": "12", "output_tokens": -3, "output_tokens_details": {"reasoning_tokens": None}}, (12, 0, 0)),
+        ({"input_tokens": 1.9, "output_tokens": "abc", "output_tokens_details": "oops"}, (1, 0, 0)),
+        (
+            {"input_tokens": True, "output_tokens": float("nan"), "output_tokens_details": {"reasoning_tokens": 7}},
+            (0, 0, 7),
+        ),
+        ("not a dict", (0, 0, 0)),
+    ],
+)
+def test_odd_usage_values_count_zero_instead_of_failing(usage, expected):
+    call = llm.LLMCall(model="m")
+    llm._fill_from_json(call, {"status": "completed", "usage": usage, "output": []})
+    assert (call.input_tokens, call.output_tokens, call.reasoning_tokens) == expected
+
+
+def test_long_strings_from_the_answer_are_bounded_to_their_columns():
+    call = llm.LLMCall(model="m")
+    data = {"status": "s" * 500, "model": "m" * 500, "incomplete_details": {"reason": "r" * 500}}
+    llm._fill_from_json(call, data)
+    assert (len(call.status), len(call.model), len(call.incomplete_reason)) == (32, 100, 64)

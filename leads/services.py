@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import phonenumbers
 from django.conf import settings
@@ -11,28 +13,38 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 
+from core.sql import update_rows
 from core.timeparse import safe_zoneinfo
 from leads.models import Lead, LeadStatus, Sentiment
 
+# Blacklist is sticky: a lead in this state is never changed by a classification.
+_SENTIMENT_MUTABLE_SQL = "status <> %s AND sentiment <> %s"
 
-@transaction.atomic
-def lead_sentiment_set(*, lead: Lead, sentiment: str) -> Lead:
-    """Set a lead's sentiment from a classified inbound message.
+
+def lead_sentiment_set(*, lead: Lead, sentiment: str, unless_sql: str = "", unless_params: Sequence[Any] = ()) -> bool:
+    """Set a lead's sentiment from a classified inbound message: one conditional UPDATE.
 
     ``Blacklist`` is sticky: the lead's status becomes ``blacklisted`` and no
-    later classification lifts it (opt-outs and bounces are final).
+    later classification lifts it (opt-outs and bounces are final); the rule is
+    in the statement itself, so no lock is needed. ``unless_sql`` (with
+    ``unless_params``) adds a condition under which the lead is left alone
+    (e.g. "a newer inbound message exists"); ``Blacklist`` ignores it. Returns
+    whether the row changed; then ``lead`` carries the values written.
     """
-    lead = Lead.objects.select_for_update().get(pk=lead.pk, workspace_id=lead.workspace_id)
-    if lead.is_blacklisted:
-        return lead
-    lead.sentiment = sentiment
-    lead.updated_at = timezone.now()
-    changes = {"sentiment": lead.sentiment, "updated_at": lead.updated_at}
+    now = timezone.now()
+    changes: dict[str, Any] = {"sentiment": sentiment, "updated_at": now}
     if sentiment == Sentiment.BLACKLIST:
-        lead.status = changes["status"] = LeadStatus.BLACKLISTED
-    # Not lead.save(): its UPDATE would filter on the primary key alone.
-    Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).update(**changes)
-    return lead
+        changes["status"] = LeadStatus.BLACKLISTED
+    where = f"id = %s AND workspace_id = %s AND {_SENTIMENT_MUTABLE_SQL}"
+    params: list[Any] = [lead.pk, lead.workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
+    if unless_sql and sentiment != Sentiment.BLACKLIST:
+        where += f" AND NOT {unless_sql}"
+        params += list(unless_params)
+    if not update_rows(Lead, changes, where, params):
+        return False
+    for key, value in changes.items():
+        setattr(lead, key, value)
+    return True
 
 
 # --- Phone normalisation -------------------------------------------------------
@@ -262,8 +274,10 @@ def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
     )
 
 
-@transaction.atomic
 def lead_blacklist(*, lead: Lead, reason: str) -> Lead:
     """Opt-out or bounce: the lead becomes ``Blacklist`` for good (no drafts, any channel)."""
     del reason  # kept on the WebhookEvent; the lead only records the outcome
-    return lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST)
+    if not lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST):
+        # Only a lead that is blacklisted already is left unchanged.
+        lead.status, lead.sentiment = LeadStatus.BLACKLISTED, Sentiment.BLACKLIST
+    return lead

@@ -1,4 +1,5 @@
-"""Lean SQL for the per-draft path (``drafts.services.message_classify_and_draft``).
+"""Lean SQL for hot paths (the per-draft path ``drafts.services.message_classify_and_draft``,
+the lead's conditional sentiment update in ``leads.services``).
 
 Each of the few statements a draft needs costs more in Django's query compiler
 (0.5-2 ms for an annotated select or an ``update()`` with ``Exists``) than in
@@ -13,7 +14,8 @@ the ORM's semantics where it matters, without the compiler:
   compiler does (so a later encrypted, JSON or decimal field still loads right).
 
 Everything here is portable SQL (PostgreSQL and SQLite); table names come from
-the models' ``_meta``. Tests cover the path through ``drafts.services``.
+the models' ``_meta``; callers always scope their WHERE clause by ``workspace_id``.
+Tests cover the paths through ``drafts.services`` and ``leads.services``.
 """
 
 from __future__ import annotations

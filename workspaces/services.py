@@ -139,12 +139,18 @@ def integration_error_record(
     raise RuntimeError("integration_error_record could not settle after concurrent inserts")
 
 
-def integration_error_resolve(*, workspace: Workspace | int, source: str, codes: Iterable[str] | None = None) -> int:
-    """Mark open errors of ``source`` (optionally only ``codes``) resolved. Returns how many."""
+def integration_error_resolve(
+    *, workspace: Workspace | int, source: str, codes: Iterable[str] | None = None, code_prefix: str = ""
+) -> int:
+    """Mark open errors of ``source`` resolved: all of them, or only ``codes``, or only the codes
+    starting with ``code_prefix`` (e.g. ``"draft_"``: whatever went wrong while drafting).
+    Returns how many."""
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
     qs = IntegrationError.objects.filter(workspace_id=workspace_id, source=source, resolved_at__isnull=True)
     if codes is not None:
         qs = qs.filter(code__in=list(codes))
+    if code_prefix:
+        qs = qs.filter(code__startswith=code_prefix)
     return qs.update(resolved_at=timezone.now())
 
 

@@ -1,14 +1,35 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import draft_approve, draft_regenerate, draft_reject
+from drafts.services import EDITABLE_STATUSES, draft_approve, draft_edit, draft_regenerate, draft_reject
+from messaging.models import Channel
+
+
+class DraftForm(forms.ModelForm):
+    class Meta:
+        model = Draft
+        fields = ("subject", "content")
+
+    def clean_content(self) -> str:
+        content = self.cleaned_data.get("content") or ""
+        if not content.strip():
+            raise forms.ValidationError("A draft cannot be empty: reject it instead.")
+        return content
+
+    def clean_subject(self) -> str:
+        subject = self.cleaned_data.get("subject") or ""
+        if subject and self.instance.channel == Channel.SMS:
+            raise forms.ValidationError("SMS drafts have no subject.")
+        return subject
 
 
 @admin.register(Draft)
 class DraftAdmin(admin.ModelAdmin):
+    form = DraftForm
     # No message bodies or draft content on the list page.
     list_display = (
         "id",
@@ -83,10 +104,24 @@ class DraftAdmin(admin.ModelAdmin):
         return False
 
     def get_readonly_fields(self, request, obj=None):
-        # Operators edit the text only while the draft awaits review.
-        if obj is not None and obj.status not in (DraftStatus.READY, DraftStatus.APPROVED):
+        # Operators edit the text only while the draft awaits review or sending.
+        if obj is not None and obj.status not in EDITABLE_STATUSES:
             return ("subject", "content", *self.readonly_fields)
         return self.readonly_fields
+
+    def save_model(self, request, obj: Draft, form, change) -> None:
+        """Only the text is written, and only while the draft is still editable (a conditional
+        update: a worker or another operator may have moved it since the form was loaded)."""
+        if not {"content", "subject"} & set(form.changed_data):
+            return
+        was_approved = obj.status == DraftStatus.APPROVED
+        try:
+            draft_edit(draft=obj, content=obj.content, subject=obj.subject)
+        except ValueError as exc:
+            self.message_user(request, f"Not saved: {exc}", messages.ERROR)
+            return
+        if was_approved:
+            self.message_user(request, "The text changed: the draft is ready again and needs a new approval.")
 
     def _apply(self, request, queryset, func, verb: str, **kwargs) -> None:
         done, refused = 0, []

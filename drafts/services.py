@@ -13,21 +13,27 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, Q
+from django.db.models import Exists, Q, Subquery
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
+from core.sql import ModelColumns, table, update_rows
 from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, prompt_template
 from drafts.models import Draft, DraftStatus
-from drafts.sql import ModelColumns, table, update_rows
-from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
+from drafts.selectors import drafts_stale_open
+from leads.models import DRAFTABLE_SENTIMENTS, Lead, Sentiment
+from leads.services import lead_sentiment_set
 from messaging.models import Channel, Direction, Message
+from messaging.selectors import SWEEP_MAX_ENQUEUES
+from messaging.services import message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
@@ -40,39 +46,10 @@ PLAIN_OUTPUT_TOKENS = {Channel.SMS: 200, Channel.EMAIL: 450}
 # Extra budget per input token: longer conversations get longer answers.
 INPUT_TOKEN_BUDGET_SHARE = 0.1
 OPEN_STATUSES = (DraftStatus.PENDING, DraftStatus.GENERATING)
-CLASSIFY_ERROR_CODES = [
-    f"classify_{c}"
-    for c in (
-        "timeout",
-        "rate_limited",
-        "server_error",
-        "connection_error",
-        "bad_request",
-        "auth",
-        "deadline",
-        "config",
-        "invalid_output",
-        "max_output_tokens",
-        "unexpected",
-    )
-]
-DRAFT_ERROR_CODES = [
-    f"draft_{c}"
-    for c in (
-        "timeout",
-        "rate_limited",
-        "server_error",
-        "connection_error",
-        "bad_request",
-        "auth",
-        "deadline",
-        "config",
-        "max_output_tokens",
-        "empty_output",
-        "too_long",
-        "unexpected",
-    )
-]
+# IntegrationError codes (source ``openai``): ``classify_<LLMError.code>`` and
+# ``draft_<failure_reason>``; a success resolves every open code of its prefix.
+CLASSIFY_ERROR_PREFIX = "classify_"
+DRAFT_ERROR_PREFIX = "draft_"
 _LOCK_NAMESPACE = 4_0004  # pg advisory lock namespace for "classify_and_draft(message)"
 
 
@@ -122,6 +99,9 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
     calls: list[llm.LLMCall] = []
     tag = classify_fast(body=message.body, subject=message.subject)
     source = "regex"
+    if tag is None and message.lead.is_blacklisted:
+        # An opted-out lead never gets a draft: a paid LLM call could change nothing.
+        tag, source = Sentiment.NEUTRAL, "blacklisted_lead"
     if tag is None:
         try:
             outcome = classify_with_llm(
@@ -133,7 +113,9 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
             )
             tag, source, calls = outcome.tag, "llm", outcome.calls
             if _openai_errors_may_be_open(message):
-                integration_error_resolve(workspace=message.workspace_id, source="openai", codes=CLASSIFY_ERROR_CODES)
+                integration_error_resolve(
+                    workspace=message.workspace_id, source="openai", code_prefix=CLASSIFY_ERROR_PREFIX
+                )
         except llm.LLMError as exc:
             if exc.call is not None:
                 calls.append(exc.call)
@@ -141,7 +123,7 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
             integration_error_record(
                 workspace=message.workspace_id,
                 source=IntegrationError.Source.OPENAI,
-                code=f"classify_{exc.code}",
+                code=f"{CLASSIFY_ERROR_PREFIX}{exc.code}",
                 message=f"classification failed ({exc}); message tagged by fallback",
                 context={"message_id": message.pk},
             )
@@ -166,33 +148,23 @@ def _openai_errors_may_be_open(message: Message) -> bool:
 
 
 def _classification_store(*, message: Message, tag: str) -> None:
-    """Store the tag on the message and on its lead: two single-statement writes, lead first.
+    """Store the tag on the lead, then on the message: two single-statement writes.
 
-    The lead's update is conditional, in the statement itself: ``Blacklist`` is sticky (a
-    blacklisted lead is never changed, the same rule as ``leads.services.lead_sentiment_set``),
-    and a late classification of an older message does not overwrite the lead's tag when a
-    newer inbound exists (its own task sets it); ``Blacklist`` always applies. The message is
-    marked classified last: a crash in between leaves it unclassified, and the re-delivered task
-    classifies it again (both writes are idempotent), so no transaction is needed.
+    The lead's update is ``leads.services.lead_sentiment_set`` (``Blacklist`` is sticky), with
+    one more condition in the statement: a late classification of an older message does not
+    overwrite the lead's tag when a newer inbound exists (its own task sets it); ``Blacklist``
+    always applies. The message is marked classified last: a crash in between leaves it
+    unclassified, and the re-delivered task classifies it again (both writes are idempotent),
+    so no transaction is needed.
     """
-    now = timezone.now()
     lead = message.lead
-    changes: dict[str, Any] = {"sentiment": tag, "updated_at": now}
-    if tag == Sentiment.BLACKLIST:
-        changes["status"] = LeadStatus.BLACKLISTED
-    where = "id = %s AND workspace_id = %s AND status <> %s AND sentiment <> %s"
-    params: list[Any] = [message.lead_id, message.workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
-    if tag != Sentiment.BLACKLIST:
-        newer_sql, newer_params = _newer_inbound_sql(message)
-        where += f" AND NOT {newer_sql}"
-        params += newer_params
-    updated = update_rows(Lead, changes, where, params)
+    newer_sql, newer_params = _newer_inbound_sql(message)
+    updated = lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
+    now = timezone.now()
     where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
     update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
     if updated:
-        for key, value in changes.items():
-            setattr(lead, key, value)
         if tag != Sentiment.BLACKLIST:
             message._newer_inbound_seen = False  # the update's own condition said so
     else:
@@ -269,7 +241,7 @@ def _message_for_work(message_id: int) -> Message | None:
         "   AND d.status <> %s LIMIT 1),"
         f" EXISTS (SELECT 1 FROM {table(IntegrationError)} e WHERE e.workspace_id = m.workspace_id"
         "   AND e.source = %s AND e.resolved_at IS NULL)"
-        f" FROM {table(Message)} m JOIN {table(Lead)} l ON l.id = m.lead_id"
+        f" FROM {table(Message)} m JOIN {table(Lead)} l ON l.id = m.lead_id AND l.workspace_id = m.workspace_id"
         f" JOIN {table(Workspace)} w ON w.id = m.workspace_id"
         " WHERE m.id = %s AND m.direction = %s"
     )
@@ -305,7 +277,7 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
             return None
         draft = None
         if message.live_draft_id is not None:
-            draft = Draft.objects.get(pk=message.live_draft_id)
+            draft = Draft.objects.get(pk=message.live_draft_id, workspace_id=message.workspace_id)
             if draft.status not in OPEN_STATUSES:
                 return draft  # done before: a second run stops here
         classification: ClassifyResult | None = None
@@ -502,7 +474,6 @@ def draft_generate(
     transition needed).
     """
     started = started if started is not None else time.monotonic()
-    workspace = message.workspace
     if not already_generating:
         now = timezone.now()
         moved = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=OPEN_STATUSES).update(
@@ -519,58 +490,70 @@ def draft_generate(
             draft=draft, status=DraftStatus.SUPERSEDED, failure_reason="stale", error="a newer inbound message arrived"
         )
 
-    slots = available_slots_for_lead(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
-    instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
-    budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
-    cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
     calls: list[llm.LLMCall] = []
-    entered = getattr(message, "_entered_at", None)
-    common = {
+    common: dict[str, Any] = {
         "draft": draft,
         "calls": calls,
         "classification": classification,
         "started": started,
-        "entered": entered,
-        "slots": slots,
+        "entered": getattr(message, "_entered_at", None),
+        "slots": [],
     }
-
     try:
-        plan = [(settings.OPENAI_DRAFT_MODEL, instructions, budget, "low")]
-        call = _call(plan[0], prompt=prompt, deadline=deadline, calls=calls)
-        reason = _unusable_reason(call=call, channel=message.channel)
-        if reason == "max_output_tokens" and budget < cap:
-            # Retry: at least double the budget, less reasoning, never above the cap.
-            budget = min(cap, budget * 2)
-            call = _call(
-                (settings.OPENAI_DRAFT_MODEL, instructions, budget, "minimal"),
-                prompt=prompt,
-                deadline=deadline,
-                calls=calls,
-            )
-            reason = _unusable_reason(call=call, channel=message.channel)
-        if reason:
-            # One fallback call: the fallback model (no reasoning) with a minimal prompt.
-            fallback_instructions = prompt_template("draft_fallback_instructions").render(prompt_context)
-            call = _call(
-                (settings.OPENAI_DRAFT_FALLBACK_MODEL, fallback_instructions, cap, None),
-                prompt=message.body[:4000],
-                deadline=deadline,
-                calls=calls,
-            )
-            reason = _unusable_reason(call=call, channel=message.channel)
+        return _draft_write(message=message, deadline=deadline, common=common)
     except llm.LLMError as exc:
         if exc.call is not None and exc.call not in calls:
             calls.append(exc.call)
         return _draft_failed(**common, failure_reason=exc.code, error=f"OpenAI call failed: {exc}")
     except SoftTimeLimitExceeded:
         return _draft_failed(**common, failure_reason="timeout", error="the task's soft time limit was reached")
+    except Exception as exc:  # noqa: BLE001 - whatever happens, the draft must not stay `generating`
+        # The type only: an exception's text may quote the message or the reply.
+        logger.error("draft %s: generation failed unexpectedly (%s)", draft.pk, type(exc).__name__)
+        sentry_sdk.capture_exception(exc)
+        return _draft_failed(**common, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}")
 
+
+def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, Any]) -> Draft:
+    """Slots, prompts and the LLM calls (first try, larger budget, fallback); the final write."""
+    draft, calls = common["draft"], common["calls"]
+    workspace = message.workspace
+    slots = common["slots"] = available_slots_for_lead(
+        workspace=workspace, lead=message.lead, count=workspace.slots_to_offer
+    )
+    instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
+    budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
+    cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
+    call = _call(
+        (settings.OPENAI_DRAFT_MODEL, instructions, budget, "low"), prompt=prompt, deadline=deadline, calls=calls
+    )
+    reason = _unusable_reason(call=call, channel=message.channel)
+    if reason == "max_output_tokens" and budget < cap:
+        # Retry: at least double the budget, less reasoning, never above the cap.
+        budget = min(cap, budget * 2)
+        call = _call(
+            (settings.OPENAI_DRAFT_MODEL, instructions, budget, "minimal"),
+            prompt=prompt,
+            deadline=deadline,
+            calls=calls,
+        )
+        reason = _unusable_reason(call=call, channel=message.channel)
+    if reason:
+        # One fallback call: the fallback model (no reasoning) with a minimal prompt.
+        fallback_instructions = prompt_template("draft_fallback_instructions").render(prompt_context)
+        call = _call(
+            (settings.OPENAI_DRAFT_FALLBACK_MODEL, fallback_instructions, cap, None),
+            prompt=message.body[:4000],
+            deadline=deadline,
+            calls=calls,
+        )
+        reason = _unusable_reason(call=call, channel=message.channel)
     if reason:
         return _draft_failed(
             **common, failure_reason=reason, error=f"no usable output after {len(calls)} calls (last: {reason})"
         )
     if _openai_errors_may_be_open(message):
-        integration_error_resolve(workspace=draft.workspace_id, source="openai", codes=DRAFT_ERROR_CODES)
+        integration_error_resolve(workspace=draft.workspace_id, source="openai", code_prefix=DRAFT_ERROR_PREFIX)
     content = call.text
     if message.channel == Channel.EMAIL:
         signature = workspace.signature.strip()
@@ -587,7 +570,9 @@ def draft_generate(
         model=call.model,
         max_output_tokens=call.max_output_tokens,
         incomplete_reason="",
-        usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
+        usage=_usage(
+            calls=calls, classification=common["classification"], started=common["started"], entered=common["entered"]
+        ),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=round(sum(c.latency_ms for c in calls)),
         offered_slots=slots,
@@ -625,7 +610,7 @@ def _draft_failed(
     integration_error_record(
         workspace=draft.workspace_id,
         source=IntegrationError.Source.OPENAI,
-        code=f"draft_{failure_reason}"[:64],
+        code=f"{DRAFT_ERROR_PREFIX}{failure_reason}"[:64],
         message=f"draft generation failed: {error}",
         context={"draft_id": draft.pk, "message_id": draft.message_id, "calls": len(calls)},
     )
@@ -679,6 +664,8 @@ def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
     """Move an open draft to its final status (no-op if someone else already finished it)."""
     now = timezone.now()
     values = {"status": status, "finished_at": now, "updated_at": now, **fields}
+    if "failure_reason" in values:
+        values["failure_reason"] = values["failure_reason"][:32]  # the column's length
     updated = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=OPEN_STATUSES).update(
         **values
     )
@@ -691,11 +678,15 @@ def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
 
 
 def draft_fail_open(*, message_id: int, failure_reason: str, error: str) -> int:
-    """Fail the message's open draft (used when the task's soft limit fires outside generation)."""
+    """Fail the message's open draft (used when the task's soft limit or an unexpected error
+    ends the run outside generation). Scoped to the message's own workspace."""
     now = timezone.now()
-    return Draft.objects.filter(message_id=message_id, status__in=OPEN_STATUSES).update(
+    workspace_id = Message.objects.filter(pk=message_id).values("workspace_id")
+    return Draft.objects.filter(
+        workspace_id=Subquery(workspace_id[:1]), message_id=message_id, status__in=OPEN_STATUSES
+    ).update(
         status=DraftStatus.FAILED,
-        failure_reason=failure_reason,
+        failure_reason=failure_reason[:32],
         error=error,
         content="",
         finished_at=now,
@@ -703,50 +694,134 @@ def draft_fail_open(*, message_id: int, failure_reason: str, error: str) -> int:
     )
 
 
+# --- Stale open drafts (the sweeper) ---------------------------------------------------
+
+
+def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: int = 500) -> tuple[int, int, bool]:
+    """Hand open drafts whose task was lost back to the workers, or fail them for good.
+
+    A draft is stale when it is ``pending`` longer than ``DRAFT_SWEEP_AFTER_S`` (its enqueue
+    was lost: broker down during a regenerate) or ``generating`` longer than the task's hard
+    time limit plus a margin (its worker was killed and the task not re-delivered). Its
+    message is enqueued again (``force``: the per-message advisory lock makes a duplicate
+    harmless), at most ``SWEEP_MAX_ENQUEUES`` times per message; after that the draft ends
+    ``failed`` with reason ``abandoned`` and an IntegrationError. Returns (enqueued, failed,
+    whether the broker took every enqueue).
+    """
+    enqueued = failed = 0
+    for draft_id, message_id, enqueues in drafts_stale_open(workspace_id=workspace_id, now=now, limit=limit):
+        if enqueues >= SWEEP_MAX_ENQUEUES:
+            failed += draft_abandon(draft_id=draft_id, workspace_id=workspace_id)
+            continue
+        if not message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True):
+            return enqueued, failed, False  # broker down: the next run retries
+        enqueued += 1
+    return enqueued, failed, True
+
+
+def draft_abandon(*, draft_id: int, workspace_id: int) -> int:
+    """Fail an open draft whose work was handed out ``SWEEP_MAX_ENQUEUES`` times without an end."""
+    now = timezone.now()
+    error = "the draft's task was lost or killed repeatedly; regenerate it to try again"
+    done = Draft.objects.filter(pk=draft_id, workspace_id=workspace_id, status__in=OPEN_STATUSES).update(
+        status=DraftStatus.FAILED, failure_reason="abandoned", error=error, content="", finished_at=now, updated_at=now
+    )
+    if done:
+        integration_error_record(
+            workspace=workspace_id,
+            source=IntegrationError.Source.OPENAI,
+            code=f"{DRAFT_ERROR_PREFIX}abandoned",
+            message=f"draft generation abandoned: {error}",
+            context={"draft_id": draft_id},
+        )
+    return done
+
+
 # --- Operator actions ----------------------------------------------------------------
 
+REJECTABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.FAILED, DraftStatus.SKIPPED)
+EDITABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED)
+REGENERATABLE_STATUSES = (
+    DraftStatus.READY,
+    DraftStatus.APPROVED,
+    DraftStatus.FAILED,
+    DraftStatus.SKIPPED,
+    DraftStatus.REJECTED,
+)
 
-@transaction.atomic
+
+def _draft_transition(*, draft: Draft, allowed: tuple[str, ...], action: str, **values: Any) -> Draft:
+    """One conditional UPDATE: applies only while the draft is still in ``allowed`` (a worker or
+    another operator may have moved it since the page was shown); raises ValueError otherwise."""
+    values.setdefault("updated_at", timezone.now())
+    done = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=allowed).update(**values)
+    draft.refresh_from_db()
+    if not done:
+        raise ValueError(f"draft #{draft.pk} is {draft.status}: cannot {action} it")
+    return draft
+
+
 def draft_approve(*, draft: Draft, user) -> Draft:
-    if draft.status != DraftStatus.READY:
-        raise ValueError(f"draft #{draft.pk} is {draft.status}: only ready drafts can be approved")
-    now = timezone.now()
-    Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id).update(
-        status=DraftStatus.APPROVED, approved_by=user, approved_at=now, updated_at=now
+    """Ready -> approved (by ``user``); the approved text is what will be sent."""
+    return _draft_transition(
+        draft=draft,
+        allowed=(DraftStatus.READY,),
+        action="approve",
+        status=DraftStatus.APPROVED,
+        approved_by=user,
+        approved_at=timezone.now(),
     )
-    draft.refresh_from_db()
-    return draft
 
 
-@transaction.atomic
 def draft_reject(*, draft: Draft) -> Draft:
-    if draft.status not in (DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.FAILED):
-        raise ValueError(f"draft #{draft.pk} is {draft.status}: cannot reject it")
-    Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id).update(
-        status=DraftStatus.REJECTED, updated_at=timezone.now()
+    return _draft_transition(draft=draft, allowed=REJECTABLE_STATUSES, action="reject", status=DraftStatus.REJECTED)
+
+
+def draft_edit(*, draft: Draft, content: str, subject: str) -> Draft:
+    """An operator's edit of the reply. Editing an approved draft takes the approval back
+    (``ready`` again): what is sent is always exactly what was approved."""
+    if not content.strip():
+        raise ValueError("content: a draft cannot be empty")
+    if draft.channel == Channel.SMS and subject:
+        raise ValueError("subject: SMS drafts have no subject")
+    return _draft_transition(
+        draft=draft,
+        allowed=EDITABLE_STATUSES,
+        action="edit",
+        content=content,
+        subject=subject,
+        status=DraftStatus.READY,
+        approved_by=None,
+        approved_at=None,
     )
-    draft.refresh_from_db()
-    return draft
 
 
 @transaction.atomic
 def draft_regenerate(*, draft: Draft) -> Draft:
-    """Supersede a finished draft and enqueue a fresh one for the same message (after commit)."""
-    if draft.status in OPEN_STATUSES or draft.status in (DraftStatus.SENT, DraftStatus.SUPERSEDED):
-        raise ValueError(f"draft #{draft.pk} is {draft.status}: cannot regenerate it")
-    lead = Lead.objects.get(pk=draft.lead_id, workspace_id=draft.workspace_id)
-    if lead.is_blacklisted:
+    """Supersede a finished draft with a new ``pending`` one for the same message; returns it.
+
+    Both rows change in one transaction; the work is handed to the broker after commit by
+    ``message_work_enqueue``, which never raises: with the broker down the new draft stays
+    ``pending`` and the sweeper enqueues it later (``draft_sweep_stale``).
+    """
+    message = Message.objects.select_related("lead").get(pk=draft.message_id, workspace_id=draft.workspace_id)
+    if message.lead.is_blacklisted:
         raise ValueError(f"draft #{draft.pk}: the lead is blacklisted, no new drafts")
-    Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id).update(
-        status=DraftStatus.SUPERSEDED, failure_reason="regenerated", updated_at=timezone.now()
+    if message.sentiment not in DRAFTABLE_SENTIMENTS:
+        raise ValueError(f"draft #{draft.pk}: a {message.sentiment or 'unclassified'} message gets no draft")
+    _draft_transition(
+        draft=draft,
+        allowed=REGENERATABLE_STATUSES,
+        action="regenerate",
+        status=DraftStatus.SUPERSEDED,
+        failure_reason="regenerated",
     )
-    draft.refresh_from_db()
-    message_id = draft.message_id
-
-    def _enqueue() -> None:
-        from drafts.tasks import classify_and_draft
-
-        classify_and_draft.delay(message_id)
-
-    transaction.on_commit(_enqueue)
-    return draft
+    new_draft, _ = _draft_insert(message=message, status=DraftStatus.PENDING)
+    # A fresh job the operator asked for: the sweeper's retry count starts again.
+    Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(
+        work_enqueued_at=None, work_enqueue_count=0
+    )
+    transaction.on_commit(
+        functools.partial(message_work_enqueue, message_id=message.pk, workspace_id=message.workspace_id, force=True)
+    )
+    return new_draft

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import shared_task
@@ -8,6 +9,7 @@ from celery.signals import task_prerun
 from django.conf import settings
 
 TASK_NAME = "drafts.tasks.classify_and_draft"
+logger = logging.getLogger(__name__)
 
 
 @task_prerun.connect(weak=False, dispatch_uid="drafts.tasks.mark_started")
@@ -36,3 +38,11 @@ def classify_and_draft(self, message_id: int) -> None:
     except SoftTimeLimitExceeded:
         # Generation handles this itself; this covers the steps around it.
         draft_fail_open(message_id=message_id, failure_reason="timeout", error="the task's soft time limit was reached")
+    except Exception as exc:
+        # Generation fails its draft itself; this covers the steps around it. Re-raised so the
+        # worker log and Sentry show it (type only here: its text may quote the message).
+        logger.error("classify_and_draft(%s) failed: %s", message_id, type(exc).__name__)
+        draft_fail_open(
+            message_id=message_id, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}"
+        )
+        raise

@@ -83,22 +83,27 @@ SWEEP_MAX_MESSAGE_AGE = timedelta(hours=24)
 def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, limit: int = 500) -> list[int]:
     """Inbound messages of the workspace whose classify+draft work seems lost.
 
-    Not classified, no draft, and either never enqueued (and older than
-    ``grace_s``, so the webhook's own on-commit enqueue is not raced) or
-    enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
+    No draft, and either not classified yet, or classified with a tag that gets a draft
+    (the run died between classification and the draft's insert) for a lead that is not
+    blacklisted; and either never enqueued (and older than ``grace_s``, so the webhook's
+    own on-commit enqueue is not raced) or enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
     """
     from drafts.models import Draft
+    from leads.models import DRAFTABLE_SENTIMENTS, LeadStatus
 
     never = Q(work_enqueued_at__isnull=True, created_at__lte=now - timedelta(seconds=grace_s))
     stale = Q(work_enqueued_at__lte=now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S))
+    unfinished = Q(classified_at__isnull=True) | (
+        Q(sentiment__in=DRAFTABLE_SENTIMENTS) & ~Q(lead__status=LeadStatus.BLACKLISTED)
+    )
     return list(
         Message.objects.filter(
             workspace_id=workspace_id,
             direction=Direction.INBOUND,
-            classified_at__isnull=True,
             sent_at__gte=now - SWEEP_MAX_MESSAGE_AGE,
             work_enqueue_count__lt=SWEEP_MAX_ENQUEUES,
         )
+        .filter(unfinished)
         .filter(never | stale)
         .exclude(Exists(Draft.objects.filter(workspace_id=workspace_id, message_id=OuterRef("pk"))))
         .order_by("created_at", "id")

@@ -259,11 +259,14 @@ def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = Fa
 
 
 def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 15.0, limit: int = 500) -> int:
-    """Enqueue the work of inbound messages whose enqueue was lost (broker down, crash).
+    """Enqueue the work of inbound messages whose enqueue was lost (broker down, crash), and of
+    open drafts whose task was lost (``drafts.services.draft_sweep_stale``).
 
     Stops at the first broker failure (the next run retries). Returns how
     many messages were enqueued.
     """
+    from drafts.services import draft_sweep_stale
+
     now = now or timezone.now()
     enqueued = 0
     for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
@@ -272,6 +275,14 @@ def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 1
                 logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
                 return enqueued
             enqueued += 1
+        # Open drafts whose task was lost (a regenerate's enqueue, a killed worker).
+        drafts_enqueued, drafts_failed, broker_ok = draft_sweep_stale(workspace_id=workspace_id, now=now, limit=limit)
+        enqueued += drafts_enqueued
+        if drafts_failed:
+            logger.warning("sweeper: %d abandoned drafts failed in workspace %s", drafts_failed, workspace_id)
+        if not broker_ok:
+            logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
+            return enqueued
     if enqueued:
         logger.info("sweeper: enqueued classify_and_draft for %d messages", enqueued)
     return enqueued

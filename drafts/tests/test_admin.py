@@ -53,10 +53,43 @@ def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft
     assert ready_draft.status == DraftStatus.REJECTED
 
     with (
-        mock.patch("drafts.tasks.classify_and_draft.delay") as delay,
+        mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue,
         django_capture_on_commit_callbacks(execute=True),
     ):
         admin_client.post(url, {"action": "regenerate_drafts", "_selected_action": [ready_draft.pk]})
     ready_draft.refresh_from_db()
     assert ready_draft.status == DraftStatus.SUPERSEDED
-    delay.assert_called_once_with(ready_draft.message_id)
+    enqueue.assert_called_once_with(
+        message_id=ready_draft.message_id, workspace_id=ready_draft.workspace_id, force=True
+    )
+    fresh = Draft.objects.exclude(pk=ready_draft.pk).get(message_id=ready_draft.message_id)
+    assert fresh.status == DraftStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_action_on_a_draft_that_moved_meanwhile_is_refused_with_a_message(admin_client, ready_draft):
+    Draft.objects.filter(pk=ready_draft.pk).update(status=DraftStatus.SUPERSEDED)
+    url = reverse("admin:drafts_draft_changelist")
+    response = admin_client.post(url, {"action": "approve_drafts", "_selected_action": [ready_draft.pk]}, follow=True)
+    assert "superseded: cannot approve it" in response.content.decode()
+    assert Draft.objects.get(pk=ready_draft.pk).status == DraftStatus.SUPERSEDED
+
+
+@pytest.mark.django_db
+def test_editing_the_text_in_admin_writes_only_the_text(admin_client, admin_user, ready_draft):
+    url = reverse("admin:drafts_draft_change", args=[ready_draft.pk])
+    response = admin_client.post(url, {"subject": "", "content": "edited reply"})
+    assert response.status_code == 302
+    ready_draft.refresh_from_db()
+    assert ready_draft.content == "edited reply" and ready_draft.status == DraftStatus.READY
+
+    response = admin_client.post(url, {"subject": "", "content": "   "})
+    assert response.status_code == 200 and "cannot be empty" in response.content.decode()
+    ready_draft.refresh_from_db()
+    assert ready_draft.content == "edited reply"
+
+    # A worker superseded the draft before the operator saved: the text is read-only now, nothing written.
+    Draft.objects.filter(pk=ready_draft.pk).update(status=DraftStatus.SUPERSEDED)
+    admin_client.post(url, {"subject": "", "content": "late edit"})
+    ready_draft.refresh_from_db()
+    assert ready_draft.content == "edited reply" and ready_draft.status == DraftStatus.SUPERSEDED

@@ -1,0 +1,44 @@
+"""Reads of the drafts app."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from drafts.models import Draft, DraftStatus
+
+# A generating draft older than the task's hard limit plus this is not being worked on.
+GENERATING_STALE_MARGIN_S = 30
+
+
+def drafts_stale_open(
+    *, workspace_id: int, now: datetime | None = None, limit: int = 500
+) -> list[tuple[int, int, int]]:
+    """Open drafts of the workspace whose task seems lost, oldest first:
+    (draft id, message id, how often the message's work was enqueued).
+
+    ``pending`` for longer than ``DRAFT_SWEEP_AFTER_S``, or ``generating`` for longer than
+    ``DRAFT_TASK_TIME_LIMIT_S`` plus a margin (no live task can still be on it); and in both
+    cases the message's work not handed to the broker in the last ``DRAFT_SWEEP_AFTER_S``
+    (a task enqueued by the previous sweep may still wait in a busy queue).
+    """
+    now = now or timezone.now()
+    sweep_after = now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S)
+    pending = Q(status=DraftStatus.PENDING, updated_at__lte=sweep_after)
+    generating = Q(
+        status=DraftStatus.GENERATING,
+        generation_started_at__lte=now
+        - timedelta(seconds=settings.DRAFT_TASK_TIME_LIMIT_S + GENERATING_STALE_MARGIN_S),
+    )
+    not_recently_enqueued = Q(message__work_enqueued_at__isnull=True) | Q(message__work_enqueued_at__lte=sweep_after)
+    rows = (
+        Draft.objects.filter(workspace_id=workspace_id, message__workspace_id=workspace_id)
+        .filter(pending | generating)
+        .filter(not_recently_enqueued)
+        .order_by("created_at", "id")
+        .values_list("id", "message_id", F("message__work_enqueue_count"))[:limit]
+    )
+    return list(rows)

@@ -1,0 +1,267 @@
+"""Every draft ends: unexpected errors, lost tasks (the sweeper), operator actions as
+conditional updates, and error codes resolved by prefix."""
+
+from __future__ import annotations
+
+import datetime as dt
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from drafts.models import Draft, DraftStatus
+from drafts.selectors import drafts_stale_open
+from drafts.services import (
+    draft_approve,
+    draft_edit,
+    draft_regenerate,
+    draft_reject,
+    draft_sweep_stale,
+    message_classify_and_draft,
+)
+from drafts.tasks import classify_and_draft
+from drafts.tests.factories import lead_create, message_create
+from leads.models import LeadStatus, Sentiment
+from messaging.models import Channel, Message
+from messaging.selectors import SWEEP_MAX_ENQUEUES, messages_awaiting_work
+from messaging.services import message_sweep_unprocessed
+from workspaces.models import IntegrationError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _classified(lead, body="interested", sentiment=Sentiment.INTERESTED, **fields) -> Message:
+    message = message_create(lead=lead, body=body, **fields)
+    Message.objects.filter(pk=message.pk).update(sentiment=sentiment, classified_at=timezone.now())
+    message.refresh_from_db()
+    return message
+
+
+def _draft(message, status, **fields) -> Draft:
+    return Draft.objects.create(
+        workspace=message.workspace,
+        lead=message.lead,
+        message=message,
+        channel=message.channel,
+        status=status,
+        **fields,
+    )
+
+
+# --- Unexpected errors never leave a draft open --------------------------------------------
+
+
+def test_unexpected_error_in_generation_fails_the_draft_and_is_recorded(workspace, fake_openai, caplog):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested, secret-body-words")
+    with mock.patch("drafts.services.available_slots_for_lead", side_effect=RuntimeError("boom secret-body-words")):
+        draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
+    assert draft.content == "" and draft.error == "unexpected error: RuntimeError"
+    error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
+    assert error.code == "draft_unexpected"
+    assert "secret-body-words" not in caplog.text  # the exception's text is not logged
+
+    # The next good draft resolves every open draft_* error (by prefix, whatever the code).
+    other = message_create(lead=lead_create(workspace=workspace), body="interested")
+    assert message_classify_and_draft(message_id=other.pk).status == DraftStatus.READY
+    error.refresh_from_db()
+    assert error.resolved_at is not None
+
+
+def test_unexpected_error_around_generation_fails_the_open_draft_and_reraises(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = _classified(lead)
+    draft = _draft(message, DraftStatus.PENDING)
+    with mock.patch("drafts.services.draft_generate", side_effect=KeyError("x")):
+        result = classify_and_draft.apply(args=[message.pk])
+
+    assert isinstance(result.result, KeyError)  # Sentry and the worker log see it
+    draft.refresh_from_db()
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
+
+
+def test_a_reason_longer_than_the_column_still_ends_the_draft(workspace, fake_openai):
+    message = _classified(lead_create(workspace=workspace))
+    weird = mock.Mock(
+        status="x" * 32,
+        text="",
+        incomplete_reason="",
+        http_attempts=1,
+        latency_ms=1.0,
+        model="m",
+        max_output_tokens=10,
+        input_tokens=0,
+        output_tokens=0,
+        reasoning_tokens=0,
+        server_ms=0.0,
+        backoff_ms=0.0,
+    )
+    weird.as_dict.return_value = {}
+    with mock.patch("drafts.services.llm.responses_create", return_value=weird):
+        draft = message_classify_and_draft(message_id=message.pk)
+    assert draft.status == DraftStatus.FAILED and len(draft.failure_reason) <= 32
+
+
+# --- Classification ------------------------------------------------------------------------
+
+
+def test_blacklisted_lead_is_not_sent_to_the_llm(workspace, fake_openai):
+    lead = lead_create(workspace=workspace, status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST)
+    message = message_create(lead=lead, body="Hmm, tell me more", provider_interested=True)
+
+    assert message_classify_and_draft(message_id=message.pk) is None
+
+    message.refresh_from_db()
+    assert message.sentiment == Sentiment.NEUTRAL and message.classified_at is not None
+    assert fake_openai.requests == []
+    assert not Draft.objects.filter(message=message).exists()
+
+
+def test_classification_error_codes_resolve_by_prefix(workspace, fake_openai):
+    now = timezone.now()
+    for code in ("classify_invalid_output", "classify_some_future_code", "draft_timeout"):
+        IntegrationError.objects.create(workspace=workspace, source="openai", code=code, first_seen=now, last_seen=now)
+    message = message_create(lead=lead_create(workspace=workspace), body="Could you send pricing details?")
+    fake_openai.enqueue("ok", "400")  # classification answers; the draft fails
+
+    message_classify_and_draft(message_id=message.pk)
+
+    open_codes = set(IntegrationError.objects.filter(resolved_at__isnull=True).values_list("code", flat=True))
+    assert open_codes == {"draft_timeout", "draft_bad_request"}
+
+
+# --- Operator actions are conditional ---------------------------------------------------------
+
+
+def test_approve_applies_only_to_a_draft_still_ready(workspace, admin_user):
+    message = _classified(lead_create(workspace=workspace))
+    draft = _draft(message, DraftStatus.READY, content="hello")
+    stale_copy = Draft.objects.get(pk=draft.pk)
+    Draft.objects.filter(pk=draft.pk).update(status=DraftStatus.SUPERSEDED)  # a worker moved it meanwhile
+
+    with pytest.raises(ValueError, match="superseded: cannot approve"):
+        draft_approve(draft=stale_copy, user=admin_user)
+    assert Draft.objects.get(pk=draft.pk).status == DraftStatus.SUPERSEDED
+
+
+def test_reject_refuses_an_open_draft(workspace):
+    draft = _draft(_classified(lead_create(workspace=workspace)), DraftStatus.GENERATING)
+    with pytest.raises(ValueError, match="generating: cannot reject"):
+        draft_reject(draft=draft)
+
+
+def test_editing_an_approved_draft_takes_the_approval_back(workspace, admin_user):
+    draft = _draft(_classified(lead_create(workspace=workspace)), DraftStatus.READY, content="hello")
+    draft_approve(draft=draft, user=admin_user)
+
+    draft = draft_edit(draft=draft, content="hello there", subject="")
+
+    assert draft.status == DraftStatus.READY and draft.approved_by is None and draft.content == "hello there"
+    with pytest.raises(ValueError, match="content"):
+        draft_edit(draft=draft, content="   ", subject="")
+    with pytest.raises(ValueError, match="subject"):
+        draft_edit(draft=draft, content="x", subject="Re: hi")  # an SMS draft
+
+
+# --- Regenerate and the sweeper ---------------------------------------------------------------
+
+
+def test_regenerate_with_the_broker_down_keeps_a_pending_draft_the_sweeper_enqueues(workspace, settings):
+    message = _classified(lead_create(workspace=workspace), work_enqueue_count=4)
+    old = _draft(message, DraftStatus.FAILED, failure_reason="timeout")
+
+    with mock.patch("drafts.services.message_work_enqueue", return_value=False) as enqueue:
+        new = draft_regenerate(draft=old)
+    # on_commit ran at once (autocommit test): the enqueue was tried and refused.
+    enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
+    old.refresh_from_db()
+    assert old.status == DraftStatus.SUPERSEDED and old.failure_reason == "regenerated"
+    assert new.pk != old.pk and new.status == DraftStatus.PENDING
+    message.refresh_from_db()
+    assert message.work_enqueue_count == 0  # a fresh job: the sweeper's retries start again
+
+    later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
+    assert drafts_stale_open(workspace_id=workspace.pk, now=later) == [(new.pk, message.pk, 0)]
+    with mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue:
+        assert message_sweep_unprocessed(now=later) == 1
+    enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
+
+
+def test_regenerated_draft_is_written_by_the_task(workspace, fake_openai):
+    message = _classified(lead_create(workspace=workspace))
+    old = _draft(message, DraftStatus.READY, content="first")
+    with mock.patch("drafts.services.message_work_enqueue", return_value=True):
+        new = draft_regenerate(draft=old)
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.pk == new.pk and draft.status == DraftStatus.READY and draft.content
+    assert Draft.objects.filter(message=message).exclude(status=DraftStatus.SUPERSEDED).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("lead_fields", "sentiment", "match"),
+    [
+        ({"status": LeadStatus.BLACKLISTED}, Sentiment.INTERESTED, "blacklisted"),
+        ({}, Sentiment.NOT_INTERESTED, "Not Interested message gets no draft"),
+    ],
+)
+def test_regenerate_refuses_what_would_get_no_draft(workspace, lead_fields, sentiment, match):
+    message = _classified(lead_create(workspace=workspace, **lead_fields), sentiment=sentiment)
+    draft = _draft(message, DraftStatus.SKIPPED)
+    with pytest.raises(ValueError, match=match):
+        draft_regenerate(draft=draft)
+    assert Draft.objects.get(pk=draft.pk).status == DraftStatus.SKIPPED
+
+
+def test_sweeper_re_enqueues_a_draft_stuck_generating_then_abandons_it(workspace, settings):
+    message = _classified(lead_create(workspace=workspace))
+    long_ago = timezone.now() - dt.timedelta(seconds=settings.DRAFT_TASK_TIME_LIMIT_S + 60)
+    stuck = _draft(message, DraftStatus.GENERATING, generation_started_at=long_ago)
+    fresh = _draft(
+        _classified(lead_create(workspace=workspace)), DraftStatus.GENERATING, generation_started_at=timezone.now()
+    )
+
+    with mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue:
+        assert draft_sweep_stale(workspace_id=workspace.pk) == (1, 0, True)
+    enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
+
+    # Recently enqueued: left to the queued task.
+    Message.objects.filter(pk=message.pk).update(work_enqueued_at=timezone.now(), work_enqueue_count=1)
+    assert drafts_stale_open(workspace_id=workspace.pk) == []
+
+    # Enqueued the maximum number of times, long ago: failed for good, with an error to see.
+    Message.objects.filter(pk=message.pk).update(work_enqueued_at=long_ago, work_enqueue_count=SWEEP_MAX_ENQUEUES)
+    with mock.patch("drafts.services.message_work_enqueue") as enqueue:
+        assert draft_sweep_stale(workspace_id=workspace.pk) == (0, 1, True)
+    enqueue.assert_not_called()
+    stuck.refresh_from_db()
+    assert stuck.status == DraftStatus.FAILED and stuck.failure_reason == "abandoned" and stuck.content == ""
+    assert IntegrationError.objects.get(workspace=workspace, resolved_at__isnull=True).code == "draft_abandoned"
+    fresh.refresh_from_db()
+    assert fresh.status == DraftStatus.GENERATING
+
+
+def test_sweeper_skips_other_workspaces_drafts(workspace, other_workspace, settings):
+    message = _classified(lead_create(workspace=other_workspace))
+    _draft(message, DraftStatus.PENDING)
+    later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
+    assert drafts_stale_open(workspace_id=workspace.pk, now=later) == []
+    assert len(drafts_stale_open(workspace_id=other_workspace.pk, now=later)) == 1
+
+
+def test_sweeper_picks_a_classified_warm_message_whose_draft_was_never_inserted(workspace, settings):
+    later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
+    warm = _classified(lead_create(workspace=workspace), channel=Channel.SMS)
+    cold = _classified(lead_create(workspace=workspace), sentiment=Sentiment.NOT_INTERESTED)
+    gone = _classified(lead_create(workspace=workspace, status=LeadStatus.BLACKLISTED))
+    done = _classified(lead_create(workspace=workspace))
+    _draft(done, DraftStatus.READY)
+    Message.objects.update(work_enqueued_at=timezone.now(), work_enqueue_count=1)
+
+    found = messages_awaiting_work(workspace_id=workspace.pk, now=later, grace_s=15)
+
+    assert found == [warm.pk]
+    assert {cold.pk, gone.pk, done.pk}.isdisjoint(found)

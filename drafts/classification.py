@@ -16,6 +16,7 @@ from django.conf import settings
 from django.template.loader import get_template
 
 from drafts import llm
+from drafts.quoting import reply_text
 from leads.models import Sentiment
 
 CLASSIFY_PROMPT_VERSION = "classify-v1"
@@ -74,15 +75,21 @@ _NOT_INTERESTED = re.compile(
 
 
 def classify_fast(*, body: str, subject: str = "") -> str | None:
-    """The tag when the text says it plainly, else None (then the LLM decides)."""
-    text = f"{subject}\n{body}" if subject else body
-    if _OPT_OUT_WHOLE.search(body or "") or _OPT_OUT_PHRASES.search(text) or _BOUNCE.search(text):
+    """The tag when the text says it plainly, else None (then the LLM decides).
+
+    Only the lead's new text counts (``reply_text``): an unsubscribe footer,
+    an out-of-office notice or a "not interested" in the quoted history below
+    the reply says nothing about this reply. The subject counts as before.
+    """
+    reply = reply_text(body or "")
+    text = f"{subject}\n{reply}" if subject else reply
+    if _OPT_OUT_WHOLE.search(reply) or _OPT_OUT_PHRASES.search(text) or _BOUNCE.search(text):
         return Sentiment.BLACKLIST
     if _OUT_OF_OFFICE.search(text):
         return Sentiment.OUT_OF_OFFICE
     if _AUTOMATED.search(text):
         return Sentiment.AUTOMATED_REPLY
-    if _NOT_INTERESTED.search(body or ""):
+    if _NOT_INTERESTED.search(reply):
         return Sentiment.NOT_INTERESTED
     return None
 
@@ -123,7 +130,12 @@ def classify_with_llm(
     context: list[dict[str, str]],
     deadline: llm.Deadline,
 ) -> ClassificationOutcome:
-    """Ask the LLM for one tag from the strict enum. Raises ``llm.LLMError`` on failure."""
+    """Ask the LLM for one tag from the strict enum. Raises ``llm.LLMError`` on failure.
+
+    The model reads only the lead's new text of ``body`` (``reply_text``,
+    idempotent, so a caller may strip it first too); ``context`` is used as given.
+    """
+    body = reply_text(body or "")
     instructions = _classify_instructions()
     prompt = prompt_template("classify_input").render(
         {"channel": channel, "transcript": _transcript(context), "subject": subject, "body": body}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from drafts import llm
-from drafts.classification import LLM_TAGS, classify_fast
+from drafts.classification import LLM_TAGS, classify_fast, classify_with_llm
 from drafts.services import message_classify
 from drafts.tests.factories import lead_create, message_create
 from leads.models import Sentiment
@@ -91,3 +91,75 @@ def test_blacklist_is_sticky_on_the_lead(workspace, fake_openai):
     message_classify(message=message_create(lead=lead, body="interested after all"), deadline=llm.Deadline(5))
     lead.refresh_from_db()
     assert lead.sentiment == Sentiment.BLACKLIST
+
+
+# Quoted history below the lead's reply: only the new text is classified.
+_GMAIL_QUOTE = "On Mon, 3 Nov 2026 at 10:00, John Smith <\njohn@acme-roofing.com> wrote:\n"
+_COLD_EMAIL = "> Hi Dana, we fix roofs. Are you free for a quick chat?\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}> To unsubscribe click here",
+        f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}> Reply STOP to opt out",
+        f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}> I am out of the office until Monday\n",
+        f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}> Not interested.\n",
+        f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}> This is an automated message, do not reply to this\n",
+        "Sounds good, call me Tuesday\n\n-----Original Message-----\nFrom: John\nTo unsubscribe click here",
+        (
+            "Sounds good, call me Tuesday\n\nFrom: John Smith <john@acme-roofing.com>\nSent: Monday, November 3, 2026\n"
+            "To: Dana\nSubject: Roofing\n\nWe fix roofs.\nDon't want these emails? Unsubscribe"
+        ),
+        "Sounds good, call me Tuesday\n-- \nDana | Sent from my phone | unsubscribe from our newsletter",
+    ],
+)
+def test_fast_paths_ignore_quoted_history_below_a_warm_reply(body):
+    assert classify_fast(body=body, subject="Re: Roofing") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "tag"),
+    [
+        (f"Please remove me from your list\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}", Sentiment.BLACKLIST),
+        (f"STOP\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}", Sentiment.BLACKLIST),  # the whole new text is the keyword
+        ("STOP", Sentiment.BLACKLIST),
+        (f"Not interested.\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}", Sentiment.NOT_INTERESTED),
+        (f"no thanks\n-- \nDana\n\n{_GMAIL_QUOTE}{_COLD_EMAIL}", Sentiment.NOT_INTERESTED),
+        (
+            "I am out of the office until Monday 10 Nov with limited access to email.\n\n"
+            "-----Original Message-----\nFrom: John\nAre you free for a quick chat?",
+            Sentiment.OUT_OF_OFFICE,
+        ),
+    ],
+)
+def test_fast_paths_still_read_the_new_text_above_the_quote(body, tag):
+    assert classify_fast(body=body) == tag
+
+
+def test_fast_paths_read_a_fully_quoted_body_whole():
+    # Nothing new is left after the quote is cut: the original body is classified, nothing is lost.
+    body = f"{_GMAIL_QUOTE}{_COLD_EMAIL}> To unsubscribe click here"
+    assert classify_fast(body=body) == Sentiment.BLACKLIST
+
+
+def test_fast_paths_on_sms_without_quoting_are_unchanged():
+    assert classify_fast(body="Yes > no, call me at 3") is None
+    assert classify_fast(body="stop texting me\n> pls") == Sentiment.BLACKLIST
+
+
+def test_llm_classification_reads_only_the_new_text(fake_openai):
+    body = f"Yes, let's talk Tuesday\n\n{_GMAIL_QUOTE}> Hi Dana, we fix roofs. Pricing details inside.\n"
+
+    outcome = classify_with_llm(
+        body=body,
+        subject="Re: Roofing",
+        channel=Channel.EMAIL,
+        context=[{"direction": "outbound", "text": "Hi Dana, we fix roofs"}],
+        deadline=llm.Deadline(5),
+    )
+
+    assert outcome.tag == Sentiment.INTERESTED  # the fake reads "yes"; "pricing" in the quote would win otherwise
+    prompt = fake_openai.requests[0]["input"]
+    assert "let's talk Tuesday" in prompt and "Re: Roofing" in prompt
+    assert "Pricing details" not in prompt and "wrote:" not in prompt

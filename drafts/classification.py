@@ -64,7 +64,7 @@ _OUT_OF_OFFICE = re.compile(
 )
 _AUTOMATED = re.compile(
     r"\bauto(?:matic|mated)?[- ]?(?:reply|response)\b|\bthis is an automated\b|\bdo not reply to this\b"
-    r"|\bthis (?:mailbox|inbox) is not monitored\b|\bthank you for (?:your email|contacting us)[^.]*\bwe will\b",
+    r"|\bthis (?:mailbox|inbox) is not monitored\b|\bthank you for (?:your email|contacting us)[^.]{0,200}\bwe will\b",
     _I,
 )
 _NOT_INTERESTED = re.compile(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from drafts import llm
@@ -163,3 +165,18 @@ def test_llm_classification_reads_only_the_new_text(fake_openai):
     prompt = fake_openai.requests[0]["input"]
     assert "let's talk Tuesday" in prompt and "Re: Roofing" in prompt
     assert "Pricing details" not in prompt and "wrote:" not in prompt
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "thank you for your email " * 4_200,  # each phrase used to scan to the end for "we will": quadratic
+        "> " + "thank you for contacting us, " * 3_500,  # fully quoted: the whole body is read
+        "> unsubscribe\n" * 8_000,
+    ],
+)
+def test_fast_paths_are_fast_on_a_large_body(body):
+    assert len(body) >= 100_000
+    started = time.perf_counter()
+    classify_fast(body=body, subject="Re: Roofing")
+    assert time.perf_counter() - started < 1.0  # a safety bound against catastrophic backtracking

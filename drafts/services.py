@@ -28,6 +28,7 @@ from core.sql import ModelColumns, table, update_rows
 from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, prompt_template
 from drafts.models import Draft, DraftStatus
+from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
 from leads.models import DRAFTABLE_SENTIMENTS, Lead, Sentiment
 from leads.services import lead_sentiment_set
@@ -85,7 +86,11 @@ def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
             [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, max(0, limit)],
         )
         rows = cursor.fetchall()
-    result = [{"direction": d, "text": (b or "")[:2000]} for d, b in reversed(rows)]
+    # A lead's email quotes the history the transcript already holds: keep only its new text.
+    result = [
+        {"direction": d, "text": (reply_text(b or "") if d == Direction.INBOUND else (b or ""))[:2000]}
+        for d, b in reversed(rows)
+    ]
     message._conversation_cache = (limit, result)
     return result
 
@@ -105,7 +110,7 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
     if tag is None:
         try:
             outcome = classify_with_llm(
-                body=message.body[:8000],
+                body=reply_text(message.body)[:8000],
                 subject=message.subject,
                 channel=message.channel,
                 context=_conversation(message=message, limit=settings.DRAFT_CONTEXT_MESSAGES),

@@ -323,3 +323,15 @@ def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monk
     assert lead.status == LeadStatus.BLACKLISTED and lead.sentiment == Sentiment.BLACKLIST
     assert message.sentiment == Sentiment.INTERESTED
     assert not Draft.objects.filter(message=message).exists()
+
+
+def test_earlier_inbound_emails_enter_the_transcript_without_their_quoted_history(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    earlier = "Maybe next month.\n\nOn Mon, 2 Nov 2026 at 10:00, Sam <sam@acme.io> wrote:\n> QUOTED-PITCH-TEXT"
+    message_create(lead=lead, body=earlier, channel=Channel.EMAIL, sent_at=timezone.now() - dt.timedelta(days=1))
+    message = message_create(lead=lead, body="Interested now, send pricing", channel=Channel.EMAIL)
+
+    assert message_classify_and_draft(message_id=message.pk).status == DraftStatus.READY
+
+    sent = " ".join(str(r.get("input")) for r in fake_openai.requests)
+    assert "Maybe next month." in sent and "QUOTED-PITCH-TEXT" not in sent

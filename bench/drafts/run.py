@@ -61,11 +61,6 @@ def main() -> int:
     parser.add_argument("--error-ratio", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--reuse-db-connections",
-        action="store_true",
-        help="worker on bench/drafts/worker_settings.py: the proposed CELERY_DB_REUSE_MAX change (see there)",
-    )
     args = parser.parse_args()
 
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -149,8 +144,6 @@ def _run(args: argparse.Namespace) -> int:
             "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789abcdef",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         }
-        if args.reuse_db_connections:
-            env["DJANGO_SETTINGS_MODULE"] = "bench.drafts.worker_settings"
         log_path = Path(tempfile.gettempdir()) / f"bench-drafts-worker-{os.getpid()}.log"
         with celery_worker(env=env, concurrency=args.concurrency, log_path=log_path):
             started = time.monotonic()
@@ -197,10 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     for r in records:
         behaviours[r.behaviour] = behaviours.get(r.behaviour, 0) + 1
 
-    print(
-        f"messages: {len(message_ids)}  worker concurrency: {args.concurrency}  wall: {wall:.1f} s  "
-        f"worker settings: {'bench.drafts.worker_settings' if args.reuse_db_connections else 'config.settings'}"
-    )
+    print(f"messages: {len(message_ids)}  worker concurrency: {args.concurrency}  wall: {wall:.1f} s")
     print(
         f"fake: latency {args.latency} s, incomplete first attempts {args.incomplete_ratio:.0%}, "
         f"500s {args.error_ratio:.0%}; requests: {len(records)} {behaviours}"

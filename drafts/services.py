@@ -214,7 +214,10 @@ def _message_lock(message_id: int) -> Iterator[bool]:
 
     Two live workers never work on the same message at once; when a worker
     dies its connection closes and the lock goes with it, so the re-delivered
-    task can finish the job. (No-op outside PostgreSQL.)
+    task can finish the job. Workers keep their connection across tasks
+    (``CELERY_DB_REUSE_MAX``), so when the unlock itself fails (a soft time limit
+    raised inside it, a broken connection) the connection is closed: the lock
+    never outlives the task. (No-op outside PostgreSQL.)
     """
     if connection.vendor != "postgresql":
         yield True
@@ -226,8 +229,12 @@ def _message_lock(message_id: int) -> Iterator[bool]:
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, message_id])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, message_id])
+            except BaseException:
+                connection.close()
+                raise
 
 
 @functools.cache

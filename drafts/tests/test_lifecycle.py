@@ -265,3 +265,33 @@ def test_sweeper_picks_a_classified_warm_message_whose_draft_was_never_inserted(
 
     assert found == [warm.pk]
     assert {cold.pk, gone.pk, done.pk}.isdisjoint(found)
+
+
+def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_task(workspace, fake_openai):
+    import psycopg
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import connection
+
+    from drafts.services import _LOCK_NAMESPACE
+
+    message = message_create(lead=lead_create(workspace=workspace), body="STOP")
+
+    def soft_limit_in_unlock(execute, sql, params, many, context):
+        if "pg_advisory_unlock" in sql:
+            raise SoftTimeLimitExceeded()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(soft_limit_in_unlock), pytest.raises(SoftTimeLimitExceeded):
+        message_classify_and_draft(message_id=message.pk)
+
+    # Another session (another worker) can take the message's lock at once.
+    settings_dict = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"],
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        autocommit=True,
+    ) as other:
+        got = other.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, message.pk]).fetchone()[0]
+    assert got is True

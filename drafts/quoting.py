@@ -20,6 +20,8 @@ _HEADER_MAX_CHARS = 400
 _LOOKAHEAD_LINES = 6
 # "On <date>, <name> <\n<address>> wrote:" wraps over up to this many lines.
 _ON_WROTE_MAX_LINES = 3
+# Only the start of a body is read: a lead's reply is at the top, and classification needs no more.
+MAX_CHARS = 64 * 1024
 
 _I = re.IGNORECASE
 
@@ -59,26 +61,38 @@ def reply_text(body: str) -> str:
       number of dashes, any case); "Begin forwarded message:" and
       "---------- Forwarded message ---------"; a line of 10+ underscores
       followed by a "From:" line; an Outlook header block: a "From:" line
-      followed within ``_LOOKAHEAD_LINES`` lines by a "Sent:"/"Date:" line or
-      by two of "To:"/"Subject:"/"Cc:" (a lone "From:" line in prose is kept).
+      with an address followed within ``_LOOKAHEAD_LINES`` lines by a
+      "Sent:"/"Date:" line or by two of "To:"/"Subject:"/"Cc:", or one without
+      an address followed by a date line and one of those (a lone "From:" line
+      in prose is kept). An "On ... wrote:" header must hold a digit or an "@".
     - A signature is cut too: a line "-- " (or "--") and everything after it.
 
-    A body with nothing of the above comes back unchanged (the same string);
-    otherwise the kept lines are joined with "\\n" and stripped. When nothing
-    is left (the whole body is quoted, or the lead's reply is itself only
-    ">" lines or a signature) the original body comes back unchanged, so no
-    text is ever lost: classification then reads the whole body, as it did
-    before quoting was cut. A reply written below the quote (bottom-posting)
-    is such a case. Idempotent: ``reply_text(reply_text(b)) == reply_text(b)``.
+    Only the first ``MAX_CHARS`` characters are read. A body with nothing of
+    the above comes back unchanged (the same string); otherwise the kept lines
+    are joined with "\\n" and stripped. When nothing is above a first
+    "On ... wrote:" header, the text below it (">" lines dropped, up to the
+    next quote start) is the lead's: a reply written below the quote
+    (bottom-posting). When nothing
+    is left at all (the whole body is quoted, or the lead's reply is itself
+    only ">" lines or a signature) the body comes back unchanged, so no text
+    is lost: classification then reads the whole body, as it did before
+    quoting was cut. Idempotent: ``reply_text(reply_text(b)) == reply_text(b)``.
     """
     if not body:
         return body
+    body = body[:MAX_CHARS]
     lines = body.splitlines()
     kept = [line for line in lines if not line.lstrip().startswith(">")]
     cut = _quote_start(kept)
     if cut == len(kept) and len(kept) == len(lines):
         return body
     text = "\n".join(kept[:cut]).strip()
+    header_lines = _on_wrote_lines(kept, cut) if not text and cut < len(kept) else 0
+    if header_lines:
+        # Nothing above an "On ... wrote:" header: the lead may have written below the ">"
+        # quote (bottom-posting). That text, up to the next quote start, is the reply.
+        below = kept[cut + header_lines :]
+        text = "\n".join(below[: _quote_start(below)]).strip()
     return text if text else body
 
 
@@ -94,7 +108,7 @@ def _quote_start(lines: list[str]) -> int:
         if (
             _BANNER.fullmatch(s)
             or _is_on_wrote(stripped, i)
-            or _is_outlook_header(labels, i)
+            or _is_outlook_header(stripped, labels, i)
             or (_UNDERSCORES.fullmatch(s) and _from_follows(stripped, labels, i))
         ):
             return i
@@ -110,29 +124,43 @@ def _label(stripped: str) -> str:
 
 
 def _is_on_wrote(stripped: list[str], i: int) -> bool:
+    return _on_wrote_span(stripped, i) > 0
+
+
+def _on_wrote_lines(lines: list[str], i: int) -> int:
+    """How many lines the "On ... wrote:" header at ``lines[i]`` spans (0: not one)."""
+    return _on_wrote_span([line.strip() for line in lines[i : i + _ON_WROTE_MAX_LINES]], 0)
+
+
+def _on_wrote_span(stripped: list[str], i: int) -> int:
     if not _ON_WROTE_OPENER.match(stripped[i]):
-        return False
+        return 0
     joined = stripped[i]
     for j in range(i, min(i + _ON_WROTE_MAX_LINES, len(stripped))):
         if j > i:
             previous, line = stripped[j - 1], stripped[j]
             if not line or previous.endswith((".", "!", "?")):
-                return False
+                return 0
             joined = f"{joined} {line}"
             if len(joined) > _HEADER_MAX_CHARS:
-                return False
-        if joined.endswith(":") and _ON_WROTE.fullmatch(joined) and (j == i or any(c.isdigit() for c in joined)):
-            return True
-    return False
+                return 0
+        # A real header carries a date or an address; "On your question, our CFO wrote:" is prose.
+        if joined.endswith(":") and _ON_WROTE.fullmatch(joined) and any(c.isdigit() or c == "@" for c in joined):
+            return j - i + 1
+    return 0
 
 
-def _is_outlook_header(labels: list[str], i: int) -> bool:
+def _is_outlook_header(stripped: list[str], labels: list[str], i: int) -> bool:
+    """A "From:" line starting a header block: with an address, followed by a date line or two
+    of To/Subject/Cc; without one (Exchange shows names only), by a date line and one of those."""
     if labels[i] not in _FROM_LABELS:
         return False
     following = labels[i + 1 : i + 1 + _LOOKAHEAD_LINES]
     dates = sum(1 for label in following if label in _DATE_LABELS)
     others = sum(1 for label in following if label in _OTHER_LABELS)
-    return dates >= 1 or others >= 2
+    if "@" in stripped[i] or "<" in stripped[i]:
+        return dates >= 1 or others >= 2
+    return dates >= 1 and others >= 1
 
 
 def _from_follows(stripped: list[str], labels: list[str], i: int) -> bool:

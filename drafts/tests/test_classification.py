@@ -180,3 +180,9 @@ def test_fast_paths_are_fast_on_a_large_body(body):
     started = time.perf_counter()
     classify_fast(body=body, subject="Re: Roofing")
     assert time.perf_counter() - started < 1.0  # a safety bound against catastrophic backtracking
+
+
+def test_fast_paths_read_a_reply_written_below_the_quote():
+    body = f"{_GMAIL_QUOTE}{_COLD_EMAIL}> To unsubscribe click here\n\nYes please, Tuesday works!"
+    assert classify_fast(body=body) is None  # the warm reply, not the quoted footer
+    assert classify_fast(body=f"{_GMAIL_QUOTE}{_COLD_EMAIL}\nPlease remove me from your list") == Sentiment.BLACKLIST

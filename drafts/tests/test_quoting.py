@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from drafts.quoting import reply_text
+from drafts.quoting import MAX_CHARS, reply_text
 
 REPLY = "Yes, let's talk Tuesday.\nCall me at 10."
 
@@ -61,6 +61,9 @@ def test_reply_text_drops_inline_quotes_and_keeps_the_answers_between():
         "On 3 Nov I'm free.\nHere is what my partner wrote:\nwe want a quote",  # a sentence ended on line one
         "Pros -- and cons -- below:\n-- all good --\n____ underlined ____",
         "Yes please\n____________________\nDana Lead, Owner",  # a separator not followed by From:
+        "Hi Sam,\nOn your question, here is what our CFO wrote:\nWe would love a demo next Tuesday",
+        "Thanks!\nOn the pricing page you wrote:\nwe are interested",
+        "Happy to chat.\nFrom: Monday\nDate: 12th works best",  # no address, no To/Subject
     ],
 )
 def test_reply_text_keeps_prose_that_only_looks_like_quoting(body):
@@ -75,11 +78,26 @@ def test_reply_text_keeps_prose_that_only_looks_like_quoting(body):
         ">",
         "\n\n-----Original Message-----\nFrom: John\nunsubscribe",
         "-- \nDana Lead",
-        "On Mon, 3 Nov 2026, John <j@x.com> wrote:\n> Are you free?\n\nYes, Tuesday.",  # bottom-posted
     ],
 )
 def test_reply_text_returns_the_original_body_when_nothing_new_is_left(body):
     assert reply_text(body) == body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "On Mon, 3 Nov 2026, John <j@x.com> wrote:\n> Are you free?\n> To unsubscribe click here\n\nYes, Tuesday.",
+        "On Mon, 3 Nov 2026 at 10:00, John <\njohn@x.com> wrote:\n> Are you free?\nYes, Tuesday.\n-- \nDana",
+    ],
+)
+def test_reply_text_reads_a_reply_written_below_the_quote(body):
+    assert reply_text(body) == "Yes, Tuesday."
+
+
+def test_reply_text_reads_only_the_start_of_a_huge_body():
+    body = "Interested, call me.\n" + "x" * (2 * MAX_CHARS)
+    assert len(reply_text(body)) == MAX_CHARS and reply_text(body).startswith("Interested")
 
 
 def test_reply_text_returns_a_body_without_quoting_as_is():

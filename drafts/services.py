@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sentry_sdk
@@ -30,8 +30,8 @@ from drafts.classification import classify_fast, classify_with_llm, prompt_templ
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
-from leads.models import DRAFTABLE_SENTIMENTS, Lead, Sentiment
-from leads.services import lead_sentiment_set
+from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
+from leads.services import lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES
 from messaging.services import message_work_enqueue
@@ -102,7 +102,8 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
     flagged the reply as interested) and records an IntegrationError.
     """
     calls: list[llm.LLMCall] = []
-    tag = classify_fast(body=message.body, subject=message.subject)
+    text = reply_text(message.body)  # the lead's new text, once (both steps below read only it)
+    tag = classify_fast(body=text, subject=message.subject)
     source = "regex"
     if tag is None and message.lead.is_blacklisted:
         # An opted-out lead never gets a draft: a paid LLM call could change nothing.
@@ -110,7 +111,7 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
     if tag is None:
         try:
             outcome = classify_with_llm(
-                body=reply_text(message.body)[:8000],
+                body=text[:8000],
                 subject=message.subject,
                 channel=message.channel,
                 context=_conversation(message=message, limit=settings.DRAFT_CONTEXT_MESSAGES),
@@ -170,7 +171,9 @@ def _classification_store(*, message: Message, tag: str) -> None:
     update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
     if updated:
-        if tag != Sentiment.BLACKLIST:
+        if tag == Sentiment.BLACKLIST:
+            drafts_skip_for_blacklisted_lead(lead_id=message.lead_id, workspace_id=message.workspace_id)
+        else:
             message._newer_inbound_seen = False  # the update's own condition said so
     else:
         # Blacklisted already, or a newer inbound exists: read the lead's state and which one it was.
@@ -222,9 +225,13 @@ def _message_lock(message_id: int) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield True
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, message_id])
-        acquired = bool(cursor.fetchone()[0])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, message_id])
+            acquired = bool(cursor.fetchone()[0])
+    except BaseException:
+        connection.close()  # interrupted after the lock may have been taken: drop it with the session
+        raise
     try:
         yield acquired
     finally:
@@ -274,66 +281,94 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
     """Classify one inbound message and, for warm leads, write its reply draft. Idempotent.
 
     ``started`` (``time.monotonic()``) is when the task started (the worker's ``task_prerun``);
-    the draft's ``usage.timing.total_ms`` counts from there to the final write.
+    the draft's ``usage.timing.total_ms`` counts from there to the final write. Whatever
+    interrupts the run, the message's open draft is failed while the lock is still held (so
+    never a draft another worker has taken over): the soft time limit (reason ``timeout``,
+    swallowed: the task is done) or an unexpected exception (``unexpected``, re-raised).
     """
     entered = time.monotonic()
     started = entered if started is None else started
-    deadline = task_chain_deadline()
     with _message_lock(message_id) as acquired:
         if not acquired:
             logger.info("classify_and_draft: message %s is being handled by another worker", message_id)
             return None
-        message = _message_for_work(message_id)
-        if message is None:
-            logger.info("classify_and_draft: no inbound message %s", message_id)
+        try:
+            return _classify_and_draft_locked(message_id=message_id, started=started, entered=entered)
+        except SoftTimeLimitExceeded:
+            _fail_open_quietly(message_id=message_id, reason="timeout", error="the task's soft time limit was reached")
             return None
-        draft = None
-        if message.live_draft_id is not None:
-            draft = Draft.objects.get(pk=message.live_draft_id, workspace_id=message.workspace_id)
-            if draft.status not in OPEN_STATUSES:
-                return draft  # done before: a second run stops here
-        classification: ClassifyResult | None = None
-        if message.classified_at is None:
-            classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
-            try:
-                classification = message_classify(message=message, deadline=classify_deadline)
-            except SoftTimeLimitExceeded:
-                _classification_store(message=message, tag=Sentiment.NEUTRAL)
-                raise
-        # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
-        # it with a conditional update (or read it back); otherwise read it now.
-        lead = (
-            message.lead
-            if classification is not None
-            else Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
-        )
-        draftable = message.sentiment in DRAFTABLE_SENTIMENTS and not lead.is_blacklisted
-        inserted = False
-        if draft is None:
-            if not draftable:
-                return None  # no draft for this tag, nor ever for a blacklisted lead
-            # Inserted straight in ``generating``: this run generates it now.
-            draft, inserted = _draft_insert(message=message, status=DraftStatus.GENERATING)
-            if draft.status not in OPEN_STATUSES:
-                return draft
-        elif not draftable:
-            _draft_finish(
-                draft=draft,
-                status=DraftStatus.SKIPPED,
-                failure_reason="blacklisted" if lead.is_blacklisted else "not_draftable",
-                error="the lead's tag no longer gets a draft",
+        except Exception as exc:
+            # The type only: an exception's text may quote the message.
+            logger.error("classify_and_draft(%s) failed: %s", message_id, type(exc).__name__)
+            _fail_open_quietly(
+                message_id=message_id, reason="unexpected", error=f"unexpected error: {type(exc).__name__}"
             )
+            raise
+
+
+def _fail_open_quietly(*, message_id: int, reason: str, error: str) -> None:
+    """``draft_fail_open`` that never hides the exception being handled (the database may be
+    what failed; then the sweeper ends the draft later)."""
+    try:
+        draft_fail_open(message_id=message_id, failure_reason=reason, error=error)
+    except Exception as exc:  # noqa: BLE001
+        logger.error("classify_and_draft(%s): could not fail the open draft: %s", message_id, type(exc).__name__)
+
+
+def _classify_and_draft_locked(*, message_id: int, started: float, entered: float) -> Draft | None:
+    deadline = task_chain_deadline()
+    message = _message_for_work(message_id)
+    if message is None:
+        logger.info("classify_and_draft: no inbound message %s", message_id)
+        return None
+    draft = None
+    if message.live_draft_id is not None:
+        draft = Draft.objects.get(pk=message.live_draft_id, workspace_id=message.workspace_id)
+        if draft.status not in OPEN_STATUSES:
+            return draft  # done before: a second run stops here
+    classification: ClassifyResult | None = None
+    if message.classified_at is None:
+        classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
+        try:
+            classification = message_classify(message=message, deadline=classify_deadline)
+        except SoftTimeLimitExceeded:
+            fallback = Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
+            _classification_store(message=message, tag=fallback)
+            raise
+    # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
+    # it with a conditional update (or read it back); otherwise read it now.
+    lead = (
+        message.lead
+        if classification is not None
+        else Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
+    )
+    draftable = message.sentiment in DRAFTABLE_SENTIMENTS and not lead.is_blacklisted
+    inserted = False
+    if draft is None:
+        if not draftable:
+            return None  # no draft for this tag, nor ever for a blacklisted lead
+        # Inserted straight in ``generating``: this run generates it now.
+        draft, inserted = _draft_insert(message=message, status=DraftStatus.GENERATING)
+        if draft.status not in OPEN_STATUSES:
             return draft
-        message.lead = lead
-        message._entered_at = entered
-        return draft_generate(
+    elif not draftable:
+        _draft_finish(
             draft=draft,
-            message=message,
-            deadline=deadline,
-            started=started,
-            classification=classification,
-            already_generating=inserted,
+            status=DraftStatus.SKIPPED,
+            failure_reason="blacklisted" if lead.is_blacklisted else "not_draftable",
+            error="the lead's tag no longer gets a draft",
         )
+        return draft
+    message.lead = lead
+    message._entered_at = entered
+    return draft_generate(
+        draft=draft,
+        message=message,
+        deadline=deadline,
+        started=started,
+        classification=classification,
+        already_generating=inserted,
+    )
 
 
 def _live_draft(*, message: Message) -> Draft | None:
@@ -644,22 +679,34 @@ def _draft_failed(
 
 
 def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draft:
-    """The final write of a usable reply, with the second stale check in the same statement:
-    ``ready`` unless a newer inbound arrived while drafting (then ``superseded``, content kept)."""
+    """The final write of a usable reply, with the last checks in the same statement: ``ready``
+    unless a newer inbound arrived while drafting (then ``superseded``, content kept) or the
+    lead opted out meanwhile (then ``skipped``, reason ``blacklisted``)."""
     now = timezone.now()
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "finished_at": now, "updated_at": now}
     values.update(fields)
     newer_sql, newer_params = _newer_inbound_sql(message)
+    open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
     updated = update_rows(
         Draft,
         values,
-        f"id = %s AND workspace_id = %s AND status IN (%s, %s) AND NOT {newer_sql}",
-        [draft.pk, draft.workspace_id, *OPEN_STATUSES, *newer_params],
+        f"id = %s AND workspace_id = %s AND status IN (%s, %s) AND NOT {newer_sql} AND {open_sql}",
+        [draft.pk, draft.workspace_id, *OPEN_STATUSES, *newer_params, *open_params],
     )
     if updated:
         for key, value in values.items():
             setattr(draft, key, value)
         return draft
+    if Lead.objects.filter(
+        pk=message.lead_id, workspace_id=message.workspace_id, status=LeadStatus.BLACKLISTED
+    ).exists():
+        return _draft_finish(
+            draft=draft,
+            status=DraftStatus.SKIPPED,
+            failure_reason="blacklisted",
+            error="the lead opted out while the reply was written",
+            **fields,
+        )
     if _newer_inbound(message=message).exists():
         return _draft_finish(
             draft=draft,
@@ -670,6 +717,19 @@ def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Dra
         )
     draft.refresh_from_db()  # someone else finished it
     return draft
+
+
+def drafts_skip_for_blacklisted_lead(*, lead_id: int, workspace_id: int) -> int:
+    """A lead just opted out: its drafts awaiting review or sending are never sent (``skipped``,
+    reason ``blacklisted``). Open drafts end the same way at their final write."""
+    return Draft.objects.filter(
+        workspace_id=workspace_id, lead_id=lead_id, status__in=(DraftStatus.READY, DraftStatus.APPROVED)
+    ).update(
+        status=DraftStatus.SKIPPED,
+        failure_reason="blacklisted",
+        error="the lead opted out before the reply was sent",
+        updated_at=timezone.now(),
+    )
 
 
 def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
@@ -692,11 +752,15 @@ def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
 def draft_fail_open(*, message_id: int, failure_reason: str, error: str) -> int:
     """Fail the message's open draft (used when the task's soft limit or an unexpected error
     ends the run outside generation). Scoped to the message's own workspace."""
-    now = timezone.now()
     workspace_id = Message.objects.filter(pk=message_id).values("workspace_id")
-    return Draft.objects.filter(
-        workspace_id=Subquery(workspace_id[:1]), message_id=message_id, status__in=OPEN_STATUSES
-    ).update(
+    drafts = Draft.objects.filter(workspace_id=Subquery(workspace_id[:1]), message_id=message_id)
+    return _drafts_fail_open(drafts, failure_reason=failure_reason, error=error)
+
+
+def _drafts_fail_open(drafts, *, failure_reason: str, error: str) -> int:
+    """The drafts of ``drafts`` that are still open end ``failed`` (no content). One UPDATE."""
+    now = timezone.now()
+    return drafts.filter(status__in=OPEN_STATUSES).update(
         status=DraftStatus.FAILED,
         failure_reason=failure_reason[:32],
         error=error,
@@ -708,6 +772,10 @@ def draft_fail_open(*, message_id: int, failure_reason: str, error: str) -> int:
 
 # --- Stale open drafts (the sweeper) ---------------------------------------------------
 
+# An open draft whose work was enqueued the maximum number of times is failed only after this long
+# without a change: a task that waits in a long queue still gets its turn.
+DRAFT_ABANDON_AFTER = timedelta(hours=1)
+
 
 def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: int = 500) -> tuple[int, int, bool]:
     """Hand open drafts whose task was lost back to the workers, or fail them for good.
@@ -716,14 +784,18 @@ def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: 
     was lost: broker down during a regenerate) or ``generating`` longer than the task's hard
     time limit plus a margin (its worker was killed and the task not re-delivered). Its
     message is enqueued again (``force``: the per-message advisory lock makes a duplicate
-    harmless), at most ``SWEEP_MAX_ENQUEUES`` times per message; after that the draft ends
-    ``failed`` with reason ``abandoned`` and an IntegrationError. Returns (enqueued, failed,
-    whether the broker took every enqueue).
+    harmless), at most ``SWEEP_MAX_ENQUEUES`` times per message; after that, once the draft
+    has not changed for ``DRAFT_ABANDON_AFTER`` (its last task is not merely waiting in a busy
+    queue), it ends ``failed`` with reason ``abandoned`` and an IntegrationError. Returns
+    (enqueued, failed, whether the broker took every enqueue).
     """
+    now = now or timezone.now()
     enqueued = failed = 0
-    for draft_id, message_id, enqueues in drafts_stale_open(workspace_id=workspace_id, now=now, limit=limit):
+    stale = drafts_stale_open(workspace_id=workspace_id, now=now, limit=limit)
+    for draft_id, message_id, enqueues, changed_at in stale:
         if enqueues >= SWEEP_MAX_ENQUEUES:
-            failed += draft_abandon(draft_id=draft_id, workspace_id=workspace_id)
+            if changed_at <= now - DRAFT_ABANDON_AFTER:
+                failed += draft_abandon(draft_id=draft_id, workspace_id=workspace_id)
             continue
         if not message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True):
             return enqueued, failed, False  # broker down: the next run retries
@@ -733,11 +805,9 @@ def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: 
 
 def draft_abandon(*, draft_id: int, workspace_id: int) -> int:
     """Fail an open draft whose work was handed out ``SWEEP_MAX_ENQUEUES`` times without an end."""
-    now = timezone.now()
     error = "the draft's task was lost or killed repeatedly; regenerate it to try again"
-    done = Draft.objects.filter(pk=draft_id, workspace_id=workspace_id, status__in=OPEN_STATUSES).update(
-        status=DraftStatus.FAILED, failure_reason="abandoned", error=error, content="", finished_at=now, updated_at=now
-    )
+    drafts = Draft.objects.filter(pk=draft_id, workspace_id=workspace_id)
+    done = _drafts_fail_open(drafts, failure_reason="abandoned", error=error)
     if done:
         integration_error_record(
             workspace=workspace_id,
@@ -762,13 +832,21 @@ REGENERATABLE_STATUSES = (
 )
 
 
-def _draft_transition(*, draft: Draft, allowed: tuple[str, ...], action: str, **values: Any) -> Draft:
+def _draft_transition(
+    *, draft: Draft, allowed: tuple[str, ...], action: str, lead_open: bool = False, **values: Any
+) -> Draft:
     """One conditional UPDATE: applies only while the draft is still in ``allowed`` (a worker or
-    another operator may have moved it since the page was shown); raises ValueError otherwise."""
+    another operator may have moved it since the page was shown) and, with ``lead_open``, while
+    its lead is not blacklisted; raises ValueError otherwise."""
     values.setdefault("updated_at", timezone.now())
-    done = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=allowed).update(**values)
+    drafts = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=allowed)
+    if lead_open:
+        drafts = drafts.exclude(lead__status=LeadStatus.BLACKLISTED).exclude(lead__sentiment=Sentiment.BLACKLIST)
+    done = drafts.update(**values)
     draft.refresh_from_db()
     if not done:
+        if lead_open and draft.status in allowed:
+            raise ValueError(f"draft #{draft.pk}: the lead is blacklisted, cannot {action} it")
         raise ValueError(f"draft #{draft.pk} is {draft.status}: cannot {action} it")
     return draft
 
@@ -779,6 +857,7 @@ def draft_approve(*, draft: Draft, user) -> Draft:
         draft=draft,
         allowed=(DraftStatus.READY,),
         action="approve",
+        lead_open=True,
         status=DraftStatus.APPROVED,
         approved_by=user,
         approved_at=timezone.now(),
@@ -800,6 +879,7 @@ def draft_edit(*, draft: Draft, content: str, subject: str) -> Draft:
         draft=draft,
         allowed=EDITABLE_STATUSES,
         action="edit",
+        lead_open=True,
         content=content,
         subject=subject,
         status=DraftStatus.READY,

@@ -13,7 +13,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 
-from core.sql import update_rows
+from core.sql import table, update_rows
 from core.timeparse import safe_zoneinfo
 from leads.models import Lead, LeadStatus, Sentiment
 
@@ -272,6 +272,16 @@ def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
             "last_message_at": Greatest(Coalesce(F("last_message_at"), Value(at)), Value(at)),
         }
     )
+
+
+def lead_open_sql(*, lead_id: int, workspace_id: int) -> tuple[str, list[Any]]:
+    """An SQL condition (and its parameters) true while the lead is not blacklisted: for
+    statements of other apps that must not act for an opted-out lead (a draft's final write)."""
+    sql = (
+        f"NOT EXISTS (SELECT 1 FROM {table(Lead)} bl WHERE bl.id = %s AND bl.workspace_id = %s"  # noqa: S608
+        " AND (bl.status = %s OR bl.sentiment = %s))"
+    )
+    return sql, [lead_id, workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
 
 
 def lead_blacklist(*, lead: Lead, reason: str) -> Lead:

@@ -298,8 +298,12 @@ def _delivery_apply(
         return IngestStatus.IGNORED, None, None
     lead, _ = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
     if delivery.action == DeliveryAction.BLACKLIST:
+        from drafts.services import drafts_skip_for_blacklisted_lead
+
         already = lead.is_blacklisted
         lead = lead_blacklist(lead=lead, reason=delivery.event_type)
+        if not already:
+            drafts_skip_for_blacklisted_lead(lead_id=lead.pk, workspace_id=workspace_id)
         return (IngestStatus.DUPLICATE if already else IngestStatus.CREATED), None, lead
     assert delivery.message is not None
     inbound = delivery.message.direction == Direction.INBOUND

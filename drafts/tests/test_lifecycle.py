@@ -12,6 +12,7 @@ from django.utils import timezone
 from drafts.models import Draft, DraftStatus
 from drafts.selectors import drafts_stale_open
 from drafts.services import (
+    DRAFT_ABANDON_AFTER,
     draft_approve,
     draft_edit,
     draft_regenerate,
@@ -21,7 +22,7 @@ from drafts.services import (
 )
 from drafts.tasks import classify_and_draft
 from drafts.tests.factories import lead_create, message_create
-from leads.models import LeadStatus, Sentiment
+from leads.models import Lead, LeadStatus, Sentiment
 from messaging.models import Channel, Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES, messages_awaiting_work
 from messaging.services import message_sweep_unprocessed
@@ -80,6 +81,26 @@ def test_unexpected_error_around_generation_fails_the_open_draft_and_reraises(wo
     assert isinstance(result.result, KeyError)  # Sentry and the worker log see it
     draft.refresh_from_db()
     assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
+
+
+def test_soft_limit_in_classification_keeps_the_providers_interest_and_fails_nothing_open(workspace, fake_openai):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    message = message_create(lead=lead_create(workspace=workspace), body="hmm", provider_interested=True)
+    with mock.patch("drafts.services.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
+        assert message_classify_and_draft(message_id=message.pk) is None
+    message.refresh_from_db()
+    assert message.sentiment == Sentiment.INTERESTED and message.classified_at is not None
+
+
+@pytest.mark.django_db(transaction=False)
+def test_an_eager_run_inside_a_transaction_keeps_the_callers_connection(workspace, fake_openai):
+    from django.db import connection
+
+    message = message_create(lead=lead_create(workspace=workspace), body="STOP")
+    classify_and_draft.apply(args=[message.pk])  # task_prerun/postrun ran in this process
+    assert connection.connection is not None and connection.in_atomic_block
+    assert Message.objects.get(pk=message.pk).sentiment == Sentiment.BLACKLIST
 
 
 def test_a_reason_longer_than_the_column_still_ends_the_draft(workspace, fake_openai):
@@ -152,6 +173,56 @@ def test_reject_refuses_an_open_draft(workspace):
         draft_reject(draft=draft)
 
 
+def test_a_lead_opting_out_while_the_reply_is_written_gets_no_ready_draft(workspace, fake_openai):
+    from leads.services import lead_blacklist
+
+    lead = lead_create(workspace=workspace)
+    message = _classified(lead)
+
+    def opt_out_meanwhile(**kwargs):
+        lead_blacklist(lead=Lead.objects.get(pk=lead.pk), reason="unsubscribed")
+        return []
+
+    with mock.patch("drafts.services.available_slots_for_lead", side_effect=opt_out_meanwhile):
+        draft = message_classify_and_draft(message_id=message.pk)
+    assert draft.status == DraftStatus.SKIPPED and draft.failure_reason == "blacklisted"
+
+
+def test_opting_out_skips_the_leads_drafts_awaiting_review_and_approval_is_refused(
+    workspace, admin_user, client, fake_openai
+):
+    lead = lead_create(workspace=workspace)
+    ready = _draft(_classified(lead), DraftStatus.READY, content="hello")
+    approved = _draft(_classified(lead), DraftStatus.APPROVED, content="hello")
+    stale_copy = Draft.objects.get(pk=ready.pk)
+
+    stop = message_create(lead=lead, body="STOP")
+    message_classify_and_draft(message_id=stop.pk)
+
+    for draft in (ready, approved):
+        draft.refresh_from_db()
+        assert draft.status == DraftStatus.SKIPPED and draft.failure_reason == "blacklisted"
+    # A draft that somehow is ready for a blacklisted lead cannot be approved or edited.
+    Draft.objects.filter(pk=ready.pk).update(status=DraftStatus.READY)
+    with pytest.raises(ValueError, match="blacklisted"):
+        draft_approve(draft=stale_copy, user=admin_user)
+    with pytest.raises(ValueError, match="blacklisted"):
+        draft_edit(draft=stale_copy, content="x", subject="")
+
+
+def test_an_unsubscribe_webhook_skips_the_leads_ready_drafts(workspace, client):
+    from messaging.tests.factories import emailbison, post
+
+    lead = lead_create(workspace=workspace, email="optout@example.com")
+    ready = _draft(_classified(lead), DraftStatus.READY, content="hello")
+    payload = emailbison("LEAD_UNSUBSCRIBED", lead={"id": 4242, "email": "optout@example.com"})
+
+    assert post(client, "emailbison", payload).json()["lead_id"] == lead.pk
+
+    ready.refresh_from_db()
+    assert ready.status == DraftStatus.SKIPPED and ready.failure_reason == "blacklisted"
+
+
 def test_editing_an_approved_draft_takes_the_approval_back(workspace, admin_user):
     draft = _draft(_classified(lead_create(workspace=workspace)), DraftStatus.READY, content="hello")
     draft_approve(draft=draft, user=admin_user)
@@ -183,7 +254,7 @@ def test_regenerate_with_the_broker_down_keeps_a_pending_draft_the_sweeper_enque
     assert message.work_enqueue_count == 0  # a fresh job: the sweeper's retries start again
 
     later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
-    assert drafts_stale_open(workspace_id=workspace.pk, now=later) == [(new.pk, message.pk, 0)]
+    assert [row[:3] for row in drafts_stale_open(workspace_id=workspace.pk, now=later)] == [(new.pk, message.pk, 0)]
     with mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue:
         assert message_sweep_unprocessed(now=later) == 1
     enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
@@ -232,11 +303,15 @@ def test_sweeper_re_enqueues_a_draft_stuck_generating_then_abandons_it(workspace
     Message.objects.filter(pk=message.pk).update(work_enqueued_at=timezone.now(), work_enqueue_count=1)
     assert drafts_stale_open(workspace_id=workspace.pk) == []
 
-    # Enqueued the maximum number of times, long ago: failed for good, with an error to see.
+    # Enqueued the maximum number of times: not enqueued again; failed for good only once the
+    # draft has not changed for DRAFT_ABANDON_AFTER (its last task may still wait in a long queue).
     Message.objects.filter(pk=message.pk).update(work_enqueued_at=long_ago, work_enqueue_count=SWEEP_MAX_ENQUEUES)
     with mock.patch("drafts.services.message_work_enqueue") as enqueue:
-        assert draft_sweep_stale(workspace_id=workspace.pk) == (0, 1, True)
-    enqueue.assert_not_called()
+        assert draft_sweep_stale(workspace_id=workspace.pk) == (0, 0, True)
+        enqueue.assert_not_called()
+        # An hour on, the other (then fresh) generating draft is stale too: enqueued, not failed.
+        assert draft_sweep_stale(workspace_id=workspace.pk, now=timezone.now() + DRAFT_ABANDON_AFTER) == (1, 1, True)
+    enqueue.assert_called_once_with(message_id=fresh.message_id, workspace_id=workspace.pk, force=True)
     stuck.refresh_from_db()
     assert stuck.status == DraftStatus.FAILED and stuck.failure_reason == "abandoned" and stuck.content == ""
     assert IntegrationError.objects.get(workspace=workspace, resolved_at__isnull=True).code == "draft_abandoned"

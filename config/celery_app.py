@@ -10,7 +10,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _close_old_connections(**kwargs) -> None:
+def _close_old_connections(task=None, **kwargs) -> None:
     """Around each task, Django's own per-request rule for database connections: close one that
     is older than ``CONN_MAX_AGE``, failed its health check or saw an error; keep the rest.
 
@@ -18,6 +18,8 @@ def _close_old_connections(**kwargs) -> None:
     connection before and after every task, and each draft pays a new PostgreSQL connection
     (~7 ms here: docs/benchmarks.md).
     """
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # run in the caller's process (``apply()``, eager mode): its connection, maybe its transaction
     from django.db import close_old_connections
 
     close_old_connections()

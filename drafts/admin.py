@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 
 from drafts.models import Draft, DraftStatus
@@ -118,10 +119,23 @@ class DraftAdmin(admin.ModelAdmin):
         try:
             draft_edit(draft=obj, content=obj.content, subject=obj.subject)
         except ValueError as exc:
-            self.message_user(request, f"Not saved: {exc}", messages.ERROR)
+            request._draft_edit_refused = str(exc)
             return
         if was_approved:
             self.message_user(request, "The text changed: the draft is ready again and needs a new approval.")
+
+    def log_change(self, request, obj, message):
+        if getattr(request, "_draft_edit_refused", None):
+            return None  # nothing was changed
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request, obj):
+        refused = getattr(request, "_draft_edit_refused", None)
+        if refused:
+            # Back to the form, with why (not Django's "changed successfully").
+            self.message_user(request, f"Not saved: {refused}", messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
     def _apply(self, request, queryset, func, verb: str, **kwargs) -> None:
         done, refused = 0, []

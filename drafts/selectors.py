@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
@@ -30,15 +31,15 @@ def drafts_stale_open(
     pending = Q(status=DraftStatus.PENDING, updated_at__lte=sweep_after)
     generating = Q(
         status=DraftStatus.GENERATING,
-        generation_started_at__lte=now
-        - timedelta(seconds=settings.DRAFT_TASK_TIME_LIMIT_S + GENERATING_STALE_MARGIN_S),
+        generating_since__lte=now - timedelta(seconds=settings.DRAFT_TASK_TIME_LIMIT_S + GENERATING_STALE_MARGIN_S),
     )
     not_recently_enqueued = Q(message__work_enqueued_at__isnull=True) | Q(message__work_enqueued_at__lte=sweep_after)
     rows = (
         Draft.objects.filter(workspace_id=workspace_id, message__workspace_id=workspace_id)
+        .annotate(generating_since=Coalesce("generation_started_at", "updated_at"))
         .filter(pending | generating)
         .filter(not_recently_enqueued)
         .order_by("created_at", "id")
-        .values_list("id", "message_id", F("message__work_enqueue_count"))[:limit]
+        .values_list("id", "message_id", F("message__work_enqueue_count"), "updated_at")[:limit]
     )
     return list(rows)

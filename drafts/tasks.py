@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import logging
 import time
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_prerun
 from django.conf import settings
 
 TASK_NAME = "drafts.tasks.classify_and_draft"
-logger = logging.getLogger(__name__)
 
 
 @task_prerun.connect(weak=False, dispatch_uid="drafts.tasks.mark_started")
@@ -30,19 +27,9 @@ def _mark_started(sender=None, task=None, **kwargs) -> None:
 )
 def classify_and_draft(self, message_id: int) -> None:
     """Classify one inbound message and, for warm leads, write its reply draft."""
-    from drafts.services import draft_fail_open, message_classify_and_draft
+    from drafts.services import message_classify_and_draft
 
+    # Failures end the message's open draft inside the service (under its lock); an unexpected
+    # exception is re-raised from there, for the worker log and Sentry.
     started = getattr(self.request, "drafts_started_at", None) or time.monotonic()
-    try:
-        message_classify_and_draft(message_id=message_id, started=started)
-    except SoftTimeLimitExceeded:
-        # Generation handles this itself; this covers the steps around it.
-        draft_fail_open(message_id=message_id, failure_reason="timeout", error="the task's soft time limit was reached")
-    except Exception as exc:
-        # Generation fails its draft itself; this covers the steps around it. Re-raised so the
-        # worker log and Sentry show it (type only here: its text may quote the message).
-        logger.error("classify_and_draft(%s) failed: %s", message_id, type(exc).__name__)
-        draft_fail_open(
-            message_id=message_id, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}"
-        )
-        raise
+    message_classify_and_draft(message_id=message_id, started=started)

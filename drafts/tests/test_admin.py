@@ -93,3 +93,20 @@ def test_editing_the_text_in_admin_writes_only_the_text(admin_client, admin_user
     admin_client.post(url, {"subject": "", "content": "late edit"})
     ready_draft.refresh_from_db()
     assert ready_draft.content == "edited reply" and ready_draft.status == DraftStatus.SUPERSEDED
+
+
+@pytest.mark.django_db
+def test_a_refused_edit_says_why_and_writes_nothing(admin_client, ready_draft):
+    from django.contrib.admin.models import LogEntry
+
+    from leads.models import Lead, LeadStatus
+
+    Lead.objects.filter(pk=ready_draft.lead_id).update(status=LeadStatus.BLACKLISTED)
+    url = reverse("admin:drafts_draft_change", args=[ready_draft.pk])
+    response = admin_client.post(url, {"subject": "", "content": "edited"}, follow=True)
+
+    html = response.content.decode()
+    assert "Not saved: draft #" in html and "blacklisted" in html and "successfully" not in html
+    ready_draft.refresh_from_db()
+    assert ready_draft.content == "draft-content-text"
+    assert not LogEntry.objects.exists()

@@ -20,7 +20,7 @@ import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, Q, Subquery
+from django.db.models import Subquery
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
@@ -177,21 +177,23 @@ def _classification_store(*, message: Message, tag: str) -> None:
             message._newer_inbound_seen = False  # the update's own condition said so
     else:
         # Blacklisted already, or a newer inbound exists: read the lead's state and which one it was.
-        row = (
-            Lead.objects.filter(pk=message.lead_id, workspace_id=message.workspace_id)
-            .annotate(newer_exists=Exists(_newer_inbound(message=message)))
-            .values("status", "sentiment", "newer_exists")
-            .get()
-        )
-        lead.status, lead.sentiment = row["status"], row["sentiment"]
-        message._newer_inbound_seen = row["newer_exists"]
+        newer_sql, newer_params = _newer_inbound_sql(message)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
+                [*newer_params, message.lead_id, message.workspace_id],
+            )
+            lead.status, lead.sentiment, newer = cursor.fetchone()
+        message._newer_inbound_seen = bool(newer)
     message.lead = lead
 
 
-def _newer_inbound(*, message: Message):
-    return Message.objects.filter(
-        workspace_id=message.workspace_id, lead_id=message.lead_id, direction=Direction.INBOUND
-    ).filter(Q(sent_at__gt=message.sent_at) | Q(sent_at=message.sent_at, pk__gt=message.pk))
+def _newer_inbound_exists(message: Message) -> bool:
+    """Whether an inbound message of the lead is newer than ``message`` (then its draft is stale)."""
+    newer_sql, newer_params = _newer_inbound_sql(message)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {newer_sql}", newer_params)
+        return bool(cursor.fetchone()[0])
 
 
 def _sent_at_param(message: Message) -> Any:
@@ -199,7 +201,8 @@ def _sent_at_param(message: Message) -> Any:
 
 
 def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
-    """``_newer_inbound(message).exists()`` as an SQL condition, for the hot path's single statements."""
+    """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
+    parameters): newer ``sent_at``, or the same and a higher id."""
     sent_at = _sent_at_param(message)
     sql = (
         f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
@@ -532,7 +535,7 @@ def draft_generate(
         draft.status, draft.generation_started_at = DraftStatus.GENERATING, now
     # Reuse the check classification just made in this run, else ask the database.
     newer_seen = getattr(message, "_newer_inbound_seen", None)
-    if newer_seen if newer_seen is not None else _newer_inbound(message=message).exists():
+    if newer_seen if newer_seen is not None else _newer_inbound_exists(message):
         return _draft_finish(
             draft=draft, status=DraftStatus.SUPERSEDED, failure_reason="stale", error="a newer inbound message arrived"
         )
@@ -707,7 +710,7 @@ def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Dra
             error="the lead opted out while the reply was written",
             **fields,
         )
-    if _newer_inbound(message=message).exists():
+    if _newer_inbound_exists(message):
         return _draft_finish(
             draft=draft,
             status=DraftStatus.SUPERSEDED,

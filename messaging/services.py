@@ -270,16 +270,20 @@ def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 1
     now = now or timezone.now()
     enqueued = 0
     for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
+        broker_ok = True
         for message_id in messages_awaiting_work(workspace_id=workspace_id, now=now, grace_s=grace_s, limit=limit):
-            if not message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True):
-                logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
-                return enqueued
+            broker_ok = message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True)
+            if not broker_ok:
+                break
             enqueued += 1
-        # Open drafts whose task was lost (a regenerate's enqueue, a killed worker).
-        drafts_enqueued, drafts_failed, broker_ok = draft_sweep_stale(workspace_id=workspace_id, now=now, limit=limit)
-        enqueued += drafts_enqueued
-        if drafts_failed:
-            logger.warning("sweeper: %d abandoned drafts failed in workspace %s", drafts_failed, workspace_id)
+        if broker_ok:
+            # Open drafts whose task was lost (a regenerate's enqueue, a killed worker).
+            drafts_enqueued, drafts_failed, broker_ok = draft_sweep_stale(
+                workspace_id=workspace_id, now=now, limit=limit
+            )
+            enqueued += drafts_enqueued
+            if drafts_failed:
+                logger.warning("sweeper: %d abandoned drafts failed in workspace %s", drafts_failed, workspace_id)
         if not broker_ok:
             logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
             return enqueued

@@ -71,7 +71,7 @@ def test_hanging_server_never_overruns_the_deadline(settings):
             _create(deadline_s=1.5, timeout_s=10.0)  # the per-call timeout is capped by the deadline
         elapsed = time.monotonic() - started
     assert err.value.code == "timeout"
-    assert 1.2 <= elapsed < 1.5 + 0.3
+    assert 1.2 <= elapsed < 1.5 + 0.5  # never the 10 s per-call timeout; slack for a loaded machine
 
 
 def test_connection_errors_are_retried_then_reported(settings):

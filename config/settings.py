@@ -216,6 +216,12 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": "INFO"},
+        # The OpenAI SDK's HTTP client logs one INFO line per request (URL and status):
+        # noise at our volume, and formatting + redacting it costs on the draft path.
+        # Our wrapper logs failures itself (drafts.llm).
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
     },
 }
 

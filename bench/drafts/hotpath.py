@@ -1,7 +1,7 @@
 """In-process profile of the per-draft path: queries per draft and our overhead, no worker, no latency.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/leadline \
-    .venv/bin/python bench/drafts/profile.py [--messages 100] [--latency 0] \
+    .venv/bin/python bench/drafts/hotpath.py [--messages 100] [--latency 0] \
         [--pyinstrument | --cprofile] [--show-queries]
 
 Creates a throwaway database (``bench_drafts_profile_<name>``), N leads with

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.template.loader import get_template
 
 from drafts import llm
-from drafts.quoting import reply_text
+from drafts.quoting import new_text, reply_text
 from leads.models import Sentiment
 
 CLASSIFY_PROMPT_VERSION = "classify-v1"
@@ -41,6 +41,12 @@ CLASSIFICATION_FORMAT: dict[str, Any] = {
 
 _I = re.IGNORECASE | re.MULTILINE
 
+# The fast paths save an LLM call on plain messages; a wrong cold tag costs a warm lead its
+# reply, so they are conservative: only the lead's new text counts, and a message with a
+# warm cue (a question, a yes, a "but", scheduling or pricing words, an un-negated
+# "interested") goes to the LLM, which knows every tag. Exceptions: the opt-out keyword as
+# the whole message, and subjects that only mail servers write (bounces, auto-replies).
+
 # Opt-outs: a bare keyword as the whole message, or an explicit request.
 _OPT_OUT_WHOLE = re.compile(r"\A\W*(stop|stop ?all|unsubscribe|cancel|end|quit|opt[ -]?out|remove)\W*\Z", _I)
 _OPT_OUT_PHRASES = re.compile(
@@ -57,9 +63,9 @@ _BOUNCE = re.compile(
     _I,
 )
 _OUT_OF_OFFICE = re.compile(
-    r"\bout of (?:the )?office\b|\bOOO\b|\bon (?:annual |parental |maternity |paternity |sick )?leave\b"
-    r"|\bon (?:vacation|holiday)\b|\baway from (?:the office|my desk|email)\b|\blimited access to (?:my )?e-?mail\b"
-    r"|\bwill be back (?:on|in the office)\b|\breturning (?:to the office )?on\b",
+    r"\bout of (?:the )?office\b|\bOOO\b|\bon (?:annual|parental|maternity|paternity|sick) leave\b"
+    r"|\baway from (?:the office|my desk|email)\b|\blimited access to (?:my )?e-?mail\b"
+    r"|\bI(?:'m| am) (?:currently )?(?:away|out|travell?ing|on (?:vacation|holiday)) (?:until|through|till)\b",
     _I,
 )
 _AUTOMATED = re.compile(
@@ -69,29 +75,61 @@ _AUTOMATED = re.compile(
 )
 _NOT_INTERESTED = re.compile(
     r"\bnot interested\b|\bno longer interested\b|\bnot (?:a good fit|for us|for me)\b"
-    r"|\A\W*no,? thanks?(?: you)?\W*\Z|\bno thank you\b|\bwe(?:'re| are) (?:all set|good)\b|\bnot looking\b",
+    r"|\A\W*no,? thanks?(?: you)?\W*\Z|\bno thank you\b|\bnot looking\b",
     _I,
 )
+# Anything that may make a cold-looking message warm: then the LLM decides.
+_WARM_CUE = re.compile(
+    r"\?|\b(?:yes|yeah|yep|sure|ok(?:ay)?|sounds good|let'?s|but|however|although|though|unless|maybe"
+    r"|call me|give me a call|talk|chat|meet|meeting|book|schedule|demo|quote|price|pricing|cost|how much"
+    r"|tell me more|send (?:me|over|it)|works|available|free (?:on|at|this|next)|tomorrow|next week)\b"
+    r"|(?<!not )(?<!no longer )\binterested\b",
+    _I,
+)
+# Subjects mail servers set (never a person's "Re: ..."): read only at the start.
+_SUBJECT_BOUNCE = re.compile(
+    r"\A\W*(?:undeliverable|undelivered mail|delivery status notification|mail delivery (?:failed|failure|subsystem)"
+    r"|returned mail|failure notice|delivery failure)\b",
+    _I,
+)
+_SUBJECT_OUT_OF_OFFICE = re.compile(r"\A\W*(?:out of (?:the )?office|OOO)\b", _I)
+_SUBJECT_AUTOMATED = re.compile(r"\A\W*(?:automatic reply|auto[- ]?reply|autoreply|auto[- ]?response)\b", _I)
 
 
 def classify_fast(*, body: str, subject: str = "") -> str | None:
-    """The tag when the text says it plainly, else None (then the LLM decides).
+    """The tag when the message says it plainly, else None (then the LLM decides).
 
-    Only the lead's new text counts (``reply_text``): an unsubscribe footer,
-    an out-of-office notice or a "not interested" in the quoted history below
-    the reply says nothing about this reply. The subject counts as before.
+    Only the lead's new text counts (``quoting.new_text``): an unsubscribe footer, an
+    out-of-office notice or a "not interested" in the quoted history says nothing about this
+    reply, and a message with no new text at all goes to the LLM. The subject counts only for
+    what mail servers write at its start (bounces, automatic replies, out-of-office).
     """
-    reply = reply_text(body or "")
-    text = f"{subject}\n{reply}" if subject else reply
-    if _OPT_OUT_WHOLE.search(reply) or _OPT_OUT_PHRASES.search(text) or _BOUNCE.search(text):
+    reply = new_text(body or "")
+    subject = (subject or "")[:200]
+    if _OPT_OUT_WHOLE.search(reply) or _SUBJECT_BOUNCE.search(subject):
         return Sentiment.BLACKLIST
-    if _OUT_OF_OFFICE.search(text):
+    if _SUBJECT_OUT_OF_OFFICE.search(subject):
         return Sentiment.OUT_OF_OFFICE
-    if _AUTOMATED.search(text):
+    if _SUBJECT_AUTOMATED.search(subject):
+        return Sentiment.OUT_OF_OFFICE if _OUT_OF_OFFICE.search(reply) else Sentiment.AUTOMATED_REPLY
+    if not reply.strip() or _WARM_CUE.search(reply):
+        return None
+    if _OPT_OUT_PHRASES.search(reply) or _BOUNCE.search(reply):
+        return Sentiment.BLACKLIST
+    if _OUT_OF_OFFICE.search(reply):
+        return Sentiment.OUT_OF_OFFICE
+    if _AUTOMATED.search(reply):
         return Sentiment.AUTOMATED_REPLY
     if _NOT_INTERESTED.search(reply):
         return Sentiment.NOT_INTERESTED
     return None
+
+
+def opt_out_suspected(body: str) -> bool:
+    """The lead's new text asks to opt out in words the fast path left to the LLM ("Interested!
+    Please remove me from the other list"). When the LLM fails, such a message is tagged
+    ``Blacklist``: a missed opt-out is worse than a missed draft."""
+    return bool(_OPT_OUT_PHRASES.search(new_text(body or "")))
 
 
 @dataclass
@@ -141,25 +179,30 @@ def classify_with_llm(
         {"channel": channel, "transcript": _transcript(context), "subject": subject, "body": body}
     )
     calls: list[llm.LLMCall] = []
-    for budget in (CLASSIFY_MAX_OUTPUT_TOKENS, CLASSIFY_RETRY_MAX_OUTPUT_TOKENS):
-        call = llm.responses_create(
-            model=settings.OPENAI_CLASSIFY_MODEL,
-            instructions=instructions,
-            input=prompt,
-            max_output_tokens=budget,
-            reasoning_effort="low" if budget == CLASSIFY_MAX_OUTPUT_TOKENS else "minimal",
-            text_format=CLASSIFICATION_FORMAT,
-            deadline=deadline,
-            timeout_s=settings.OPENAI_CLASSIFY_TIMEOUT_S,
-        )
-        calls.append(call)
-        if call.status == "incomplete":
-            continue
-        tag = _parse_tag(call.text)
-        if tag is None:
-            raise llm.LLMError("invalid_output", "classification is not one of the tags", call)
-        return ClassificationOutcome(tag=tag, source="llm", calls=calls)
-    raise llm.LLMError("max_output_tokens", "classification incomplete twice", calls[-1])
+    try:
+        for budget in (CLASSIFY_MAX_OUTPUT_TOKENS, CLASSIFY_RETRY_MAX_OUTPUT_TOKENS):
+            call = llm.responses_create(
+                model=settings.OPENAI_CLASSIFY_MODEL,
+                instructions=instructions,
+                input=prompt,
+                max_output_tokens=budget,
+                reasoning_effort="low" if budget == CLASSIFY_MAX_OUTPUT_TOKENS else "minimal",
+                text_format=CLASSIFICATION_FORMAT,
+                deadline=deadline,
+                timeout_s=settings.OPENAI_CLASSIFY_TIMEOUT_S,
+            )
+            calls.append(call)
+            if call.status == "incomplete":
+                continue
+            tag = _parse_tag(call.text)
+            if tag is None:
+                raise llm.LLMError("invalid_output", "classification is not one of the tags", call)
+            return ClassificationOutcome(tag=tag, source="llm", calls=calls)
+        raise llm.LLMError("max_output_tokens", "classification incomplete twice", calls[-1])
+    except llm.LLMError as exc:
+        # Keep the usage of every call made, not only the last one's.
+        exc.calls = calls + [c for c in exc.all_calls() if c not in calls]
+        raise
 
 
 def _parse_tag(text: str) -> str | None:

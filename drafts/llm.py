@@ -97,6 +97,13 @@ class LLMError(Exception):
     code: str  # timeout | rate_limited | server_error | connection_error | bad_request | auth | deadline | config
     detail: str = ""
     call: LLMCall | None = field(default=None, repr=False)
+    # Every call of the failed step, ``call`` last (set by callers that make several).
+    calls: list[LLMCall] = field(default_factory=list, repr=False)
+
+    def all_calls(self) -> list[LLMCall]:
+        if self.calls:
+            return self.calls
+        return [self.call] if self.call is not None else []
 
     def __str__(self) -> str:
         return f"{self.code}: {self.detail}" if self.detail else self.code

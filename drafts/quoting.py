@@ -78,6 +78,13 @@ def reply_text(body: str) -> str:
     is lost: classification then reads the whole body, as it did before
     quoting was cut. Idempotent: ``reply_text(reply_text(b)) == reply_text(b)``.
     """
+    return new_text(body) or body
+
+
+def new_text(body: str) -> str:
+    """What the lead wrote now: ``reply_text`` without its fallback, so ``""`` when the whole
+    body is quoted history or signature (a forward, a reply with nothing added). The fast
+    paths read this: a quoted unsubscribe footer alone never tags a lead."""
     if not body:
         return body
     body = body[:MAX_CHARS]
@@ -93,7 +100,7 @@ def reply_text(body: str) -> str:
         # quote (bottom-posting). That text, up to the next quote start, is the reply.
         below = kept[cut + header_lines :]
         text = "\n".join(below[: _quote_start(below)]).strip()
-    return text if text else body
+    return text
 
 
 def _quote_start(lines: list[str]) -> int:

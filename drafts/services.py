@@ -26,7 +26,7 @@ from django.utils import timezone
 from availability.selectors import available_slots_for_lead
 from core.sql import ModelColumns, table, update_rows
 from drafts import llm
-from drafts.classification import classify_fast, classify_with_llm, prompt_template
+from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
@@ -123,9 +123,10 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                     workspace=message.workspace_id, source="openai", code_prefix=CLASSIFY_ERROR_PREFIX
                 )
         except llm.LLMError as exc:
-            if exc.call is not None:
-                calls.append(exc.call)
-            tag, source = Sentiment.NEUTRAL, "fallback"
+            calls.extend(exc.all_calls())
+            # A possible opt-out is not left untagged because the LLM failed.
+            tag = Sentiment.BLACKLIST if opt_out_suspected(text) else Sentiment.NEUTRAL
+            source = "fallback"
             integration_error_record(
                 workspace=message.workspace_id,
                 source=IntegrationError.Source.OPENAI,

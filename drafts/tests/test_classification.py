@@ -139,10 +139,46 @@ def test_fast_paths_still_read_the_new_text_above_the_quote(body, tag):
     assert classify_fast(body=body) == tag
 
 
-def test_fast_paths_read_a_fully_quoted_body_whole():
-    # Nothing new is left after the quote is cut: the original body is classified, nothing is lost.
+def test_fast_paths_leave_a_reply_with_no_new_text_to_the_llm():
+    # A forward or an empty reply: the quoted footer is our own email's, not the lead's opt-out.
     body = f"{_GMAIL_QUOTE}{_COLD_EMAIL}> To unsubscribe click here"
-    assert classify_fast(body=body) == Sentiment.BLACKLIST
+    assert classify_fast(body=body, subject="Re: Roofing") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "subject"),
+    [
+        # Subjects: a campaign's own subject comes back as "Re: ..." on every reply.
+        ("Sure, send it over", "Re: Unsubscribe from costly roof repairs"),
+        ("Tuesday at 3?", "Re: Out of office? Not your roof"),
+        ("Yes please", "Re: Not interested in saving money?"),
+        # Warm replies that contain a cold phrase.
+        ("We're good to go, send the contract", ""),
+        ("We are good with that price", ""),
+        ("I'm returning on Monday, Tuesday works for a call", ""),
+        ("I was out of the office last week, sorry. Yes, let's talk", ""),
+        ("Interested! Please remove me from the other list though", ""),
+        ("Not interested in solar but call me about the roof", ""),
+        ("We're all set for this year, maybe next spring?", ""),
+    ],
+)
+def test_fast_paths_leave_warm_replies_with_cold_words_to_the_llm(body, subject):
+    assert classify_fast(body=body, subject=subject) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "subject", "tag"),
+    [
+        ("Thank you for your email.", "Out of Office: Re: Roofing", Sentiment.OUT_OF_OFFICE),
+        ("We received your message.", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
+        ("I am out of the office until the 12th.", "Automatic reply: Roofing", Sentiment.OUT_OF_OFFICE),
+        ("The following address failed: x@y.z", "Undeliverable: Roofing", Sentiment.BLACKLIST),
+        ("Please take me off your list.", "Re: Roofing", Sentiment.BLACKLIST),
+        ("I'm currently away until Dec 3 with no access to email.", "", Sentiment.OUT_OF_OFFICE),
+    ],
+)
+def test_fast_paths_on_server_subjects_and_plain_text(body, subject, tag):
+    assert classify_fast(body=body, subject=subject) == tag
 
 
 def test_fast_paths_on_sms_without_quoting_are_unchanged():
@@ -186,3 +222,28 @@ def test_fast_paths_read_a_reply_written_below_the_quote():
     body = f"{_GMAIL_QUOTE}{_COLD_EMAIL}> To unsubscribe click here\n\nYes please, Tuesday works!"
     assert classify_fast(body=body) is None  # the warm reply, not the quoted footer
     assert classify_fast(body=f"{_GMAIL_QUOTE}{_COLD_EMAIL}\nPlease remove me from your list") == Sentiment.BLACKLIST
+
+
+@pytest.mark.django_db
+def test_llm_failure_on_a_possible_opt_out_tags_blacklist(workspace, fake_openai):
+    fake_openai.enqueue("500", "500", "500", "500")
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Interested! Please remove me from the other list though")
+
+    result = message_classify(message=message, deadline=llm.Deadline(5))
+
+    assert result.tag == Sentiment.BLACKLIST and result.source == "fallback"
+    lead.refresh_from_db()
+    assert lead.is_blacklisted
+
+
+@pytest.mark.django_db
+def test_failed_classification_keeps_the_usage_of_every_call(workspace, fake_openai):
+    fake_openai.enqueue("incomplete", "incomplete")
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="hmm, who is this?")
+
+    result = message_classify(message=message, deadline=llm.Deadline(5))
+
+    assert result.source == "fallback" and [c.status for c in result.calls] == ["incomplete", "incomplete"]
+    assert [c.max_output_tokens for c in result.calls] == [512, 1024]

@@ -5,8 +5,9 @@
   backoff and full jitter (``backoff`` library wait generators), honouring
   ``Retry-After`` when it fits in the remaining time.
 - A ``Deadline`` covers a whole call chain. Each HTTP attempt's timeout is
-  ``min(per-call timeout, remaining)``, and no attempt starts (no sleep is
-  taken) when the chain would overrun it.
+  ``min(per-call timeout, remaining)``, enforced on the wall clock (a trickled
+  answer is cut too), and no attempt starts (no sleep is taken) when the chain
+  would overrun it.
 - Each call reports model, status, usage (input/output/reasoning tokens),
   latency, the server's own processing time and the number of HTTP attempts.
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import backoff
+import httpcore2
+import httpx2
 import openai
 from django.conf import settings
 
@@ -38,11 +41,12 @@ CONNECT_TIMEOUT_S = 3.0
 
 
 class Deadline:
-    """A point in monotonic time that a whole chain of calls must not pass."""
+    """A point in monotonic time that a whole chain of calls must not pass: ``seconds`` after
+    ``start`` (a ``time.monotonic()`` value; now by default)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, start: float | None = None) -> None:
         self.total_s = seconds
-        self.at = time.monotonic() + seconds
+        self.at = (time.monotonic() if start is None else start) + seconds
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -109,6 +113,84 @@ class LLMError(Exception):
         return f"{self.code}: {self.detail}" if self.detail else self.code
 
 
+# --- Wall-clock bound on each HTTP attempt ---------------------------------------
+#
+# httpx's timeouts apply per socket operation, so an answer trickled one byte at a time
+# never trips them. The SDK client's transport uses a network backend whose streams clamp
+# every connect, read and write to the attempt's end (a thread-local set around the SDK
+# call) and raise httpcore's timeout once it has passed: the SDK then reports
+# ``APITimeoutError`` like any other timeout. (DNS resolution is not covered.)
+
+_attempt = threading.local()
+
+
+@contextlib.contextmanager
+def _attempt_ends_at(at: float):
+    _attempt.at = at
+    try:
+        yield
+    finally:
+        _attempt.at = None
+
+
+def _clamp(timeout: float | None, exc_type: type[Exception]) -> float | None:
+    at = getattr(_attempt, "at", None)
+    if at is None:
+        return timeout
+    remaining = at - time.monotonic()
+    if remaining <= 0:
+        raise exc_type("the call's deadline has passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clamp(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clamp(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None):
+        tls = self._stream.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore2.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    def __init__(self, backend: httpcore2.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, **kwargs: Any):
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, **kwargs))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, **kwargs: Any):
+        timeout = _clamp(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, **kwargs))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_http_client() -> httpx2.Client:
+    """The SDK's default httpx client, its connection pool on the deadline backend."""
+    transport = httpx2.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore2.NetworkBackend):  # an httpx/httpcore upgrade changed this
+        raise RuntimeError("cannot bound OpenAI calls by their deadline: httpx transport layout changed")
+    pool._network_backend = _DeadlineBackend(backend)
+    return openai.DefaultHttpxClient(transport=transport)
+
+
 _clients: dict[tuple[str | None, str], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
@@ -128,6 +210,7 @@ def openai_client() -> openai.OpenAI:
                     base_url=settings.OPENAI_BASE_URL,
                     max_retries=0,
                     timeout=openai.Timeout(settings.OPENAI_DRAFT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+                    http_client=_deadline_http_client(),
                 )
                 _clients[key] = client
     return client
@@ -226,10 +309,11 @@ def responses_create(
         call.http_attempts += 1
         started = time.perf_counter()
         try:
-            raw = client.responses.with_raw_response.create(
-                **params,
-                timeout=openai.Timeout(attempt_timeout, connect=min(CONNECT_TIMEOUT_S, attempt_timeout)),
-            )
+            with _attempt_ends_at(min(deadline.at, time.monotonic() + attempt_timeout)):
+                raw = client.responses.with_raw_response.create(
+                    **params,
+                    timeout=openai.Timeout(attempt_timeout, connect=min(CONNECT_TIMEOUT_S, attempt_timeout / 2)),
+                )
         except openai.OpenAIError as exc:
             call.latency_ms += (time.perf_counter() - started) * 1000
             if isinstance(exc, openai.APIStatusError):

@@ -57,10 +57,11 @@ _LOCK_NAMESPACE = 4_0004  # pg advisory lock namespace for "classify_and_draft(m
 # --- Deadlines ---------------------------------------------------------------
 
 
-def task_chain_deadline() -> llm.Deadline:
-    """The time the whole classify+draft chain may take: the soft limit minus a margin to save."""
+def task_chain_deadline(*, started: float | None = None) -> llm.Deadline:
+    """The time the whole classify+draft chain may take, counted from the task's start
+    (``started``, ``time.monotonic()``; now by default): the soft limit minus a margin to save."""
     soft = float(settings.DRAFT_TASK_SOFT_TIME_LIMIT_S)
-    return llm.Deadline(max(0.5, soft - max(1.0, soft * 0.1)))
+    return llm.Deadline(max(0.5, soft - max(1.0, soft * 0.1)), start=started)
 
 
 # --- Classification ----------------------------------------------------------
@@ -320,7 +321,7 @@ def _fail_open_quietly(*, message_id: int, reason: str, error: str) -> None:
 
 
 def _classify_and_draft_locked(*, message_id: int, started: float, entered: float) -> Draft | None:
-    deadline = task_chain_deadline()
+    deadline = task_chain_deadline(started=started)
     message = _message_for_work(message_id)
     if message is None:
         logger.info("classify_and_draft: no inbound message %s", message_id)

@@ -28,6 +28,8 @@ ratios decide, seeded so runs are reproducible):
   a truncated text and ``output_tokens == max_output_tokens``.
 - ``empty``: a completed answer whose text is empty.
 - ``400``: a client error. ``500`` / ``503``: server errors. ``429``: rate limited with ``Retry-After``.
+- ``trickle``: a 200 answer whose headers come at once and whose body follows one
+  byte every ``trickle_interval_s`` (a per-read socket timeout never fires).
 - ``hang``: never answers in time (sleeps ``hang_s``, default 3600 s; the
   server thread gives up when the client disconnects or the server stops).
 
@@ -55,7 +57,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = {"ok", "incomplete", "empty", "400", "500", "503", "429", "hang"}
+BEHAVIOURS = {"ok", "incomplete", "empty", "400", "500", "503", "429", "hang", "trickle"}
 
 # Words that steer the classification answer for a given input, first match wins.
 _CLASSIFY_HINTS: list[tuple[str, str]] = [
@@ -88,6 +90,7 @@ class FakeOpenAI:
     error_ratio: float = 0.0
     hang: bool = False
     hang_s: float = 3600.0
+    trickle_interval_s: float = 0.1
     retry_after_s: float = 1.0
     seed: int | None = 0
     script: list[str] = field(default_factory=list)
@@ -329,6 +332,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):
                     self.connection.close()
                 return
+            if behaviour == "trickle":
+                self._trickle(body, started)
+                return
             if fake.latency_s:
                 fake._stop.wait(fake.latency_s)
             headers: dict[str, str] = {}
@@ -356,6 +362,21 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 RequestRecord(behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind)
             )
             self._send_json(code, data, headers)
+
+        def _trickle(self, body: dict[str, Any], started: float) -> None:
+            data = json.dumps(_response_body(body, "ok")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                for i in range(len(data)):
+                    if fake._stop.wait(fake.trickle_interval_s):
+                        break
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+            fake._record(RequestRecord("trickle", 200, time.monotonic() - started, str(body.get("model")), None, "draft"))
 
     return Handler
 

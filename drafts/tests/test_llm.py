@@ -74,6 +74,29 @@ def test_hanging_server_never_overruns_the_deadline(settings):
     assert 1.2 <= elapsed < 1.5 + 0.5  # never the 10 s per-call timeout; slack for a loaded machine
 
 
+def test_a_trickled_answer_is_cut_at_the_deadline(fake_openai):
+    """Headers at once, then one byte every 0.1 s: each socket read succeeds within its timeout,
+    so only a wall-clock bound on the whole attempt stops it."""
+    fake_openai.enqueue("trickle", "trickle", "trickle", "trickle")
+    started = time.monotonic()
+    with pytest.raises(llm.LLMError) as err:
+        _create(deadline_s=1.5, timeout_s=10.0)
+    elapsed = time.monotonic() - started
+    assert err.value.code == "timeout"
+    assert elapsed < 1.5 + 0.5, elapsed  # the whole answer would take ~40 s
+
+
+def test_the_chain_deadline_counts_from_the_tasks_start(settings):
+    settings.DRAFT_TASK_SOFT_TIME_LIMIT_S = 20
+    from drafts.services import task_chain_deadline
+
+    now = time.monotonic()
+    from_now = task_chain_deadline()
+    from_earlier = task_chain_deadline(started=now - 5)
+    assert 17.5 < from_now.remaining() <= 18.0
+    assert from_now.remaining() - from_earlier.remaining() == pytest.approx(5, abs=0.2)
+
+
 def test_connection_errors_are_retried_then_reported(settings):
     settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens
     with pytest.raises(llm.LLMError) as err:

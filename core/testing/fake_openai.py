@@ -376,7 +376,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                         break
                     self.wfile.write(data[i : i + 1])
                     self.wfile.flush()
-            fake._record(RequestRecord("trickle", 200, time.monotonic() - started, str(body.get("model")), None, "draft"))
+            elapsed = time.monotonic() - started
+            fake._record(RequestRecord("trickle", 200, elapsed, str(body.get("model")), None, "draft"))
 
     return Handler
 

@@ -31,7 +31,7 @@ from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
 from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
-from leads.services import lead_open_sql, lead_sentiment_set
+from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES
 from messaging.services import message_work_enqueue
@@ -51,7 +51,6 @@ OPEN_STATUSES = (DraftStatus.PENDING, DraftStatus.GENERATING)
 # ``draft_<failure_reason>``; a success resolves every open code of its prefix.
 CLASSIFY_ERROR_PREFIX = "classify_"
 DRAFT_ERROR_PREFIX = "draft_"
-_LOCK_NAMESPACE = 4_0004  # pg advisory lock namespace for "classify_and_draft(message)"
 
 
 # --- Deadlines ---------------------------------------------------------------
@@ -125,16 +124,8 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                 )
         except llm.LLMError as exc:
             calls.extend(exc.all_calls())
-            # A possible opt-out is not left untagged because the LLM failed.
-            tag = Sentiment.BLACKLIST if opt_out_suspected(text) else Sentiment.NEUTRAL
-            source = "fallback"
-            integration_error_record(
-                workspace=message.workspace_id,
-                source=IntegrationError.Source.OPENAI,
-                code=f"{CLASSIFY_ERROR_PREFIX}{exc.code}",
-                message=f"classification failed ({exc}); message tagged by fallback",
-                context={"message_id": message.pk},
-            )
+            tag, source = _fallback_tag(message, text), "fallback"
+            _classify_error_record(message, code=exc.code, detail=str(exc))
         # EmailBison's own interest flag wins unless the text said something specific.
         if message.provider_interested and tag == Sentiment.NEUTRAL:
             tag, source = Sentiment.INTERESTED, "provider"
@@ -144,6 +135,25 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
 
 # The issue's name for the classification step.
 classify_message = message_classify
+
+
+def _fallback_tag(message: Message, text: str) -> str:
+    """The tag of a message the LLM could not classify: ``Blacklist`` when its words may be an
+    opt-out (a missed opt-out is worse than a missed draft), ``Interested`` when the provider
+    flagged it, else ``Neutral``."""
+    if opt_out_suspected(text):
+        return Sentiment.BLACKLIST
+    return Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
+
+
+def _classify_error_record(message: Message, *, code: str, detail: str) -> None:
+    integration_error_record(
+        workspace=message.workspace_id,
+        source=IntegrationError.Source.OPENAI,
+        code=f"{CLASSIFY_ERROR_PREFIX}{code}",
+        message=f"classification failed ({detail}); message tagged by fallback",
+        context={"message_id": message.pk},
+    )
 
 
 def _openai_errors_may_be_open(message: Message) -> bool:
@@ -198,6 +208,15 @@ def _newer_inbound_exists(message: Message) -> bool:
         return bool(cursor.fetchone()[0])
 
 
+def _newer_inbound_cached(message: Message) -> bool:
+    """``_newer_inbound_exists``, answered once per run: classification's write already
+    learnt it (``_newer_inbound_seen``), else the database is asked and the answer kept."""
+    seen = getattr(message, "_newer_inbound_seen", None)
+    if seen is None:
+        seen = message._newer_inbound_seen = _newer_inbound_exists(message)
+    return seen
+
+
 def _sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
@@ -216,6 +235,11 @@ def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
 # --- Task entry point ----------------------------------------------------------
 
 
+def message_lock_id(message_id: int) -> int:
+    """The advisory lock key (one bigint, any message id) of "classify_and_draft(message)"."""
+    return advisory_lock_id(f"classify_and_draft:{message_id}")
+
+
 @contextlib.contextmanager
 def _message_lock(message_id: int) -> Iterator[bool]:
     """A session-level PostgreSQL advisory lock per message.
@@ -232,7 +256,7 @@ def _message_lock(message_id: int) -> Iterator[bool]:
         return
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, message_id])
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [message_lock_id(message_id)])
             acquired = bool(cursor.fetchone()[0])
     except BaseException:
         connection.close()  # interrupted after the lock may have been taken: drop it with the session
@@ -243,7 +267,7 @@ def _message_lock(message_id: int) -> Iterator[bool]:
         if acquired:
             try:
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, message_id])
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [message_lock_id(message_id)])
             except BaseException:
                 connection.close()
                 raise
@@ -337,8 +361,9 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         try:
             classification = message_classify(message=message, deadline=classify_deadline)
         except SoftTimeLimitExceeded:
-            fallback = Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
-            _classification_store(message=message, tag=fallback)
+            # Like any failed classification: the fallback tag, and the operator is told.
+            _classification_store(message=message, tag=_fallback_tag(message, reply_text(message.body)))
+            _classify_error_record(message, code="timeout", detail="the task's soft time limit was reached")
             raise
     # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
     # it with a conditional update (or read it back); otherwise read it now.
@@ -352,6 +377,8 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
     if draft is None:
         if not draftable:
             return None  # no draft for this tag, nor ever for a blacklisted lead
+        if _newer_inbound_cached(message):
+            return None  # the newer message's draft answers the lead (this one's transcript included)
         # Inserted straight in ``generating``: this run generates it now.
         draft, inserted = _draft_insert(message=message, status=DraftStatus.GENERATING)
         if draft.status not in OPEN_STATUSES:
@@ -535,9 +562,7 @@ def draft_generate(
             draft.refresh_from_db()
             return draft
         draft.status, draft.generation_started_at = DraftStatus.GENERATING, now
-    # Reuse the check classification just made in this run, else ask the database.
-    newer_seen = getattr(message, "_newer_inbound_seen", None)
-    if newer_seen if newer_seen is not None else _newer_inbound_exists(message):
+    if _newer_inbound_cached(message):
         return _draft_finish(
             draft=draft, status=DraftStatus.SUPERSEDED, failure_reason="stale", error="a newer inbound message arrived"
         )
@@ -674,7 +699,8 @@ def _draft_failed(
         content="",  # never store a truncated or partial reply
         model=last.model if last else "",
         max_output_tokens=last.max_output_tokens if last else None,
-        incomplete_reason=(last.incomplete_reason if last else "") or "",
+        # Why the model's answers were cut, even when a later call failed for another reason.
+        incomplete_reason=next((c.incomplete_reason for c in reversed(calls) if c.incomplete_reason), ""),
         usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=round(sum(c.latency_ms for c in calls)),

@@ -189,9 +189,13 @@ def advisory_xact_lock(key: str) -> None:
     """
     if connection.vendor != "postgresql":
         return
-    lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_lock_id(key)])
+
+
+def advisory_lock_id(key: str) -> int:
+    """A PostgreSQL advisory lock key (a signed bigint) for the string ``key``."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 # No savepoint of its own: it runs inside the webhook transaction, and the

@@ -92,6 +92,18 @@ def test_repeated_incomplete_fails_with_reason_and_no_content(workspace, fake_op
     assert "I'm interested" not in error.message  # no message bodies in error records
 
 
+def test_a_failure_after_incomplete_answers_keeps_the_incomplete_reason(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="I'm interested")
+    fake_openai.enqueue("ok", "incomplete", "incomplete", "400")  # the fallback call is refused
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "bad_request"
+    assert draft.incomplete_reason == "max_output_tokens" and draft.content == ""
+    assert [c["status"] for c in draft.usage["calls"]] == ["incomplete", "incomplete", ""]
+
+
 def test_empty_completed_output_counts_as_failed(workspace, fake_openai):
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="interested")
@@ -189,14 +201,16 @@ def test_redelivery_after_crash_finishes_the_draft_stuck_in_generating(workspace
     assert all("format" not in (r.get("text") or {}) for r in fake_openai.requests)  # not re-classified
 
 
-def test_newer_inbound_supersedes_the_older_draft(workspace, fake_openai):
+def test_an_older_message_gets_no_draft_when_a_newer_inbound_exists(workspace, fake_openai):
     lead = lead_create(workspace=workspace)
     old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))
     message_create(lead=lead, body="also, what does it cost?")
 
-    draft = message_classify_and_draft(message_id=old.pk)
+    assert message_classify_and_draft(message_id=old.pk) is None
 
-    assert draft.status == DraftStatus.SUPERSEDED and draft.failure_reason == "stale"
+    old.refresh_from_db()
+    assert old.sentiment == Sentiment.INTERESTED  # classified all the same
+    assert not Draft.objects.filter(message=old).exists()
     assert _draft_requests(fake_openai) == []  # no tokens spent on a stale reply
 
 
@@ -288,13 +302,21 @@ def test_newer_inbound_during_drafting_supersedes_at_the_final_write(workspace, 
     draft.refresh_from_db()
     assert draft.status == DraftStatus.SUPERSEDED and draft.content  # the reply is kept, not offered
 
+    # A re-delivered or repeated task adds nothing: the newer message is the one to answer.
+    monkeypatch.setattr(llm, "responses_create", real)
+    requests = len(fake_openai.requests)
+    assert message_classify_and_draft(message_id=message.pk) is None
+    classify_and_draft.apply(args=[message.pk])
+    assert Draft.objects.filter(message=message).count() == 1
+    assert len(fake_openai.requests) == requests
+
 
 def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace, fake_openai):
     lead = lead_create(workspace=workspace, sentiment=Sentiment.CALL_REQUESTED)
     old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))
     message_create(lead=lead, body="call me tomorrow")
 
-    assert message_classify_and_draft(message_id=old.pk).status == DraftStatus.SUPERSEDED
+    assert message_classify_and_draft(message_id=old.pk) is None
 
     old.refresh_from_db()
     lead.refresh_from_db()
@@ -335,3 +357,26 @@ def test_earlier_inbound_emails_enter_the_transcript_without_their_quoted_histor
 
     sent = " ".join(str(r.get("input")) for r in fake_openai.requests)
     assert "Maybe next month." in sent and "QUOTED-PITCH-TEXT" not in sent
+
+
+def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_operator(
+    workspace, fake_openai, monkeypatch
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from drafts import services
+
+    def soft_limit(**kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "classify_with_llm", soft_limit)
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="hmm, who is this?")
+
+    classify_and_draft.apply(args=[message.pk])
+
+    message.refresh_from_db()
+    assert message.sentiment == Sentiment.NEUTRAL and message.classified_at is not None
+    error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
+    assert error.code == "classify_timeout" and "who is this" not in error.message
+    assert not Draft.objects.filter(message=message).exists()

@@ -347,7 +347,7 @@ def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_ta
     from celery.exceptions import SoftTimeLimitExceeded
     from django.db import connection
 
-    from drafts.services import _LOCK_NAMESPACE
+    from drafts.services import message_lock_id
 
     message = message_create(lead=lead_create(workspace=workspace), body="STOP")
 
@@ -368,5 +368,16 @@ def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_ta
         port=settings_dict["PORT"] or None,
         autocommit=True,
     ) as other:
-        got = other.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, message.pk]).fetchone()[0]
+        got = other.execute("SELECT pg_try_advisory_lock(%s)", [message_lock_id(message.pk)]).fetchone()[0]
     assert got is True
+
+
+def test_message_ids_beyond_32_bits_are_locked_and_drafted(workspace, fake_openai):
+    """The lock key is one bigint: ids past 2**31 (a long-lived inbox) work as any other."""
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="interested")
+    Message.objects.filter(pk=message.pk).update(id=3_000_000_007)
+
+    draft = message_classify_and_draft(message_id=3_000_000_007)
+
+    assert draft.status == DraftStatus.READY and draft.message_id == 3_000_000_007

@@ -7,8 +7,27 @@ from typing import Any
 from core.redaction import redact_data, redact_text
 
 
-def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``before_send``: redact secrets everywhere and drop message bodies."""
+# Our own exceptions' texts are written by us (codes, field names, statuses, never a message
+# body); any other exception's text may quote data (a message, a lead's address): dropped.
+OWN_PACKAGES = ("core", "drafts", "messaging", "leads", "workspaces", "availability", "ghl", "emailbison", "config")
+DROPPED_VALUE = "[dropped: the exception's text may quote a message]"
+
+
+class ReportedError(RuntimeError):
+    """An error already sent to Sentry, re-raised with its type name only: the worker log and
+    Celery's failure report then carry no text of the original, and Sentry gets no duplicate."""
+
+
+def _own_module(module: Any) -> bool:
+    return isinstance(module, str) and module.split(".", 1)[0] in OWN_PACKAGES
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``before_send``: redact secrets everywhere, drop message bodies and foreign exceptions'
+    texts; drop ``ReportedError`` events (the original was sent)."""
+    exc_info = (hint or {}).get("exc_info")
+    if exc_info and isinstance(exc_info[1], ReportedError):
+        return None
     request = event.get("request")
     if isinstance(request, dict):
         request.pop("data", None)  # webhook bodies hold message text
@@ -20,7 +39,8 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
             request["query_string"] = _strip_query_secret(request["query_string"])
     for exception in (event.get("exception") or {}).get("values") or []:
         if isinstance(exception.get("value"), str):
-            exception["value"] = redact_text(exception["value"])
+            own = _own_module(exception.get("module"))
+            exception["value"] = redact_text(exception["value"]) if own else DROPPED_VALUE
         for frame in (exception.get("stacktrace") or {}).get("frames") or []:
             if "vars" in frame:
                 frame["vars"] = redact_data(frame["vars"], drop_bodies=True)

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
+from core.sentry import ReportedError
 from core.sql import ModelColumns, table, update_rows
 from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
@@ -327,12 +329,19 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
             _fail_open_quietly(message_id=message_id, reason="timeout", error="the task's soft time limit was reached")
             return None
         except Exception as exc:
-            # The type only: an exception's text may quote the message.
-            logger.error("classify_and_draft(%s) failed: %s", message_id, type(exc).__name__)
+            # Type and stack only: an exception's text may quote the message. Sentry gets the
+            # original (its text dropped by the scrubber); Celery sees a text-free ReportedError.
+            logger.error(
+                "classify_and_draft(%s) failed: %s\n%s",
+                message_id,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            sentry_sdk.capture_exception(exc)
             _fail_open_quietly(
                 message_id=message_id, reason="unexpected", error=f"unexpected error: {type(exc).__name__}"
             )
-            raise
+            raise ReportedError(f"classify_and_draft({message_id}) failed: {type(exc).__name__}") from None
 
 
 def _fail_open_quietly(*, message_id: int, reason: str, error: str) -> None:
@@ -585,8 +594,14 @@ def draft_generate(
     except SoftTimeLimitExceeded:
         return _draft_failed(**common, failure_reason="timeout", error="the task's soft time limit was reached")
     except Exception as exc:  # noqa: BLE001 - whatever happens, the draft must not stay `generating`
-        # The type only: an exception's text may quote the message or the reply.
-        logger.error("draft %s: generation failed unexpectedly (%s)", draft.pk, type(exc).__name__)
+        # Type and stack only: an exception's text may quote the message or the reply
+        # (Sentry's copy has its text dropped by the scrubber).
+        logger.error(
+            "draft %s: generation failed unexpectedly (%s)\n%s",
+            draft.pk,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         sentry_sdk.capture_exception(exc)
         return _draft_failed(**common, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}")
 

@@ -106,6 +106,26 @@ def test_sentry_scrubber_removes_secrets_and_bodies():
     assert event["request"]["headers"]["User-Agent"] == "GHL"
 
 
+def test_sentry_scrubber_drops_foreign_exception_texts_and_reported_errors():
+    from core.sentry import DROPPED_VALUE, ReportedError
+
+    event = {
+        "exception": {
+            "values": [
+                {"type": "KeyError", "module": None, "value": "'lead wrote: call me at 5'"},
+                {"type": "UniqueViolation", "module": "psycopg.errors", "value": "Key (email)=(dana@acme.io)"},
+                {"type": "LLMError", "module": "drafts.llm", "value": f"timeout: key {SK}"},
+            ]
+        }
+    }
+    values = scrub_event(event)["exception"]["values"]
+    assert [v["value"] for v in values[:2]] == [DROPPED_VALUE, DROPPED_VALUE]
+    assert values[2]["value"].startswith("timeout: key") and SK not in values[2]["value"]
+
+    reported = ReportedError("classify_and_draft(1) failed: KeyError")
+    assert scrub_event({"exception": {"values": []}}, {"exc_info": (ReportedError, reported, None)}) is None
+
+
 def test_sentry_is_initialised_only_when_dsn_is_set(tmp_path):
     import os
     import subprocess

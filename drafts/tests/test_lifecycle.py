@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
+from core.sentry import ReportedError
 from drafts.models import Draft, DraftStatus
 from drafts.selectors import drafts_stale_open
 from drafts.services import (
@@ -75,10 +76,16 @@ def test_unexpected_error_around_generation_fails_the_open_draft_and_reraises(wo
     lead = lead_create(workspace=workspace)
     message = _classified(lead)
     draft = _draft(message, DraftStatus.PENDING)
-    with mock.patch("drafts.services.draft_generate", side_effect=KeyError("x")):
+    with (
+        mock.patch("drafts.services.draft_generate", side_effect=KeyError("lead wrote: secret-body-words")),
+        mock.patch("drafts.services.sentry_sdk.capture_exception") as captured,
+    ):
         result = classify_and_draft.apply(args=[message.pk])
 
-    assert isinstance(result.result, KeyError)  # Sentry and the worker log see it
+    # Sentry gets the original (the scrubber drops its text); the task fails with a text-free error.
+    assert isinstance(captured.call_args.args[0], KeyError)
+    assert isinstance(result.result, ReportedError) and "KeyError" in str(result.result)
+    assert "secret-body-words" not in str(result.result) and "secret-body-words" not in result.traceback
     draft.refresh_from_db()
     assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
 

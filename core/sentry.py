@@ -6,7 +6,6 @@ from typing import Any
 
 from core.redaction import redact_data, redact_text
 
-
 # Our own exceptions' texts are written by us (codes, field names, statuses, never a message
 # body); any other exception's text may quote data (a message, a lead's address): dropped.
 OWN_PACKAGES = ("core", "drafts", "messaging", "leads", "workspaces", "availability", "ghl", "emailbison", "config")

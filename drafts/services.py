@@ -328,7 +328,7 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
         except SoftTimeLimitExceeded:
             _fail_open_quietly(message_id=message_id, reason="timeout", error="the task's soft time limit was reached")
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - ends the open draft, reported, re-raised text-free
             # Type and stack only: an exception's text may quote the message. Sentry gets the
             # original (its text dropped by the scrubber); Celery sees a text-free ReportedError.
             logger.error(

@@ -21,7 +21,7 @@ import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Subquery
+from django.db.models import Case, Subquery, Value, When
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
@@ -35,7 +35,7 @@ from drafts.selectors import drafts_stale_open
 from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES
+from messaging.selectors import SWEEP_MAX_ENQUEUES, newer_inbound_sql, sent_at_param
 from messaging.services import message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
@@ -80,7 +80,7 @@ def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
     cached = getattr(message, "_conversation_cache", None)
     if cached is not None and cached[0] == limit:
         return cached[1]
-    sent_at = _sent_at_param(message)
+    sent_at = sent_at_param(message)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
@@ -131,7 +131,8 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
         # EmailBison's own interest flag wins unless the text said something specific.
         if message.provider_interested and tag == Sentiment.NEUTRAL:
             tag, source = Sentiment.INTERESTED, "provider"
-    _classification_store(message=message, tag=tag)
+    # A blacklisted lead's message is not classified at all: no flag makes it warm.
+    _classification_store(message=message, tag=tag, provider_counts=source != "blacklisted_lead")
     return ClassifyResult(tag=str(tag), source=source, calls=calls)
 
 
@@ -167,7 +168,7 @@ def _openai_errors_may_be_open(message: Message) -> bool:
     return getattr(message, "openai_errors_open", True)
 
 
-def _classification_store(*, message: Message, tag: str) -> None:
+def _classification_store(*, message: Message, tag: str, provider_counts: bool = True) -> None:
     """Store the tag on the lead, then on the message: two single-statement writes.
 
     The lead's update is ``leads.services.lead_sentiment_set`` (``Blacklist`` is sticky), with
@@ -178,11 +179,16 @@ def _classification_store(*, message: Message, tag: str) -> None:
     so no transaction is needed.
     """
     lead = message.lead
-    newer_sql, newer_params = _newer_inbound_sql(message)
-    updated = lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
+    updated = lead_tag_from_message(message=message, lead=lead, tag=tag)
     now = timezone.now()
-    where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
-    update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
+    if tag == Sentiment.NEUTRAL and provider_counts:
+        stored = _message_store_neutral(message, now=now)
+        if stored != tag:  # the provider's interest flag landed meanwhile
+            tag = stored
+            updated = lead_tag_from_message(message=message, lead=lead, tag=tag)
+    else:
+        where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
+        update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
     if updated:
         if tag == Sentiment.BLACKLIST:
@@ -191,7 +197,7 @@ def _classification_store(*, message: Message, tag: str) -> None:
             message._newer_inbound_seen = False  # the update's own condition said so
     else:
         # Blacklisted already, or a newer inbound exists: read the lead's state and which one it was.
-        newer_sql, newer_params = _newer_inbound_sql(message)
+        newer_sql, newer_params = newer_inbound_sql(message)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
@@ -202,9 +208,38 @@ def _classification_store(*, message: Message, tag: str) -> None:
     message.lead = lead
 
 
+def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
+    """The lead takes ``message``'s tag unless a newer inbound message exists (its own task
+    sets the lead's tag); ``Blacklist`` always applies and is sticky."""
+    newer_sql, newer_params = newer_inbound_sql(message)
+    return lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
+
+
+def _message_store_neutral(message: Message, *, now: datetime) -> str:
+    """Store ``Neutral`` on the message, or ``Interested`` when the provider's interest flag is
+    set by the time the row is written; returns the tag stored.
+
+    The flag is read inside the UPDATE: a late ``LEAD_INTERESTED`` webhook either committed
+    before it (then this write sees the flag) or writes after it (then it sees a ``Neutral``
+    message and upgrades it itself, ``messaging.services.message_provider_interest_note``).
+    """
+    messages = Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id)
+    messages.update(
+        sentiment=Case(
+            When(provider_interested=True, then=Value(Sentiment.INTERESTED)), default=Value(Sentiment.NEUTRAL)
+        ),
+        classified_at=now,
+    )
+    stored = messages.values_list("sentiment", "provider_interested").first()
+    if stored is None:
+        return Sentiment.NEUTRAL
+    message.provider_interested = stored[1]
+    return stored[0]
+
+
 def _newer_inbound_exists(message: Message) -> bool:
     """Whether an inbound message of the lead is newer than ``message`` (then its draft is stale)."""
-    newer_sql, newer_params = _newer_inbound_sql(message)
+    newer_sql, newer_params = newer_inbound_sql(message)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {newer_sql}", newer_params)
         return bool(cursor.fetchone()[0])
@@ -217,21 +252,6 @@ def _newer_inbound_cached(message: Message) -> bool:
     if seen is None:
         seen = message._newer_inbound_seen = _newer_inbound_exists(message)
     return seen
-
-
-def _sent_at_param(message: Message) -> Any:
-    return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
-
-
-def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
-    """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
-    parameters): newer ``sent_at``, or the same and a higher id."""
-    sent_at = _sent_at_param(message)
-    sql = (
-        f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
-        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s)))"
-    )
-    return sql, [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
 
 
 # --- Task entry point ----------------------------------------------------------
@@ -731,7 +751,7 @@ def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Dra
     now = timezone.now()
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "finished_at": now, "updated_at": now}
     values.update(fields)
-    newer_sql, newer_params = _newer_inbound_sql(message)
+    newer_sql, newer_params = newer_inbound_sql(message)
     open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
     updated = update_rows(
         Draft,

@@ -5,10 +5,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
+from core.sql import table
 from messaging.models import Direction, Message, WebhookEvent
 from workspaces.models import Workspace
 
@@ -109,6 +112,24 @@ def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, 
         .order_by("created_at", "id")
         .values_list("id", flat=True)[:limit]
     )
+
+
+# --- Conversation order ------------------------------------------------------------------
+
+
+def sent_at_param(message: Message) -> Any:
+    return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
+
+
+def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
+    """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
+    parameters): newer ``sent_at``, or the same and a higher id."""
+    sent_at = sent_at_param(message)
+    sql = (
+        f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
+        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s)))"
+    )
+    return sql, [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
 
 
 def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:

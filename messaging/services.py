@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework import serializers as drf_serializers
 
-from leads.models import Lead
+from leads.models import Lead, Sentiment
 from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
 from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import messages_awaiting_work, webhook_event_original
@@ -122,7 +122,8 @@ def message_ingest(
                 message.save(force_insert=True)
         except IntegrityError:
             existing = Message.objects.get(workspace_id=workspace_id, **provider_key)
-            _message_note_interest(message=existing, interested=parsed.provider_interested)
+            if parsed.provider_interested and existing.provider_interested is not True:
+                existing = message_provider_interest_note(message=existing, lead=lead)
             return existing, False
     else:
         advisory_xact_lock(f"message:{lead.pk}:{parsed.direction}:{body_hash}")
@@ -145,11 +146,40 @@ def message_ingest(
     return message, True
 
 
-def _message_note_interest(*, message: Message, interested: bool | None) -> None:
-    """A later ``LEAD_INTERESTED`` for a known reply records the provider's flag."""
-    if interested and message.provider_interested is not True:
-        Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(provider_interested=True)
-        message.provider_interested = True
+def message_provider_interest_note(*, message: Message, lead: Lead) -> Message:
+    """The provider flagged a known reply as interested (EmailBison's ``LEAD_INTERESTED``,
+    which may come minutes after the reply). Inside the caller's transaction.
+
+    An inbound message of a lead not blacklisted that the LLM (or its fallback) found
+    ``Neutral`` becomes ``Interested``, for the lead too, and its work is enqueued again
+    (after commit) so it gets its draft; the sweeper covers a lost enqueue. A message not
+    classified yet only gets the flag: its task reads it (also when it is classifying right
+    now: ``Neutral`` is stored through the flag, see ``drafts.services._message_store_neutral``).
+    Any other tag stays: the text said something specific.
+    """
+    from drafts.services import lead_tag_from_message
+
+    message = Message.objects.select_for_update().get(pk=message.pk, workspace_id=message.workspace_id)
+    changes: dict[str, Any] = {"provider_interested": True}
+    upgrade = (
+        message.direction == Direction.INBOUND
+        and message.classified_at is not None
+        and message.sentiment == Sentiment.NEUTRAL
+        and not lead.is_blacklisted
+    )
+    if upgrade:
+        # A new job: the sweeper's retry count starts again.
+        changes.update(sentiment=Sentiment.INTERESTED, work_enqueued_at=None, work_enqueue_count=0)
+    Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(**changes)
+    for key, value in changes.items():
+        setattr(message, key, value)
+    if upgrade:
+        lead_tag_from_message(message=message, lead=lead, tag=Sentiment.INTERESTED)
+        transaction.on_commit(
+            partial(message_work_enqueue, message_id=message.pk, workspace_id=message.workspace_id, force=True),
+            robust=True,
+        )
+    return message
 
 
 # --- Enqueueing classify+draft work --------------------------------------------------------

@@ -380,3 +380,45 @@ def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_op
     error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
     assert error.code == "classify_timeout" and "who is this" not in error.message
     assert not Draft.objects.filter(message=message).exists()
+
+
+def test_provider_interest_landing_while_classifying_makes_the_neutral_reply_interested(
+    workspace, fake_openai, monkeypatch
+):
+    from drafts import classification, services
+    from messaging.models import Message
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="hmm, who is this?", channel=Channel.EMAIL)
+    real = classification.classify_with_llm
+
+    def interest_meanwhile(**kwargs):
+        outcome = real(**kwargs)  # the fake answers Neutral for this text
+        Message.objects.filter(pk=message.pk).update(provider_interested=True)  # LEAD_INTERESTED commits
+        return outcome
+
+    monkeypatch.setattr(services, "classify_with_llm", interest_meanwhile)
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    message.refresh_from_db()
+    lead.refresh_from_db()
+    assert message.sentiment == Sentiment.INTERESTED and lead.sentiment == Sentiment.INTERESTED
+    assert draft is not None and draft.status == DraftStatus.READY
+
+
+def test_provider_interest_after_a_neutral_classification_gets_the_reply_its_draft(workspace, fake_openai):
+    from django.db import transaction
+
+    from messaging.models import Message
+    from messaging.services import message_provider_interest_note
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="hmm, who is this?", channel=Channel.EMAIL)
+    assert message_classify_and_draft(message_id=message.pk) is None  # Neutral: no draft
+
+    with transaction.atomic():
+        message_provider_interest_note(message=Message.objects.get(pk=message.pk), lead=lead)
+    draft = message_classify_and_draft(message_id=message.pk)  # the re-enqueued work
+
+    assert draft.status == DraftStatus.READY
+    assert len([r for r in fake_openai.requests if "format" in (r.get("text") or {})]) == 1  # not re-classified

@@ -53,6 +53,61 @@ def test_replied_then_interested_is_one_message_flagged_interested(client, works
     assert Message.objects.get().provider_interested is True
 
 
+def _replied_then_classified(client, workspace, capture, *, sentiment, lead_status=LeadStatus.OPEN):
+    from django.utils import timezone
+
+    replied = emailbison("LEAD_REPLIED")
+    with capture(execute=True):
+        post(client, "emailbison", replied)
+    message = Message.objects.get()
+    # What the task left behind: the message classified, the lead tagged.
+    Message.objects.update(sentiment=sentiment or "", classified_at=timezone.now() if sentiment else None)
+    Lead.objects.update(sentiment=sentiment or Sentiment.NEW, status=lead_status)
+    return replied, message
+
+
+def _interested(replied):
+    return {"event": {**replied["event"], "type": "LEAD_INTERESTED"}, "data": replied["data"]}
+
+
+def test_interested_after_a_neutral_classification_makes_it_interested_and_drafts_it(
+    client, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    replied, message = _replied_then_classified(
+        client, workspace, django_capture_on_commit_callbacks, sentiment=Sentiment.NEUTRAL
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, "emailbison", _interested(replied)).json()["status"] == "duplicate"
+
+    message.refresh_from_db()
+    assert message.provider_interested is True and message.sentiment == Sentiment.INTERESTED
+    assert message.lead.sentiment == Sentiment.INTERESTED
+    assert enqueued.calls == [message.pk, message.pk]  # the work again: now it gets a draft
+    assert message.work_enqueue_count == 1 and message.work_enqueued_at is not None
+
+
+@pytest.mark.parametrize(
+    ("sentiment", "lead_status"),
+    [
+        (Sentiment.NOT_INTERESTED, LeadStatus.OPEN),  # the text said something specific
+        (None, LeadStatus.OPEN),  # not classified yet: its task reads the flag
+        (Sentiment.NEUTRAL, LeadStatus.BLACKLISTED),  # an opted-out lead stays so
+    ],
+)
+def test_interested_after_the_reply_only_flags_other_messages(
+    client, workspace, enqueued, django_capture_on_commit_callbacks, sentiment, lead_status
+):
+    replied, message = _replied_then_classified(
+        client, workspace, django_capture_on_commit_callbacks, sentiment=sentiment, lead_status=lead_status
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "emailbison", _interested(replied))
+
+    message.refresh_from_db()
+    assert message.provider_interested is True and message.sentiment == (sentiment or "")
+    assert enqueued.calls == [message.pk]
+
+
 def test_retried_delivery_is_duplicate(client, workspace, enqueued, django_capture_on_commit_callbacks):
     payload = emailbison()
     with django_capture_on_commit_callbacks(execute=True):

@@ -179,3 +179,12 @@ def test_long_strings_from_the_answer_are_bounded_to_their_columns():
     data = {"status": "s" * 500, "model": "m" * 500, "incomplete_details": {"reason": "r" * 500}}
     llm._fill_from_json(call, data)
     assert (len(call.status), len(call.model), len(call.incomplete_reason)) == (32, 100, 64)
+
+
+@pytest.mark.parametrize(("soft", "hard", "ok"), [(90, 120, True), (120, 120, False), (130, 120, False), (0, 5, False)])
+def test_system_check_wants_the_soft_limit_below_the_hard_one(settings, soft, hard, ok):
+    from django.core import checks
+
+    settings.DRAFT_TASK_SOFT_TIME_LIMIT_S, settings.DRAFT_TASK_TIME_LIMIT_S = soft, hard
+    errors = [e for e in checks.run_checks() if e.id == "drafts.E001"]
+    assert (errors == []) is ok

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
 from core.sql import table
+from leads.models import Sentiment
 from messaging.models import Direction, Message, WebhookEvent
 from workspaces.models import Workspace
 
@@ -121,15 +122,23 @@ def sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
 
+# Machine replies that say nothing about the conversation: a newer one does not make an older
+# message's draft stale (an auto-responder must not cost a warm lead its reply).
+NOT_NEWER_SENTIMENTS = (Sentiment.OUT_OF_OFFICE, Sentiment.AUTOMATED_REPLY)
+
+
 def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
     """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
-    parameters): newer ``sent_at``, or the same and a higher id."""
+    parameters): newer ``sent_at``, or the same and a higher id; one classified out-of-office or
+    automated reply does not count (one not classified yet does)."""
     sent_at = sent_at_param(message)
     sql = (
         f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
-        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s)))"
+        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s))"
+        " AND nm.sentiment NOT IN (%s, %s))"
     )
-    return sql, [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
+    params = [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
+    return sql, [*params, *NOT_NEWER_SENTIMENTS]
 
 
 def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:

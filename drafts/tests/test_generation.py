@@ -319,6 +319,21 @@ def test_newer_inbound_during_drafting_supersedes_at_the_final_write(workspace, 
     assert len(fake_openai.requests) == requests
 
 
+def test_a_newer_auto_reply_does_not_make_the_warm_message_stale(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    warm = message_create(
+        lead=lead, body="Interested, call me", channel=Channel.EMAIL, sent_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    auto = message_create(lead=lead, body="I am out of the office until Monday.", channel=Channel.EMAIL)
+    assert message_classify_and_draft(message_id=auto.pk) is None  # Out of Office: no draft
+
+    draft = message_classify_and_draft(message_id=warm.pk)
+
+    assert draft.status == DraftStatus.READY
+    lead.refresh_from_db()
+    assert lead.sentiment == Sentiment.CALL_REQUESTED  # the warm tag, not the auto-reply's
+
+
 def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace, fake_openai):
     lead = lead_create(workspace=workspace, sentiment=Sentiment.CALL_REQUESTED)
     old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))

@@ -57,7 +57,7 @@ _OPT_OUT_PHRASES = re.compile(
     _I,
 )
 _BOUNCE = re.compile(
-    r"\bdelivery status notification\b|\bundeliverable\b|\bmail delivery (?:failed|failure|subsystem)\b"
+    r"\bdelivery status notification \(fail(?:ure|ed)\)|\bundeliverable\b|\bmail delivery (?:failed|failure)\b"
     r"|\bmailer-daemon\b|\baddress not found\b|\bmessage (?:was )?not delivered\b"
     r"|\bdelivery has failed\b|\brecipient address rejected\b|\bmailbox (?:unavailable|not found|full)\b",
     _I,
@@ -82,14 +82,20 @@ _NOT_INTERESTED = re.compile(
 _WARM_CUE = re.compile(
     r"\?|\b(?:yes|yeah|yep|sure|ok(?:ay)?|sounds good|let'?s|but|however|although|though|unless|maybe"
     r"|call me|give me a call|talk|chat|meet|meeting|book|schedule|demo|quote|price|pricing|cost|how much"
-    r"|tell me more|send (?:me|over|it)|works|available|free (?:on|at|this|next)|tomorrow|next week)\b"
+    r"|tell me more|send (?:me|over|it)|works|available|free (?:on|at|this|next)|tomorrow"
+    # Deferred interest is Follow Up (it gets a draft), not Not Interested.
+    r"|follow(?:ing)?[ -]up|reach(?:ing)? out|circle back|check back|touch base|later|right now|at the moment"
+    r"|at this (?:time|point)|(?:this|next) (?:week|month|quarter|year|spring|summer|fall|autumn|winter)"
+    r"|in (?:Q[1-4]|a (?:few )?(?:weeks?|months?))|january|february|march|april|june|july|august"
+    r"|september|october|november|december)\b"
     r"|(?<!not )(?<!no longer )\binterested\b",
     _I,
 )
 # Subjects mail servers set (never a person's "Re: ..."): read only at the start.
+# Failures only: "Delivery Status Notification (Delay)" / "(Relay)" / "(Success)" are not bounces.
 _SUBJECT_BOUNCE = re.compile(
-    r"\A\W*(?:undeliverable|undelivered mail|delivery status notification|mail delivery (?:failed|failure|subsystem)"
-    r"|returned mail|failure notice|delivery failure)\b",
+    r"\A\W*(?:undeliverable|undelivered mail|delivery status notification \(fail(?:ure|ed)\)"
+    r"|mail delivery (?:failed|failure)|returned mail|failure notice|delivery failure)",
     _I,
 )
 _SUBJECT_OUT_OF_OFFICE = re.compile(r"\A\W*(?:out of (?:the )?office|OOO)\b", _I)

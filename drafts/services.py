@@ -126,13 +126,20 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                 )
         except llm.LLMError as exc:
             calls.extend(exc.all_calls())
-            tag, source = _fallback_tag(message, text), "fallback"
+            if opt_out_suspected(text):
+                # Neither a Blacklist (final) nor a warm tag on a guess: the sweeper retries it.
+                _classify_error_record(message, code=exc.code, detail=f"{exc}; {DEFERRED_DETAIL}")
+                return ClassifyResult(tag="", source="deferred", calls=calls)
+            tag, source = _fallback_tag(message), "fallback"
             _classify_error_record(message, code=exc.code, detail=str(exc))
         # EmailBison's own interest flag wins unless the text said something specific.
         if message.provider_interested and tag == Sentiment.NEUTRAL:
             tag, source = Sentiment.INTERESTED, "provider"
+    message._tag_to_store = tag  # stored even if the soft limit interrupts the writes below
     # A blacklisted lead's message is not classified at all: no flag makes it warm.
-    _classification_store(message=message, tag=tag, provider_counts=source != "blacklisted_lead")
+    stored = _classification_store(message=message, tag=tag, provider_counts=source != "blacklisted_lead")
+    if stored != tag:
+        tag, source = stored, "provider"
     return ClassifyResult(tag=str(tag), source=source, calls=calls)
 
 
@@ -140,12 +147,12 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
 classify_message = message_classify
 
 
-def _fallback_tag(message: Message, text: str) -> str:
-    """The tag of a message the LLM could not classify: ``Blacklist`` when its words may be an
-    opt-out (a missed opt-out is worse than a missed draft), ``Interested`` when the provider
-    flagged it, else ``Neutral``."""
-    if opt_out_suspected(text):
-        return Sentiment.BLACKLIST
+DEFERRED_DETAIL = "it may be an opt-out: left unclassified, retried by the sweeper"
+
+
+def _fallback_tag(message: Message) -> str:
+    """The tag of a message the LLM could not classify (and that has no opt-out words):
+    ``Interested`` when the provider flagged it, else ``Neutral``."""
     return Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
 
 
@@ -168,7 +175,7 @@ def _openai_errors_may_be_open(message: Message) -> bool:
     return getattr(message, "openai_errors_open", True)
 
 
-def _classification_store(*, message: Message, tag: str, provider_counts: bool = True) -> None:
+def _classification_store(*, message: Message, tag: str, provider_counts: bool = True) -> str:
     """Store the tag on the lead, then on the message: two single-statement writes.
 
     The lead's update is ``leads.services.lead_sentiment_set`` (``Blacklist`` is sticky), with
@@ -206,6 +213,7 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
             lead.status, lead.sentiment, newer = cursor.fetchone()
         message._newer_inbound_seen = bool(newer)
     message.lead = lead
+    return tag
 
 
 def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
@@ -390,9 +398,16 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         try:
             classification = message_classify(message=message, deadline=classify_deadline)
         except SoftTimeLimitExceeded:
-            # Like any failed classification: the fallback tag, and the operator is told.
-            _classification_store(message=message, tag=_fallback_tag(message, reply_text(message.body)))
-            _classify_error_record(message, code="timeout", detail="the task's soft time limit was reached")
+            # The LLM's tag if it had answered; else like any failed classification (the fallback
+            # tag, or unclassified for a retry when it may be an opt-out), and the operator is told.
+            tag = getattr(message, "_tag_to_store", None)
+            if tag is None:
+                deferred = opt_out_suspected(reply_text(message.body))
+                detail = "the task's soft time limit was reached" + (f"; {DEFERRED_DETAIL}" if deferred else "")
+                _classify_error_record(message, code="timeout", detail=detail)
+                tag = None if deferred else _fallback_tag(message)
+            if tag is not None:
+                _classification_store(message=message, tag=tag)
             raise
     # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
     # it with a conditional update (or read it back); otherwise read it now.

@@ -160,6 +160,13 @@ def test_fast_paths_leave_a_reply_with_no_new_text_to_the_llm():
         ("Interested! Please remove me from the other list though", ""),
         ("Not interested in solar but call me about the roof", ""),
         ("We're all set for this year, maybe next spring?", ""),
+        # Deferred interest: Follow Up for the LLM, not Not Interested.
+        ("Not interested right now, follow up in Q3.", ""),
+        ("Not looking to switch this year, reach out in January.", ""),
+        ("Not a good fit for us at the moment - circle back next year.", ""),
+        # Mail server notices that are not failures.
+        ("Delivery incomplete: still trying.", "Delivery Status Notification (Delay)"),
+        ("Your message was relayed.", "Delivery Status Notification (Relay)"),
     ],
 )
 def test_fast_paths_leave_warm_replies_with_cold_words_to_the_llm(body, subject):
@@ -173,6 +180,8 @@ def test_fast_paths_leave_warm_replies_with_cold_words_to_the_llm(body, subject)
         ("We received your message.", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
         ("I am out of the office until the 12th.", "Automatic reply: Roofing", Sentiment.OUT_OF_OFFICE),
         ("The following address failed: x@y.z", "Undeliverable: Roofing", Sentiment.BLACKLIST),
+        ("Address not found", "Delivery Status Notification (Failure)", Sentiment.BLACKLIST),
+        ("This is the mail system at host mx.example.com.", "Mail delivery failed: returning", Sentiment.BLACKLIST),
         ("Please take me off your list.", "Re: Roofing", Sentiment.BLACKLIST),
         ("I'm currently away until Dec 3 with no access to email.", "", Sentiment.OUT_OF_OFFICE),
     ],
@@ -225,16 +234,29 @@ def test_fast_paths_read_a_reply_written_below_the_quote():
 
 
 @pytest.mark.django_db
-def test_llm_failure_on_a_possible_opt_out_tags_blacklist(workspace, fake_openai):
+def test_llm_failure_on_a_possible_opt_out_leaves_it_unclassified_for_a_retry(workspace, fake_openai):
     fake_openai.enqueue("500", "500", "500", "500")
     lead = lead_create(workspace=workspace)
-    message = message_create(lead=lead, body="Interested! Please remove me from the other list though")
+    message = message_create(
+        lead=lead, body="Interested! Please remove me from the other list though", provider_interested=True
+    )
 
     result = message_classify(message=message, deadline=llm.Deadline(5))
 
-    assert result.tag == Sentiment.BLACKLIST and result.source == "fallback"
+    # Neither a final Blacklist nor a warm tag on a guess: the sweeper enqueues it again.
+    assert result.tag == "" and result.source == "deferred"
+    message.refresh_from_db()
     lead.refresh_from_db()
-    assert lead.is_blacklisted
+    assert message.classified_at is None and message.sentiment == ""
+    assert not lead.is_blacklisted and lead.sentiment == Sentiment.NEW
+    error = IntegrationError.objects.get(workspace=workspace, source="openai", resolved_at__isnull=True)
+    assert error.code == "classify_server_error" and "opt-out" in error.message
+    assert "remove me" not in error.message
+
+    again = message_classify(message=message, deadline=llm.Deadline(5))  # the retry, the LLM back
+    assert again.source == "llm"
+    message.refresh_from_db()
+    assert message.classified_at is not None
 
 
 @pytest.mark.django_db

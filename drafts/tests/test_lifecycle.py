@@ -388,3 +388,26 @@ def test_message_ids_beyond_32_bits_are_locked_and_drafted(workspace, fake_opena
     draft = message_classify_and_draft(message_id=3_000_000_007)
 
     assert draft.status == DraftStatus.READY and draft.message_id == 3_000_000_007
+
+
+def test_soft_limit_while_storing_an_llm_tag_keeps_the_llm_tag(workspace, fake_openai):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from drafts import services
+
+    message = message_create(lead=lead_create(workspace=workspace), body="Can we meet on Tuesday?")
+    real, calls = services.lead_tag_from_message, []
+
+    def interrupted_once(**kwargs):
+        calls.append(kwargs["tag"])
+        if len(calls) == 1:
+            raise SoftTimeLimitExceeded()
+        return real(**kwargs)
+
+    with mock.patch("drafts.services.lead_tag_from_message", side_effect=interrupted_once):
+        assert message_classify_and_draft(message_id=message.pk) is None
+
+    message.refresh_from_db()
+    assert calls == [Sentiment.MEETING_REQUESTED] * 2  # the LLM's answer, stored again, not a fallback
+    assert message.sentiment == Sentiment.MEETING_REQUESTED
+    assert not IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).exists()

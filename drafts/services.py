@@ -32,7 +32,14 @@ from drafts.classification import classify_fast, classify_with_llm, opt_out_susp
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
-from leads.models import DRAFTABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
+from leads.models import (
+    DRAFTABLE_SENTIMENTS,
+    MACHINE_REPLACEABLE_SENTIMENTS,
+    MACHINE_REPLY_SENTIMENTS,
+    Lead,
+    LeadStatus,
+    Sentiment,
+)
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES, newer_inbound_sql, sent_at_param
@@ -197,6 +204,8 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
         where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
         update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
+    if tag in MACHINE_REPLY_SENTIMENTS:
+        drafts_revive_stale(message=message)
     if updated:
         if tag == Sentiment.BLACKLIST:
             drafts_skip_for_blacklisted_lead(lead_id=message.lead_id, workspace_id=message.workspace_id)
@@ -218,9 +227,55 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
 
 def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
     """The lead takes ``message``'s tag unless a newer inbound message exists (its own task
-    sets the lead's tag); ``Blacklist`` always applies and is sticky."""
+    sets the lead's tag); ``Blacklist`` always applies and is sticky. A machine reply
+    (out-of-office, automated) replaces only a tag no person's message gave (New, Neutral,
+    another machine reply): a warm lead stays warm while their auto-responder answers."""
     newer_sql, newer_params = newer_inbound_sql(message)
+    if tag in MACHINE_REPLY_SENTIMENTS:
+        marks = ", ".join(["%s"] * len(MACHINE_REPLACEABLE_SENTIMENTS))
+        newer_sql = f"({newer_sql} OR sentiment NOT IN ({marks}))"
+        newer_params = [*newer_params, *MACHINE_REPLACEABLE_SENTIMENTS]
     return lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
+
+
+def drafts_revive_stale(*, message: Message) -> int:
+    """``message`` (of the lead) turned out to be a machine reply: a draft it made stale while it
+    was not classified yet is ``ready`` again. Only the latest superseded-as-stale draft with
+    content, of a message with no newer inbound but machine replies, with no live draft, for a
+    lead not blacklisted. One UPDATE, on the machine-reply path only."""
+    d, m, nm = table(Draft), table(Message), table(Message)
+    machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
+    open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
+    now = timezone.now()
+    sql = (
+        f"UPDATE {d} SET status = %s, failure_reason = '', error = '', updated_at = %s"  # noqa: S608
+        f" WHERE workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"
+        f" AND id = (SELECT MAX(d2.id) FROM {d} d2 WHERE d2.message_id = {d}.message_id AND d2.status = %s"
+        "   AND d2.failure_reason = %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {d} live WHERE live.message_id = {d}.message_id AND live.status <> %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {m} w JOIN {nm} n ON n.workspace_id = w.workspace_id"
+        "   AND n.lead_id = w.lead_id AND n.direction = %s"
+        "   AND (n.sent_at > w.sent_at OR (n.sent_at = w.sent_at AND n.id > w.id))"
+        f"   WHERE w.id = {d}.message_id AND n.sentiment NOT IN ({machine}))"
+        f" AND {open_sql}"
+    )
+    params = [
+        DraftStatus.READY,
+        Draft._meta.get_field("updated_at").get_db_prep_save(now, connection),
+        message.workspace_id,
+        message.lead_id,
+        DraftStatus.SUPERSEDED,
+        "stale",
+        DraftStatus.SUPERSEDED,
+        "stale",
+        DraftStatus.SUPERSEDED,
+        Direction.INBOUND,
+        *MACHINE_REPLY_SENTIMENTS,
+        *open_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def _message_store_neutral(message: Message, *, now: datetime) -> str:

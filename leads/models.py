@@ -33,6 +33,11 @@ POSITIVE_SENTIMENTS = frozenset(
 )
 # Tags that get an AI reply draft.
 DRAFTABLE_SENTIMENTS = POSITIVE_SENTIMENTS | {Sentiment.FOLLOW_UP}
+# Replies an auto-responder writes: they say nothing about the conversation, so a newer one does
+# not make an older message's draft stale nor replace a tag a person's message gave the lead.
+MACHINE_REPLY_SENTIMENTS = (Sentiment.OUT_OF_OFFICE, Sentiment.AUTOMATED_REPLY)
+# The lead tags a machine reply may replace (nothing a person said).
+MACHINE_REPLACEABLE_SENTIMENTS = (Sentiment.NEW, Sentiment.NEUTRAL, *MACHINE_REPLY_SENTIMENTS)
 
 
 class LeadStatus(models.TextChoices):

@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
 from core.sql import table
-from leads.models import Sentiment
+from leads.models import MACHINE_REPLY_SENTIMENTS
 from messaging.models import Direction, Message, WebhookEvent
 from workspaces.models import Workspace
 
@@ -89,7 +89,9 @@ def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, 
 
     No draft, and either not classified yet, or classified with a tag that gets a draft
     (the run died between classification and the draft's insert) for a lead that is not
-    blacklisted; and either never enqueued (and older than ``grace_s``, so the webhook's
+    blacklisted and with no newer inbound message (which answers the lead instead; a newer
+    machine reply does not count, so such a message is picked up once that reply is
+    classified out-of-office or automated); and either never enqueued (and older than ``grace_s``, so the webhook's
     own on-commit enqueue is not raced) or enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
     """
     from drafts.models import Draft
@@ -97,8 +99,14 @@ def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, 
 
     never = Q(work_enqueued_at__isnull=True, created_at__lte=now - timedelta(seconds=grace_s))
     stale = Q(work_enqueued_at__lte=now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S))
+    # The same rule as ``newer_inbound_sql``: a newer message's draft answers the lead.
+    newer = (
+        Message.objects.filter(workspace_id=workspace_id, lead_id=OuterRef("lead_id"), direction=Direction.INBOUND)
+        .filter(Q(sent_at__gt=OuterRef("sent_at")) | Q(sent_at=OuterRef("sent_at"), id__gt=OuterRef("id")))
+        .exclude(sentiment__in=MACHINE_REPLY_SENTIMENTS)
+    )
     unfinished = Q(classified_at__isnull=True) | (
-        Q(sentiment__in=DRAFTABLE_SENTIMENTS) & ~Q(lead__status=LeadStatus.BLACKLISTED)
+        Q(sentiment__in=DRAFTABLE_SENTIMENTS) & ~Q(lead__status=LeadStatus.BLACKLISTED) & ~Exists(newer)
     )
     return list(
         Message.objects.filter(
@@ -122,11 +130,6 @@ def sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
 
-# Machine replies that say nothing about the conversation: a newer one does not make an older
-# message's draft stale (an auto-responder must not cost a warm lead its reply).
-NOT_NEWER_SENTIMENTS = (Sentiment.OUT_OF_OFFICE, Sentiment.AUTOMATED_REPLY)
-
-
 def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
     """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
     parameters): newer ``sent_at``, or the same and a higher id; one classified out-of-office or
@@ -138,7 +141,7 @@ def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
         " AND nm.sentiment NOT IN (%s, %s))"
     )
     params = [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
-    return sql, [*params, *NOT_NEWER_SENTIMENTS]
+    return sql, [*params, *MACHINE_REPLY_SENTIMENTS]
 
 
 def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:

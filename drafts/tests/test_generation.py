@@ -334,6 +334,49 @@ def test_a_newer_auto_reply_does_not_make_the_warm_message_stale(workspace, fake
     assert lead.sentiment == Sentiment.CALL_REQUESTED  # the warm tag, not the auto-reply's
 
 
+def test_a_later_auto_reply_does_not_replace_the_warm_leads_tag(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    warm = message_create(
+        lead=lead, body="Interested, call me", channel=Channel.EMAIL, sent_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    assert message_classify_and_draft(message_id=warm.pk).status == DraftStatus.READY
+    auto = message_create(lead=lead, body="I am out of the office until Monday.", channel=Channel.EMAIL)
+    assert message_classify_and_draft(message_id=auto.pk) is None
+
+    lead.refresh_from_db()
+    auto.refresh_from_db()
+    assert auto.sentiment == Sentiment.OUT_OF_OFFICE and lead.sentiment == Sentiment.CALL_REQUESTED
+    assert Draft.objects.get(message=warm).status == DraftStatus.READY
+
+    cold = lead_create(workspace=workspace)  # a lead no person's message tagged yet takes it
+    message_classify_and_draft(message_id=message_create(lead=cold, body="Automatic reply: away").pk)
+    cold.refresh_from_db()
+    assert cold.sentiment == Sentiment.AUTOMATED_REPLY
+
+
+def test_a_draft_made_stale_by_what_turns_out_an_auto_reply_is_ready_again(workspace, fake_openai, monkeypatch):
+    from drafts import llm
+
+    lead = lead_create(workspace=workspace)
+    warm = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=1))
+    real, arrived = llm.responses_create, []
+
+    def auto_reply_arrives_while_drafting(**kwargs):
+        call = real(**kwargs)
+        if not kwargs.get("text_format") and not arrived:
+            arrived.append(message_create(lead=lead, body="This is an automated response.", channel=Channel.EMAIL))
+        return call
+
+    monkeypatch.setattr(llm, "responses_create", auto_reply_arrives_while_drafting)
+    draft = message_classify_and_draft(message_id=warm.pk)
+    assert draft.status == DraftStatus.SUPERSEDED  # the newer message was not classified yet
+
+    assert message_classify_and_draft(message_id=arrived[0].pk) is None  # Automated Reply
+
+    draft.refresh_from_db()
+    assert draft.status == DraftStatus.READY and draft.content and draft.failure_reason == ""
+
+
 def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace, fake_openai):
     lead = lead_create(workspace=workspace, sentiment=Sentiment.CALL_REQUESTED)
     old = message_create(lead=lead, body="interested", sent_at=timezone.now() - dt.timedelta(minutes=5))

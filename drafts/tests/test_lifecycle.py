@@ -349,6 +349,21 @@ def test_sweeper_picks_a_classified_warm_message_whose_draft_was_never_inserted(
     assert {cold.pk, gone.pk, done.pk}.isdisjoint(found)
 
 
+def test_sweeper_leaves_a_warm_message_a_newer_inbound_answers_until_that_is_a_machine_reply(workspace, settings):
+    later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
+    lead = lead_create(workspace=workspace)
+    warm = _classified(lead, channel=Channel.SMS)
+    Message.objects.filter(pk=warm.pk).update(sent_at=timezone.now() - dt.timedelta(minutes=1))
+    newer = message_create(lead=lead, body="and the price?")
+    Message.objects.update(work_enqueued_at=timezone.now(), work_enqueue_count=1)
+
+    found = messages_awaiting_work(workspace_id=workspace.pk, now=later, grace_s=15)
+    assert warm.pk not in found and newer.pk in found  # the newer one is unclassified: its own work
+
+    Message.objects.filter(pk=newer.pk).update(sentiment=Sentiment.OUT_OF_OFFICE, classified_at=timezone.now())
+    assert messages_awaiting_work(workspace_id=workspace.pk, now=later, grace_s=15) == [warm.pk]
+
+
 def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_task(workspace, fake_openai):
     import psycopg
     from celery.exceptions import SoftTimeLimitExceeded

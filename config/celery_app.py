@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -27,3 +27,19 @@ def _close_old_connections(task=None, **kwargs) -> None:
 
 task_prerun.connect(_close_old_connections, weak=False, dispatch_uid="config.close_old_connections.pre")
 task_postrun.connect(_close_old_connections, weak=False, dispatch_uid="config.close_old_connections.post")
+
+
+def _check_worker_settings(**kwargs) -> None:
+    """Workers do not run Django's system checks: the ones about the worker's own settings
+    (draft time limits) run at its start, and a worker with impossible limits exits at once."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from drafts.checks import check_draft_time_limits
+
+    errors = check_draft_time_limits()
+    if errors:
+        # SystemExit: Celery logs and swallows ordinary exceptions raised by signal handlers.
+        raise SystemExit(str(ImproperlyConfigured("; ".join(f"{e.id}: {e.msg}" for e in errors))))
+
+
+worker_init.connect(_check_worker_settings, weak=False, dispatch_uid="config.check_worker_settings")

@@ -181,14 +181,21 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
 
 
 def _deadline_http_client() -> httpx2.Client:
-    """The SDK's default httpx client, its connection pool on the deadline backend."""
-    transport = httpx2.HTTPTransport()
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if not isinstance(backend, httpcore2.NetworkBackend):  # an httpx/httpcore upgrade changed this
-        raise RuntimeError("cannot bound OpenAI calls by their deadline: httpx transport layout changed")
-    pool._network_backend = _DeadlineBackend(backend)
-    return openai.DefaultHttpxClient(transport=transport)
+    """The SDK's default httpx client (its limits, environment proxies), every transport's
+    connection pool on the deadline backend. Raises ``LLMError("config")`` when the httpx
+    layout is not the one this was written for (an upgrade): the drafts then fail with a
+    clear reason instead of running unbounded."""
+    client = openai.DefaultHttpxClient()
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore2.NetworkBackend):
+            client.close()
+            raise LLMError("config", "cannot bound OpenAI calls by their deadline: the httpx transport layout changed")
+        if not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)
+    return client
 
 
 _clients: dict[tuple[str | None, str], openai.OpenAI] = {}

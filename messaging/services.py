@@ -160,6 +160,8 @@ def message_provider_interest_note(*, message: Message, lead: Lead) -> Message:
     from drafts.services import lead_tag_from_message
 
     message = Message.objects.select_for_update().get(pk=message.pk, workspace_id=message.workspace_id)
+    if lead.pk != message.lead_id:  # the payload's lead is not the message's (merged, changed email)
+        lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
     changes: dict[str, Any] = {"provider_interested": True}
     upgrade = (
         message.direction == Direction.INBOUND

@@ -86,6 +86,30 @@ def test_a_trickled_answer_is_cut_at_the_deadline(fake_openai):
     assert elapsed < 1.5 + 0.5, elapsed  # the whole answer would take ~40 s
 
 
+def test_every_transport_of_the_sdk_client_is_bounded_and_env_proxies_still_apply(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    client = llm._deadline_http_client()
+    try:
+        proxies = [t for t in client._mounts.values() if t is not None]
+        assert proxies  # the environment's proxy is honoured, as by the SDK's own client
+        for transport in [client._transport, *proxies]:
+            assert isinstance(transport._pool._network_backend, llm._DeadlineBackend)
+    finally:
+        client.close()
+
+
+def test_an_httpx_layout_it_cannot_bound_is_a_config_error(monkeypatch):
+    import httpx2
+
+    def unfamiliar(**kwargs):
+        return httpx2.Client(transport=httpx2.MockTransport(lambda request: httpx2.Response(200)))
+
+    monkeypatch.setattr(llm.openai, "DefaultHttpxClient", unfamiliar)
+    with pytest.raises(llm.LLMError) as err:
+        llm._deadline_http_client()
+    assert err.value.code == "config"
+
+
 def test_the_chain_deadline_counts_from_the_tasks_start(settings):
     settings.DRAFT_TASK_SOFT_TIME_LIMIT_S = 20
     from drafts.services import task_chain_deadline
@@ -188,3 +212,12 @@ def test_system_check_wants_the_soft_limit_below_the_hard_one(settings, soft, ha
     settings.DRAFT_TASK_SOFT_TIME_LIMIT_S, settings.DRAFT_TASK_TIME_LIMIT_S = soft, hard
     errors = [e for e in checks.run_checks() if e.id == "drafts.E001"]
     assert (errors == []) is ok
+
+
+def test_a_worker_with_impossible_time_limits_does_not_start(settings):
+    from config.celery_app import _check_worker_settings
+
+    _check_worker_settings()  # the defaults are fine
+    settings.DRAFT_TASK_SOFT_TIME_LIMIT_S, settings.DRAFT_TASK_TIME_LIMIT_S = 120, 60
+    with pytest.raises(SystemExit, match="drafts.E001"):
+        _check_worker_settings()

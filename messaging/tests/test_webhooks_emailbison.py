@@ -170,3 +170,33 @@ def test_junk_reply_dates_do_not_crash(client, workspace, enqueued, junk):
     payload = emailbison()
     payload["data"]["reply"]["date_received"] = junk
     assert post(client, "emailbison", payload).status_code == 200
+
+
+def test_late_interest_tags_the_messages_own_lead_not_the_payloads(workspace, enqueued):
+    from django.db import transaction
+    from django.utils import timezone
+
+    from messaging.services import message_provider_interest_note
+
+    owner = Lead.objects.create(workspace=workspace, email="dana@acme.io", sentiment=Sentiment.NEUTRAL)
+    other = Lead.objects.create(
+        workspace=workspace, email="old@acme.io", status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST
+    )
+    message = Message.objects.create(
+        workspace=workspace,
+        lead=owner,
+        channel="email",
+        direction="inbound",
+        body="ok",
+        sent_at=timezone.now(),
+        emailbison_reply_id="r-1",
+        sentiment=Sentiment.NEUTRAL,
+        classified_at=timezone.now(),
+    )
+    with transaction.atomic():
+        message_provider_interest_note(message=message, lead=other)
+
+    owner.refresh_from_db()
+    other.refresh_from_db()
+    assert owner.sentiment == Sentiment.INTERESTED and other.sentiment == Sentiment.BLACKLIST
+    assert Message.objects.get(pk=message.pk).sentiment == Sentiment.INTERESTED

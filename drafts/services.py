@@ -135,7 +135,7 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
             calls.extend(exc.all_calls())
             if opt_out_suspected(text):
                 # Neither a Blacklist (final) nor a warm tag on a guess: the sweeper retries it.
-                _classify_error_record(message, code=exc.code, detail=f"{exc}; {DEFERRED_DETAIL}")
+                _classify_error_record(message, code=exc.code, detail=str(exc), outcome=DEFERRED_OUTCOME)
                 return ClassifyResult(tag="", source="deferred", calls=calls)
             tag, source = _fallback_tag(message), "fallback"
             _classify_error_record(message, code=exc.code, detail=str(exc))
@@ -154,7 +154,8 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
 classify_message = message_classify
 
 
-DEFERRED_DETAIL = "it may be an opt-out: left unclassified, retried by the sweeper"
+DEFERRED_OUTCOME = "it may be an opt-out: left unclassified, retried by the sweeper"
+FALLBACK_OUTCOME = "message tagged by fallback"
 
 
 def _fallback_tag(message: Message) -> str:
@@ -163,12 +164,12 @@ def _fallback_tag(message: Message) -> str:
     return Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
 
 
-def _classify_error_record(message: Message, *, code: str, detail: str) -> None:
+def _classify_error_record(message: Message, *, code: str, detail: str, outcome: str = FALLBACK_OUTCOME) -> None:
     integration_error_record(
         workspace=message.workspace_id,
         source=IntegrationError.Source.OPENAI,
         code=f"{CLASSIFY_ERROR_PREFIX}{code}",
-        message=f"classification failed ({detail}); message tagged by fallback",
+        message=f"classification failed ({detail}); {outcome}",
         context={"message_id": message.pk},
     )
 
@@ -243,7 +244,7 @@ def drafts_revive_stale(*, message: Message) -> int:
     was not classified yet is ``ready`` again. Only the latest superseded-as-stale draft with
     content, of a message with no newer inbound but machine replies, with no live draft, for a
     lead not blacklisted. One UPDATE, on the machine-reply path only."""
-    d, m, nm = table(Draft), table(Message), table(Message)
+    d, msg = table(Draft), table(Message)
     machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
     open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
     now = timezone.now()
@@ -253,7 +254,7 @@ def drafts_revive_stale(*, message: Message) -> int:
         f" AND id = (SELECT MAX(d2.id) FROM {d} d2 WHERE d2.message_id = {d}.message_id AND d2.status = %s"
         "   AND d2.failure_reason = %s)"
         f" AND NOT EXISTS (SELECT 1 FROM {d} live WHERE live.message_id = {d}.message_id AND live.status <> %s)"
-        f" AND NOT EXISTS (SELECT 1 FROM {m} w JOIN {nm} n ON n.workspace_id = w.workspace_id"
+        f" AND NOT EXISTS (SELECT 1 FROM {msg} w JOIN {msg} n ON n.workspace_id = w.workspace_id"
         "   AND n.lead_id = w.lead_id AND n.direction = %s"
         "   AND (n.sent_at > w.sent_at OR (n.sent_at = w.sent_at AND n.id > w.id))"
         f"   WHERE w.id = {d}.message_id AND n.sentiment NOT IN ({machine}))"
@@ -458,8 +459,12 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
             tag = getattr(message, "_tag_to_store", None)
             if tag is None:
                 deferred = opt_out_suspected(reply_text(message.body))
-                detail = "the task's soft time limit was reached" + (f"; {DEFERRED_DETAIL}" if deferred else "")
-                _classify_error_record(message, code="timeout", detail=detail)
+                _classify_error_record(
+                    message,
+                    code="timeout",
+                    detail="the task's soft time limit was reached",
+                    outcome=DEFERRED_OUTCOME if deferred else FALLBACK_OUTCOME,
+                )
                 tag = None if deferred else _fallback_tag(message)
             if tag is not None:
                 _classification_store(message=message, tag=tag)

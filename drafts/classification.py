@@ -133,8 +133,8 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
 
 def opt_out_suspected(body: str) -> bool:
     """The lead's new text asks to opt out in words the fast path left to the LLM ("Interested!
-    Please remove me from the other list"). When the LLM fails, such a message is tagged
-    ``Blacklist``: a missed opt-out is worse than a missed draft."""
+    Please remove me from the other list"). When the LLM fails, such a message is left
+    unclassified for a retry: neither a final ``Blacklist`` nor a warm tag on a guess."""
     return bool(_OPT_OUT_PHRASES.search(new_text(body or "")))
 
 

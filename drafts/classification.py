@@ -82,13 +82,17 @@ _NOT_INTERESTED = re.compile(
 _WARM_CUE = re.compile(
     r"\?|\b(?:yes|yeah|yep|sure|ok(?:ay)?|sounds good|let'?s|but|however|although|though|unless|maybe"
     r"|call me|give me a call|talk|chat|meet|meeting|book|schedule|demo|quote|price|pricing|cost|how much"
-    r"|tell me more|send (?:me|over|it)|works|available|free (?:on|at|this|next)|tomorrow"
-    # Deferred interest is Follow Up (it gets a draft), not Not Interested.
-    r"|follow(?:ing)?[ -]up|reach(?:ing)? out|circle back|check back|touch base|later|right now|at the moment"
+    r"|tell me more|send (?:me|over|it)|works|available|free (?:on|at|this|next)|tomorrow)\b"
+    r"|(?<!not )(?<!no longer )\binterested\b",
+    _I,
+)
+# Deferred interest ("not right now, follow up in Q3") is Follow Up, which gets a draft: these
+# words keep only the Not Interested fast path off ("do not reach out again" stays an opt-out).
+_DEFERRED_CUE = re.compile(
+    r"\b(?:follow(?:ing)?[ -]up|reach(?:ing)? out|circle back|check back|touch base|later|right now|at the moment"
     r"|at this (?:time|point)|(?:this|next) (?:week|month|quarter|year|spring|summer|fall|autumn|winter)"
     r"|in (?:Q[1-4]|a (?:few )?(?:weeks?|months?))|january|february|march|april|june|july|august"
-    r"|september|october|november|december)\b"
-    r"|(?<!not )(?<!no longer )\binterested\b",
+    r"|september|october|november|december)\b",
     _I,
 )
 # Subjects mail servers set (never a person's "Re: ..."): read only at the start.
@@ -126,7 +130,7 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
         return Sentiment.OUT_OF_OFFICE
     if _AUTOMATED.search(reply):
         return Sentiment.AUTOMATED_REPLY
-    if _NOT_INTERESTED.search(reply):
+    if _NOT_INTERESTED.search(reply) and not _DEFERRED_CUE.search(reply):
         return Sentiment.NOT_INTERESTED
     return None
 

@@ -42,7 +42,7 @@ from leads.models import (
 )
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES, newer_inbound_sql, sent_at_param
+from messaging.selectors import SWEEP_MAX_ENQUEUES, SWEEP_MAX_MESSAGE_AGE, newer_inbound_sql, sent_at_param
 from messaging.services import message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
@@ -133,18 +133,16 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                 )
         except llm.LLMError as exc:
             calls.extend(exc.all_calls())
-            if opt_out_suspected(text):
-                # Neither a Blacklist (final) nor a warm tag on a guess: the sweeper retries it.
-                _classify_error_record(message, code=exc.code, detail=str(exc), outcome=DEFERRED_OUTCOME)
-                return ClassifyResult(tag="", source="deferred", calls=calls)
-            tag, source = _fallback_tag(message), "fallback"
-            _classify_error_record(message, code=exc.code, detail=str(exc))
+            tag, source = _classification_failed(message, text=text, code=exc.code, detail=str(exc))
+            if tag is None:
+                return ClassifyResult(tag="", source=source, calls=calls)
         # EmailBison's own interest flag wins unless the text said something specific.
         if message.provider_interested and tag == Sentiment.NEUTRAL:
             tag, source = Sentiment.INTERESTED, "provider"
-    message._tag_to_store = tag  # stored even if the soft limit interrupts the writes below
     # A blacklisted lead's message is not classified at all: no flag makes it warm.
-    stored = _classification_store(message=message, tag=tag, provider_counts=source != "blacklisted_lead")
+    provider_counts = source != "blacklisted_lead"
+    message._tag_to_store = (tag, provider_counts)  # stored even if the soft limit interrupts the writes
+    stored = _classification_store(message=message, tag=tag, provider_counts=provider_counts)
     if stored != tag:
         tag, source = stored, "provider"
     return ClassifyResult(tag=str(tag), source=source, calls=calls)
@@ -156,12 +154,50 @@ classify_message = message_classify
 
 DEFERRED_OUTCOME = "it may be an opt-out: left unclassified, retried by the sweeper"
 FALLBACK_OUTCOME = "message tagged by fallback"
+# LLM failures a later try may not meet; the others (auth, config, bad request) would repeat.
+TRANSIENT_LLM_CODES = frozenset(
+    {"timeout", "rate_limited", "server_error", "connection_error", "deadline", "max_output_tokens", "invalid_output"}
+)
+# Not under the ``classify_`` prefix: the next good classification does not close it, an operator does.
+OPT_OUT_BY_FALLBACK_CODE = "opt_out_by_fallback"
 
 
 def _fallback_tag(message: Message) -> str:
     """The tag of a message the LLM could not classify (and that has no opt-out words):
     ``Interested`` when the provider flagged it, else ``Neutral``."""
     return Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
+
+
+def _classification_failed(message: Message, *, text: str, code: str, detail: str) -> tuple[str | None, str]:
+    """(tag, source) for a message the LLM could not classify; the IntegrationError is recorded.
+
+    Opt-out words the fast path left to the LLM (a warm cue beside them): while the failure is
+    transient and the sweeper will enqueue the message again, it stays unclassified (tag None,
+    source ``deferred``): neither a final ``Blacklist`` nor a warm tag on a guess. Once no retry
+    is left (or the failure would repeat) the lead is blacklisted as a precaution, and an
+    IntegrationError that only an operator closes names the message to review. Otherwise the
+    fallback tag (``_fallback_tag``).
+    """
+    if not opt_out_suspected(text):
+        _classify_error_record(message, code=code, detail=detail)
+        return _fallback_tag(message), "fallback"
+    retries_left = (
+        message.work_enqueue_count < SWEEP_MAX_ENQUEUES and message.sent_at >= timezone.now() - SWEEP_MAX_MESSAGE_AGE
+    )
+    if code in TRANSIENT_LLM_CODES and retries_left:
+        _classify_error_record(message, code=code, detail=detail, outcome=DEFERRED_OUTCOME)
+        return None, "deferred"
+    integration_error_record(
+        workspace=message.workspace_id,
+        source=IntegrationError.Source.OPENAI,
+        code=OPT_OUT_BY_FALLBACK_CODE,
+        message=(
+            f"classification failed ({detail}) on message #{message.pk}, which has opt-out words: the lead is"
+            " blacklisted as a precaution; review the message (un-blacklist the lead if it was no opt-out)"
+        ),
+        context={"message_id": message.pk, "lead_id": message.lead_id},
+    )
+    return Sentiment.BLACKLIST, "fallback_opt_out"
 
 
 def _classify_error_record(message: Message, *, code: str, detail: str, outcome: str = FALLBACK_OUTCOME) -> None:
@@ -454,20 +490,17 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         try:
             classification = message_classify(message=message, deadline=classify_deadline)
         except SoftTimeLimitExceeded:
-            # The LLM's tag if it had answered; else like any failed classification (the fallback
-            # tag, or unclassified for a retry when it may be an opt-out), and the operator is told.
-            tag = getattr(message, "_tag_to_store", None)
+            # The LLM's tag if it had answered; else like any failed classification.
+            tag, provider_counts = getattr(message, "_tag_to_store", (None, True))
             if tag is None:
-                deferred = opt_out_suspected(reply_text(message.body))
-                _classify_error_record(
+                tag, _ = _classification_failed(
                     message,
+                    text=reply_text(message.body),
                     code="timeout",
                     detail="the task's soft time limit was reached",
-                    outcome=DEFERRED_OUTCOME if deferred else FALLBACK_OUTCOME,
                 )
-                tag = None if deferred else _fallback_tag(message)
             if tag is not None:
-                _classification_store(message=message, tag=tag)
+                _classification_store(message=message, tag=tag, provider_counts=provider_counts)
             raise
     # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
     # it with a conditional update (or read it back); otherwise read it now.

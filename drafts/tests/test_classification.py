@@ -184,6 +184,14 @@ def test_fast_paths_leave_warm_replies_with_cold_words_to_the_llm(body, subject)
         ("This is the mail system at host mx.example.com.", "Mail delivery failed: returning", Sentiment.BLACKLIST),
         ("Please take me off your list.", "Re: Roofing", Sentiment.BLACKLIST),
         ("I'm currently away until Dec 3 with no access to email.", "", Sentiment.OUT_OF_OFFICE),
+        # The deferred-interest words do not turn off the other fast paths.
+        ("Please remove me from your list and do not reach out again.", "", Sentiment.BLACKLIST),
+        ("Unsubscribe. Not interested at this time.", "", Sentiment.BLACKLIST),
+        ("Take me off your list. Do not follow up.", "", Sentiment.BLACKLIST),
+        ("I am out of the office until January 6 and will reply later.", "", Sentiment.OUT_OF_OFFICE),
+        ("This is an automated response. We will get back to you later.", "", Sentiment.AUTOMATED_REPLY),
+        ("Mailbox full, message not delivered. Try again later.", "", Sentiment.BLACKLIST),
+        ("Not interested, thanks.", "", Sentiment.NOT_INTERESTED),
     ],
 )
 def test_fast_paths_on_server_subjects_and_plain_text(body, subject, tag):
@@ -257,6 +265,52 @@ def test_llm_failure_on_a_possible_opt_out_leaves_it_unclassified_for_a_retry(wo
     assert again.source == "llm"
     message.refresh_from_db()
     assert message.classified_at is not None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("failures", "enqueues"),
+    [(["500"] * 4, 5), (["400"], 1)],  # the sweeper's last try; a failure that would repeat
+    ids=["no-retry-left", "permanent-error"],
+)
+def test_a_possible_opt_out_with_no_retry_left_blacklists_as_a_precaution(workspace, fake_openai, failures, enqueues):
+    fake_openai.enqueue(*failures)
+    lead = lead_create(workspace=workspace)
+    message = message_create(
+        lead=lead, body="Interested! Please remove me from the other list though", work_enqueue_count=enqueues
+    )
+
+    result = message_classify(message=message, deadline=llm.Deadline(5))
+
+    assert result.tag == Sentiment.BLACKLIST and result.source == "fallback_opt_out"
+    lead.refresh_from_db()
+    assert lead.is_blacklisted
+    review = IntegrationError.objects.get(workspace=workspace, code="opt_out_by_fallback")
+    assert f"#{message.pk}" in review.message and "remove me" not in review.message
+
+    # A later good classification closes the classify_* errors, not the review.
+    message_classify(message=message_create(lead=lead_create(workspace=workspace), body="ok"), deadline=llm.Deadline(5))
+    review.refresh_from_db()
+    assert review.resolved_at is None
+
+
+@pytest.mark.django_db
+def test_soft_limit_on_a_possible_opt_out_leaves_it_unclassified(workspace, fake_openai):
+    from unittest import mock
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from drafts.services import message_classify_and_draft
+
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Interested! Please remove me from the other list though")
+    with mock.patch("drafts.services.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
+        assert message_classify_and_draft(message_id=message.pk) is None
+
+    message.refresh_from_db()
+    lead.refresh_from_db()
+    assert message.classified_at is None and not lead.is_blacklisted
+    assert IntegrationError.objects.get(workspace=workspace, code="classify_timeout").resolved_at is None
 
 
 @pytest.mark.django_db

@@ -21,7 +21,7 @@ import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Subquery, Value, When
+from django.db.models import Case, Q, Subquery, Value, When
 from django.utils import timezone
 
 from availability.selectors import available_slots_for_lead
@@ -227,10 +227,14 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
     overwrite the lead's tag when a newer inbound exists (its own task sets it); ``Blacklist``
     always applies. The message is marked classified last: a crash in between leaves it
     unclassified, and the re-delivered task classifies it again (both writes are idempotent),
-    so no transaction is needed.
+    so no transaction is needed. A machine reply's tag is the exception: the message first,
+    then the lead (``lead_tag_from_message``), then ``drafts_revive_stale``.
     """
     lead = message.lead
-    updated = lead_tag_from_message(message=message, lead=lead, tag=tag)
+    # A machine reply's tag goes to the lead after the message's own write (that write makes it
+    # "not newer" for the person's message whose tag the lead may take instead).
+    machine = tag in MACHINE_REPLY_SENTIMENTS
+    updated = False if machine else lead_tag_from_message(message=message, lead=lead, tag=tag)
     now = timezone.now()
     if tag == Sentiment.NEUTRAL and provider_counts:
         stored = _message_store_neutral(message, now=now)
@@ -241,7 +245,8 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
         where, params = "id = %s AND workspace_id = %s", [message.pk, message.workspace_id]
         update_rows(Message, {"sentiment": tag, "classified_at": now}, where, params)
     message.sentiment, message.classified_at = tag, now
-    if tag in MACHINE_REPLY_SENTIMENTS:
+    if machine:
+        updated = lead_tag_from_message(message=message, lead=lead, tag=tag)
         drafts_revive_stale(message=message)
     if updated:
         if tag == Sentiment.BLACKLIST:
@@ -267,6 +272,12 @@ def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
     sets the lead's tag); ``Blacklist`` always applies and is sticky. A machine reply
     (out-of-office, automated) replaces only a tag no person's message gave (New, Neutral,
     another machine reply): a warm lead stays warm while their auto-responder answers."""
+    if tag in MACHINE_REPLY_SENTIMENTS:
+        person = _latest_person_tagged_before(message)
+        if person is not None:
+            # The lead's tag is what the person last said (that message's own rule applies): a
+            # warm message classified while this reply was not yet classified left it untouched.
+            return lead_tag_from_message(message=person, lead=lead, tag=person.sentiment)
     newer_sql, newer_params = newer_inbound_sql(message)
     if tag in MACHINE_REPLY_SENTIMENTS:
         marks = ", ".join(["%s"] * len(MACHINE_REPLACEABLE_SENTIMENTS))
@@ -275,11 +286,31 @@ def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
     return lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
 
 
+def _latest_person_tagged_before(message: Message) -> Message | None:
+    """The lead's latest inbound message before ``message`` with a tag a person's words gave it
+    (not New/Neutral, not a machine reply), or None."""
+    return (
+        Message.objects.filter(
+            workspace_id=message.workspace_id,
+            lead_id=message.lead_id,
+            direction=Direction.INBOUND,
+            classified_at__isnull=False,
+        )
+        .filter(Q(sent_at__lt=message.sent_at) | Q(sent_at=message.sent_at, id__lt=message.pk))
+        .exclude(sentiment__in=[*MACHINE_REPLACEABLE_SENTIMENTS, ""])
+        .order_by("-sent_at", "-id")
+        .only("id", "workspace_id", "lead_id", "sent_at", "sentiment")
+        .first()
+    )
+
+
 def drafts_revive_stale(*, message: Message) -> int:
     """``message`` (of the lead) turned out to be a machine reply: a draft it made stale while it
     was not classified yet is ``ready`` again. Only the latest superseded-as-stale draft with
-    content, of a message with no newer inbound but machine replies, with no live draft, for a
-    lead not blacklisted. One UPDATE, on the machine-reply path only."""
+    content, finished after ``message`` arrived (so one this reply may have made stale, never an
+    old one), of a message with no newer inbound but machine replies, with no live draft, for a
+    lead not blacklisted. One UPDATE, on the machine-reply path only; a live draft inserted
+    concurrently for that message wins (nothing revived)."""
     d, msg = table(Draft), table(Message)
     machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
     open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
@@ -287,6 +318,7 @@ def drafts_revive_stale(*, message: Message) -> int:
     sql = (
         f"UPDATE {d} SET status = %s, failure_reason = '', error = '', updated_at = %s"  # noqa: S608
         f" WHERE workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"
+        " AND finished_at >= %s"
         f" AND id = (SELECT MAX(d2.id) FROM {d} d2 WHERE d2.message_id = {d}.message_id AND d2.status = %s"
         "   AND d2.failure_reason = %s)"
         f" AND NOT EXISTS (SELECT 1 FROM {d} live WHERE live.message_id = {d}.message_id AND live.status <> %s)"
@@ -303,6 +335,7 @@ def drafts_revive_stale(*, message: Message) -> int:
         message.lead_id,
         DraftStatus.SUPERSEDED,
         "stale",
+        Draft._meta.get_field("finished_at").get_db_prep_save(message.created_at, connection),
         DraftStatus.SUPERSEDED,
         "stale",
         DraftStatus.SUPERSEDED,
@@ -310,9 +343,12 @@ def drafts_revive_stale(*, message: Message) -> int:
         *MACHINE_REPLY_SENTIMENTS,
         *open_params,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    try:
+        with transaction.atomic(savepoint=connection.in_atomic_block), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+    except IntegrityError:  # draft_one_live_per_message: a live draft was inserted meanwhile
+        return 0
 
 
 def _message_store_neutral(message: Message, *, now: datetime) -> str:

@@ -354,6 +354,22 @@ def test_a_later_auto_reply_does_not_replace_the_warm_leads_tag(workspace, fake_
     assert cold.sentiment == Sentiment.AUTOMATED_REPLY
 
 
+def test_a_warm_tag_held_back_by_an_unclassified_auto_reply_reaches_the_lead(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    warm = message_create(
+        lead=lead, body="Interested, call me", channel=Channel.EMAIL, sent_at=timezone.now() - dt.timedelta(minutes=2)
+    )
+    auto = message_create(lead=lead, body="This is an automated response.", channel=Channel.EMAIL)
+
+    assert message_classify_and_draft(message_id=warm.pk) is None  # the auto-reply is newer, not classified
+    lead.refresh_from_db()
+    assert lead.sentiment == Sentiment.NEW
+    message_classify_and_draft(message_id=auto.pk)
+
+    lead.refresh_from_db()
+    assert lead.sentiment == Sentiment.CALL_REQUESTED  # what the person said, not the auto-responder
+
+
 def test_a_draft_made_stale_by_what_turns_out_an_auto_reply_is_ready_again(workspace, fake_openai, monkeypatch):
     from drafts import llm
 

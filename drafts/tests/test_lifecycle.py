@@ -426,3 +426,29 @@ def test_soft_limit_while_storing_an_llm_tag_keeps_the_llm_tag(workspace, fake_o
     assert calls == [Sentiment.MEETING_REQUESTED] * 2  # the LLM's answer, stored again, not a fallback
     assert message.sentiment == Sentiment.MEETING_REQUESTED
     assert not IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).exists()
+
+
+@pytest.mark.parametrize("blocker", ["newer_person_message", "live_draft", "blacklisted", "older_than_the_reply"])
+def test_a_stale_draft_is_revived_only_when_the_machine_reply_alone_made_it_stale(workspace, blocker):
+    from drafts.services import drafts_revive_stale
+
+    lead = lead_create(workspace=workspace)
+    warm = _classified(lead, sent_at=timezone.now() - dt.timedelta(minutes=3))
+    stale = _draft(warm, DraftStatus.SUPERSEDED, failure_reason="stale", content="Hi!", finished_at=timezone.now())
+    auto = _classified(lead, body="auto", sentiment=Sentiment.AUTOMATED_REPLY)
+    if blocker == "newer_person_message":
+        _classified(lead, body="and the price?", sent_at=timezone.now() - dt.timedelta(minutes=1))
+    elif blocker == "live_draft":
+        _draft(warm, DraftStatus.PENDING)
+    elif blocker == "blacklisted":
+        Lead.objects.filter(pk=lead.pk).update(status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST)
+    else:
+        Draft.objects.filter(pk=stale.pk).update(finished_at=auto.created_at - dt.timedelta(days=7))
+
+    assert drafts_revive_stale(message=auto) == 0
+    stale.refresh_from_db()
+    assert stale.status == DraftStatus.SUPERSEDED
+
+    if blocker == "older_than_the_reply":  # the control: the same draft, finished after the reply arrived
+        Draft.objects.filter(pk=stale.pk).update(finished_at=timezone.now())
+        assert drafts_revive_stale(message=auto) == 1

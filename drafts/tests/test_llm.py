@@ -214,10 +214,12 @@ def test_system_check_wants_the_soft_limit_below_the_hard_one(settings, soft, ha
     assert (errors == []) is ok
 
 
-def test_a_worker_with_impossible_time_limits_does_not_start(settings):
-    from config.celery_app import _check_worker_settings
+def test_a_worker_with_impossible_time_limits_does_not_start(tmp_path):
+    """A real worker process (Celery swallows a signal receiver's Exception, not SystemExit)."""
+    from core.testing.processes import celery_worker
 
-    _check_worker_settings()  # the defaults are fine
-    settings.DRAFT_TASK_SOFT_TIME_LIMIT_S, settings.DRAFT_TASK_TIME_LIMIT_S = 120, 60
-    with pytest.raises(SystemExit, match="drafts.E001"):
-        _check_worker_settings()
+    env = {"DRAFT_TASK_SOFT_TIME_LIMIT_S": "120", "DRAFT_TASK_TIME_LIMIT_S": "60"}
+    log = tmp_path / "worker.log"
+    with pytest.raises(RuntimeError, match="exited early \\(1\\)"), celery_worker(env=env, log_path=log):
+        pass
+    assert "drafts.E001" in log.read_text()

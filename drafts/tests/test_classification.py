@@ -27,6 +27,23 @@ from workspaces.models import IntegrationError
         ("Thanks for your message", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
         ("Yes, interested! When can we talk?", "", None),
         ("Can't stop thinking about your offer, call me", "", None),
+        # Subjects mail servers set, and plain text.
+        ("Thank you for your email.", "Out of Office: Re: Roofing", Sentiment.OUT_OF_OFFICE),
+        ("We received your message.", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
+        ("I am out of the office until the 12th.", "Automatic reply: Roofing", Sentiment.OUT_OF_OFFICE),
+        ("The following address failed: x@y.z", "Undeliverable: Roofing", Sentiment.BLACKLIST),
+        ("Address not found", "Delivery Status Notification (Failure)", Sentiment.BLACKLIST),
+        ("This is the mail system at host mx.example.com.", "Mail delivery failed: returning", Sentiment.BLACKLIST),
+        ("Please take me off your list.", "Re: Roofing", Sentiment.BLACKLIST),
+        ("I'm currently away until Dec 3 with no access to email.", "", Sentiment.OUT_OF_OFFICE),
+        # The deferred-interest words do not turn off the other fast paths.
+        ("Please remove me from your list and do not reach out again.", "", Sentiment.BLACKLIST),
+        ("Unsubscribe. Not interested at this time.", "", Sentiment.BLACKLIST),
+        ("Take me off your list. Do not follow up.", "", Sentiment.BLACKLIST),
+        ("I am out of the office until January 6 and will reply later.", "", Sentiment.OUT_OF_OFFICE),
+        ("This is an automated response. We will get back to you later.", "", Sentiment.AUTOMATED_REPLY),
+        ("Mailbox full, message not delivered. Try again later.", "", Sentiment.BLACKLIST),
+        ("Not interested, thanks.", "", Sentiment.NOT_INTERESTED),
     ],
 )
 def test_fast_paths(body, subject, tag):
@@ -171,31 +188,6 @@ def test_fast_paths_leave_a_reply_with_no_new_text_to_the_llm():
 )
 def test_fast_paths_leave_warm_replies_with_cold_words_to_the_llm(body, subject):
     assert classify_fast(body=body, subject=subject) is None
-
-
-@pytest.mark.parametrize(
-    ("body", "subject", "tag"),
-    [
-        ("Thank you for your email.", "Out of Office: Re: Roofing", Sentiment.OUT_OF_OFFICE),
-        ("We received your message.", "Automatic reply: Roofing", Sentiment.AUTOMATED_REPLY),
-        ("I am out of the office until the 12th.", "Automatic reply: Roofing", Sentiment.OUT_OF_OFFICE),
-        ("The following address failed: x@y.z", "Undeliverable: Roofing", Sentiment.BLACKLIST),
-        ("Address not found", "Delivery Status Notification (Failure)", Sentiment.BLACKLIST),
-        ("This is the mail system at host mx.example.com.", "Mail delivery failed: returning", Sentiment.BLACKLIST),
-        ("Please take me off your list.", "Re: Roofing", Sentiment.BLACKLIST),
-        ("I'm currently away until Dec 3 with no access to email.", "", Sentiment.OUT_OF_OFFICE),
-        # The deferred-interest words do not turn off the other fast paths.
-        ("Please remove me from your list and do not reach out again.", "", Sentiment.BLACKLIST),
-        ("Unsubscribe. Not interested at this time.", "", Sentiment.BLACKLIST),
-        ("Take me off your list. Do not follow up.", "", Sentiment.BLACKLIST),
-        ("I am out of the office until January 6 and will reply later.", "", Sentiment.OUT_OF_OFFICE),
-        ("This is an automated response. We will get back to you later.", "", Sentiment.AUTOMATED_REPLY),
-        ("Mailbox full, message not delivered. Try again later.", "", Sentiment.BLACKLIST),
-        ("Not interested, thanks.", "", Sentiment.NOT_INTERESTED),
-    ],
-)
-def test_fast_paths_on_server_subjects_and_plain_text(body, subject, tag):
-    assert classify_fast(body=body, subject=subject) == tag
 
 
 def test_fast_paths_on_sms_without_quoting_are_unchanged():

@@ -314,10 +314,8 @@ def drafts_revive_stale(*, message: Message) -> int:
     d, msg = table(Draft), table(Message)
     machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
     open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
-    now = timezone.now()
-    sql = (
-        f"UPDATE {d} SET status = %s, failure_reason = '', error = '', updated_at = %s"  # noqa: S608
-        f" WHERE workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"
+    where = (
+        "workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"  # noqa: S608
         " AND finished_at >= %s"
         f" AND id = (SELECT MAX(d2.id) FROM {d} d2 WHERE d2.message_id = {d}.message_id AND d2.status = %s"
         "   AND d2.failure_reason = %s)"
@@ -328,25 +326,22 @@ def drafts_revive_stale(*, message: Message) -> int:
         f"   WHERE w.id = {d}.message_id AND n.sentiment NOT IN ({machine}))"
         f" AND {open_sql}"
     )
+    stale = [DraftStatus.SUPERSEDED, "stale"]
     params = [
-        DraftStatus.READY,
-        Draft._meta.get_field("updated_at").get_db_prep_save(now, connection),
         message.workspace_id,
         message.lead_id,
-        DraftStatus.SUPERSEDED,
-        "stale",
-        Draft._meta.get_field("finished_at").get_db_prep_save(message.created_at, connection),
-        DraftStatus.SUPERSEDED,
-        "stale",
+        *stale,
+        Draft._meta.get_field("finished_at").get_db_prep_value(message.created_at, connection),
+        *stale,
         DraftStatus.SUPERSEDED,
         Direction.INBOUND,
         *MACHINE_REPLY_SENTIMENTS,
         *open_params,
     ]
+    values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "updated_at": timezone.now()}
     try:
-        with transaction.atomic(savepoint=connection.in_atomic_block), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
+        with transaction.atomic(savepoint=connection.in_atomic_block):
+            return update_rows(Draft, values, where, params)
     except IntegrityError:  # draft_one_live_per_message: a live draft was inserted meanwhile
         return 0
 

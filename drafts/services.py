@@ -42,7 +42,7 @@ from leads.models import (
 )
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
 from messaging.models import Channel, Direction, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES, SWEEP_MAX_MESSAGE_AGE, newer_inbound_sql, sent_at_param
+from messaging.selectors import SWEEP_MAX_ENQUEUES, message_in_sweep_window, newer_inbound_sql, sent_at_param
 from messaging.services import message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
@@ -181,8 +181,8 @@ def _classification_failed(message: Message, *, text: str, code: str, detail: st
     if not opt_out_suspected(text):
         _classify_error_record(message, code=code, detail=detail)
         return _fallback_tag(message), "fallback"
-    retries_left = (
-        message.work_enqueue_count < SWEEP_MAX_ENQUEUES and message.sent_at >= timezone.now() - SWEEP_MAX_MESSAGE_AGE
+    retries_left = message.work_enqueue_count < SWEEP_MAX_ENQUEUES and message_in_sweep_window(
+        message, now=timezone.now()
     )
     if code in TRANSIENT_LLM_CODES and retries_left:
         _classify_error_record(message, code=code, detail=detail, outcome=DEFERRED_OUTCOME)

@@ -17,6 +17,14 @@ class Direction(models.TextChoices):
     OUTBOUND = "outbound"
 
 
+class Origin(models.TextChoices):
+    """How a message reached Leadline: decides whether it may still start draft work."""
+
+    WEBHOOK = "webhook", "webhook (live)"
+    SYNC = "sync", "imported by a sync"
+    SENT = "sent", "sent by Leadline"
+
+
 class Message(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messages")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="messages")
@@ -39,6 +47,8 @@ class Message(models.Model):
     work_enqueued_at = models.DateTimeField(null=True, blank=True)
     # How many times the work was enqueued (webhook + sweeper); the sweeper gives up after a few.
     work_enqueue_count = models.PositiveSmallIntegerField(default=0)
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.WEBHOOK)
+    # When Leadline stored it (its own clock): the sweeper's window counts from here.
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

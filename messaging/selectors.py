@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from core.sql import table
 from leads.models import MACHINE_REPLY_SENTIMENTS
-from messaging.models import Direction, Message, WebhookEvent
+from messaging.models import Direction, Message, Origin, WebhookEvent
 from workspaces.models import Workspace
 
 # --- Workspace lookup for the webhook path ---------------------------------------------
@@ -80,8 +80,23 @@ def webhook_workspace_cache_clear() -> None:
 
 # Work enqueued this many times without any result is left to operators.
 SWEEP_MAX_ENQUEUES = 5
-# Messages older than this are history (imports, syncs), never swept into drafts.
+# The sweeper's window: an inbound message stored by Leadline longer ago than this is left
+# alone. It counts from ``created_at`` (Leadline's clock), not from the provider's date in the
+# payload: a late redelivery, a sender's wrong clock or a workflow body carrying an old date
+# must still get its work. Imported history (``Origin.SYNC``) must also be recent by its own
+# date: a sync never starts drafts for old conversations.
 SWEEP_MAX_MESSAGE_AGE = timedelta(hours=24)
+
+
+def sweep_window_q(*, now: datetime) -> Q:
+    """The messages inside the sweeper's window, as a filter (``message_in_sweep_window``'s twin)."""
+    start = now - SWEEP_MAX_MESSAGE_AGE
+    return Q(created_at__gte=start) & (~Q(origin=Origin.SYNC) | Q(sent_at__gte=start))
+
+
+def message_in_sweep_window(message: Message, *, now: datetime) -> bool:
+    start = now - SWEEP_MAX_MESSAGE_AGE
+    return message.created_at >= start and (message.origin != Origin.SYNC or message.sent_at >= start)
 
 
 def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, limit: int = 500) -> list[int]:
@@ -112,9 +127,9 @@ def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, 
         Message.objects.filter(
             workspace_id=workspace_id,
             direction=Direction.INBOUND,
-            sent_at__gte=now - SWEEP_MAX_MESSAGE_AGE,
             work_enqueue_count__lt=SWEEP_MAX_ENQUEUES,
         )
+        .filter(sweep_window_q(now=now))
         .filter(unfinished)
         .filter(never | stale)
         .exclude(Exists(Draft.objects.filter(workspace_id=workspace_id, message_id=OuterRef("pk"))))

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.test import Client
 
 SECRET = "whsec-acme-0123456789abcdef"
 _seq = itertools.count(1)
+
+
+def iso_ago(*, z: bool = True, **delta: float) -> str:
+    """An ISO 8601 UTC time ``delta`` before now (``minutes=5``): payload dates stay
+    recent whatever day the suite runs on. ``z=False`` writes ``+00:00``."""
+    text = (datetime.now(UTC) - timedelta(**delta)).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if z else text
 
 
 def ghl_inbound(**overrides: Any) -> dict[str, Any]:
@@ -25,7 +33,7 @@ def ghl_inbound(**overrides: Any) -> dict[str, Any]:
         "direction": "inbound",
         "status": "delivered",
         "contentType": "text/plain",
-        "dateAdded": "2026-11-28T11:31:45.750Z",
+        "dateAdded": iso_ago(minutes=2),
         "attachments": [],
     }
     payload.update(overrides)
@@ -45,7 +53,7 @@ def ghl_custom(**overrides: Any) -> dict[str, Any]:
         "workflow": {"id": "wf1", "name": "Inbound"},
         "message": {"type": 2, "body": "Can you call me tomorrow?", "direction": "inbound"},
         "customData": {"source": "sms"},
-        "date_created": "2026-11-28T10:00:00Z",
+        "date_created": iso_ago(minutes=3),
     }
     payload.update(overrides)
     return payload
@@ -62,7 +70,7 @@ def emailbison(event_type: str = "LEAD_REPLIED", **data_overrides: Any) -> dict[
             "html_body": "<p>Sounds interesting, tell me more</p>",
             "from_email_address": f"lead{n}@example.com",
             "from_name": "Lead Person",
-            "date_received": "2026-11-28T09:00:00Z",
+            "date_received": iso_ago(minutes=4),
             "interested": False,
             "automated_reply": False,
             "folder": "Inbox",

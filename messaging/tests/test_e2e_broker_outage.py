@@ -18,7 +18,7 @@ from core.testing.fake_openai import fake_openai_server
 from core.testing.processes import celery_worker, free_port, gunicorn_server, live_database_url
 from drafts.models import Draft
 from messaging.models import Message
-from messaging.tests.factories import SECRET, ghl_inbound
+from messaging.tests.factories import SECRET, ghl_inbound, iso_ago
 from workspaces.models import IntegrationError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,9 @@ def _broker_url() -> str:
 def test_broker_down_webhook_answers_200_then_sweeper_gets_the_draft_made(workspace):
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     web_env = {"DATABASE_URL": live_database_url(), "CELERY_BROKER_URL": dead_broker}
-    payload = ghl_inbound(body="Yes! Can we book a meeting tomorrow afternoon?")
+    # The provider's date is a week old (a late redelivery, a wrong clock): the message was
+    # received just now, so the sweeper's window still covers it.
+    payload = ghl_inbound(body="Yes! Can we book a meeting tomorrow afternoon?", dateAdded=iso_ago(days=7))
     with gunicorn_server(env=web_env, workers=1) as base_url:
         # Warm the worker (imports, URL conf, DB connection) so the timing below is the
         # request's own: a webhook must answer, not wait on a broker that is not there.
@@ -52,6 +54,7 @@ def test_broker_down_webhook_answers_200_then_sweeper_gets_the_draft_made(worksp
     assert elapsed < 3.0, f"webhook took {elapsed:.2f} s with the broker down"
     message = Message.objects.get(pk=response.json()["message_id"])
     assert message.work_enqueued_at is None
+    assert timezone.now() - message.sent_at > timedelta(days=6)
     broker_error = IntegrationError.objects.get(workspace=workspace, source="broker", resolved_at__isnull=True)
     assert "enqueue" in broker_error.code
 

@@ -85,3 +85,25 @@ def test_soft_time_limit_is_not_mistaken_for_a_broker_outage(workspace, enqueued
         message_sweep_unprocessed()
     assert not IntegrationError.objects.filter(workspace=workspace, source="broker").exists()
     assert broker_health.down_until == 0.0
+
+
+def test_sweep_window_counts_from_when_leadline_received_the_message(workspace, enqueued):
+    """The payload's date (a late redelivery, a wrong clock, a contact's creation date) does not
+    decide: a message stored a minute ago is swept even when its provider date is a week old."""
+    week_old_payload = _message(workspace, age_s=60)
+    Message.objects.filter(pk=week_old_payload.pk).update(sent_at=timezone.now() - timedelta(days=7))
+    stored_long_ago = _message(workspace, age_s=25 * 3600)
+    Message.objects.filter(pk=stored_long_ago.pk).update(sent_at=timezone.now() - timedelta(minutes=5))
+
+    assert message_sweep_unprocessed() == 1
+    assert enqueued.calls == [week_old_payload.pk]
+
+
+def test_imported_history_never_starts_draft_work(workspace, enqueued):
+    """A sync imports old conversations just now: only an inbound recent by its own date is swept."""
+    old_history = _message(workspace, age_s=60, origin="sync")
+    Message.objects.filter(pk=old_history.pk).update(sent_at=timezone.now() - timedelta(days=3))
+    recent_import = _message(workspace, age_s=60, origin="sync")
+
+    assert message_sweep_unprocessed() == 1
+    assert enqueued.calls == [recent_import.pk]

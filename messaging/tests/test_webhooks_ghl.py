@@ -1,3 +1,4 @@
+import datetime as dt
 import io
 import json
 
@@ -6,7 +7,7 @@ from django.test import Client, RequestFactory
 
 from leads.models import Lead
 from messaging.models import Message, WebhookEvent
-from messaging.tests.factories import SECRET, ghl_custom, ghl_inbound, post
+from messaging.tests.factories import SECRET, ghl_custom, ghl_inbound, iso_ago, post
 from messaging.views import GhlWebhookView
 
 pytestmark = pytest.mark.django_db
@@ -95,9 +96,9 @@ def test_custom_webhook_creates_lead_with_normalised_phone(client, workspace, en
 
 
 def test_custom_webhook_without_message_id_deduplicates_on_body_within_60s(client, workspace, enqueued):
-    first = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:00:00Z")).json()
-    retry = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:00:40Z")).json()
-    later = post(client, "ghl", ghl_custom(date_created="2026-11-28T10:02:00Z")).json()
+    first = post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=10))).json()
+    retry = post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=10, seconds=-40))).json()
+    later = post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=8))).json()
     other = post(client, "ghl", ghl_custom(message={"type": 2, "body": "Something else"})).json()
     assert first["status"] == "created"
     assert retry == {**first, "status": "duplicate"}
@@ -284,8 +285,9 @@ def test_junk_dates_fall_back_to_now_instead_of_500(client, workspace, enqueued,
 
 
 def test_naive_iso_dates_are_read_as_utc(client, workspace, enqueued):
-    post(client, "ghl", ghl_inbound(dateAdded="2026-11-28 11:31:45"))
-    assert Message.objects.get().sent_at.isoformat() == "2026-11-28T11:31:45+00:00"
+    an_hour_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(microsecond=0)
+    post(client, "ghl", ghl_inbound(dateAdded=an_hour_ago.replace(tzinfo=None).isoformat(sep=" ")))
+    assert Message.objects.get().sent_at == an_hour_ago
 
 
 def test_custom_webhook_timezone_that_is_not_a_zone_is_dropped(client, workspace, enqueued):

@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 
 from messaging.models import WebhookEvent
 from messaging.services import broker_health, message_sweep_unprocessed, webhook_event_reprocess
-from messaging.tests.factories import emailbison, ghl_custom, ghl_inbound, post
+from messaging.tests.factories import emailbison, ghl_custom, ghl_inbound, iso_ago, post
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_every_query_on_tenant_tables_filters_by_workspace(
         post(client, "ghl", marketplace)
         post(client, "ghl", marketplace)  # duplicate
         post(client, "ghl", ghl_custom())
-        post(client, "ghl", ghl_custom(date_created="2026-11-28T10:00:30Z"))  # body-hash duplicate
+        post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=3, seconds=-30)))  # body-hash duplicate
         post(client, "ghl", ghl_custom(contact_id="", email="new@example.com", message={"body": "other"}))
         replied = emailbison("LEAD_REPLIED")
         post(client, "emailbison", replied)

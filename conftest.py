@@ -1,6 +1,21 @@
 import pytest
 
 
+def pytest_configure(config):
+    from core.testing.clock import ENV_VAR, clock_shift_start
+
+    shift = clock_shift_start(children=True)
+    if shift is not None:
+        config.stash[_SHIFT_KEY] = f"{ENV_VAR}: the clock runs {shift} ahead"
+
+
+_SHIFT_KEY = pytest.StashKey[str]()
+
+
+def pytest_report_header(config):
+    return config.stash.get(_SHIFT_KEY, None)
+
+
 @pytest.fixture(autouse=True)
 def _no_network_by_default(monkeypatch):
     """Every test runs with outbound HTTP to real providers impossible.

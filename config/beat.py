@@ -25,6 +25,12 @@ def beat_entries() -> list[PeriodicEntry]:
             description="Enqueues classify_and_draft for inbound messages the webhook could not enqueue.",
         ),
         PeriodicEntry(
+            name="leadline: send due drafts",
+            task="drafts.tasks.drafts_send_due",
+            every_seconds=60,
+            description="Sends scheduled drafts whose send window opened, and approved drafts whose enqueue was lost.",
+        ),
+        PeriodicEntry(
             name="leadline: refresh availability",
             task="availability.tasks.availability_refresh_dispatch",
             every_seconds=settings.AVAILABILITY_REFRESH_MINUTES * 60,

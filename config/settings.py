@@ -168,6 +168,13 @@ DRAFT_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_TASK_SOFT_TIME_LIMIT_S", default=9
 DRAFT_TASK_TIME_LIMIT_S = env.int("DRAFT_TASK_TIME_LIMIT_S", default=120)
 DRAFT_CONTEXT_MESSAGES = env.int("DRAFT_CONTEXT_MESSAGES", default=10)
 DRAFT_SWEEP_AFTER_S = env.int("DRAFT_SWEEP_AFTER_S", default=120)
+# Sending approved drafts (drafts.tasks.draft_send): the provider call's own deadline sits
+# inside the task's soft limit.
+DRAFT_SEND_TIMEOUT_S = env.float("DRAFT_SEND_TIMEOUT_S", default=20.0)
+DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S", default=45)
+DRAFT_SEND_TASK_TIME_LIMIT_S = env.int("DRAFT_SEND_TASK_TIME_LIMIT_S", default=60)
+# A "sending" row older than the hard limit plus this belongs to no live worker.
+DRAFT_SEND_LEASE_MARGIN_S = env.int("DRAFT_SEND_LEASE_MARGIN_S", default=30)
 
 GHL_REQUESTS_PER_10S = env.int("GHL_REQUESTS_PER_10S", default=90)
 GHL_MAX_429_RETRIES = env.int("GHL_MAX_429_RETRIES", default=5)

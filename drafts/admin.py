@@ -3,10 +3,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import EDITABLE_STATUSES, draft_approve, draft_edit, draft_regenerate, draft_reject
+from drafts.sending import draft_approve_and_send
+from drafts.services import EDITABLE_STATUSES, draft_edit, draft_regenerate, draft_reject
 from messaging.models import Channel
 
 
@@ -50,7 +52,9 @@ class DraftAdmin(admin.ModelAdmin):
     list_select_related = ("workspace", "lead", "message")
     search_fields = ("=id", "=message__id", "lead__email", "lead__phone_e164")
     date_hierarchy = "created_at"
-    actions = ("approve_drafts", "reject_drafts", "regenerate_drafts")
+    actions = ("approve_and_send", "reject", "regenerate_drafts")
+    # The change form adds an "Approve and send" button (name ``_approve_and_send``).
+    change_form_template = "admin/drafts/draft/change_form.html"
     readonly_fields = (
         "workspace",
         "lead",
@@ -70,7 +74,9 @@ class DraftAdmin(admin.ModelAdmin):
         "prompt_version",
         "approved_by",
         "approved_at",
-        "sent_message",
+        "send_after",
+        "sent_message_link",
+        "sent_at",
         "generation_started_at",
         "finished_at",
         "created_at",
@@ -85,6 +91,13 @@ class DraftAdmin(admin.ModelAdmin):
     @admin.display(description="answered message")
     def answered_message_body(self, obj: Draft) -> str:
         return obj.message.body
+
+    @admin.display(description="sent message")
+    def sent_message_link(self, obj: Draft) -> str:
+        if not obj.sent_message_id:
+            return "-"
+        url = reverse("admin:messaging_message_change", args=[obj.sent_message_id])
+        return format_html('<a href="{}">message #{}</a>', url, obj.sent_message_id)
 
     @admin.display(description="tokens (in/out/reasoning)")
     def tokens(self, obj: Draft) -> str:
@@ -103,6 +116,12 @@ class DraftAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["can_approve_and_send"] = (
+            obj is not None and obj.status in EDITABLE_STATUSES and self.has_change_permission(request, obj)
+        )
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     def get_readonly_fields(self, request, obj=None):
         # Operators edit the text only while the draft awaits review or sending.
@@ -135,6 +154,16 @@ class DraftAdmin(admin.ModelAdmin):
             # Back to the form, with why (not Django's "changed successfully").
             self.message_user(request, f"Not saved: {refused}", messages.ERROR)
             return HttpResponseRedirect(request.path)
+        if "_approve_and_send" in request.POST:
+            # The edit (if any) is saved; now approve what was saved and send it.
+            obj.refresh_from_db()
+            try:
+                draft = draft_approve_and_send(draft=obj, user=request.user)
+            except ValueError as exc:
+                self.message_user(request, f"Not sent: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"Draft #{draft.pk} approved: it is being sent.", messages.SUCCESS)
+            return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
 
     def _apply(self, request, queryset, func, verb: str, **kwargs) -> None:
@@ -150,12 +179,12 @@ class DraftAdmin(admin.ModelAdmin):
         for reason in refused[:10]:
             self.message_user(request, reason, messages.WARNING)
 
-    @admin.action(description="Approve selected ready drafts")
-    def approve_drafts(self, request, queryset) -> None:
-        self._apply(request, queryset, draft_approve, "approved", user=request.user)
+    @admin.action(description="Approve and send selected drafts")
+    def approve_and_send(self, request, queryset) -> None:
+        self._apply(request, queryset, draft_approve_and_send, "approved and being sent", user=request.user)
 
     @admin.action(description="Reject selected drafts")
-    def reject_drafts(self, request, queryset) -> None:
+    def reject(self, request, queryset) -> None:
         self._apply(request, queryset, draft_reject, "rejected")
 
     @admin.action(description="Regenerate selected drafts")

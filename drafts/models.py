@@ -16,6 +16,7 @@ class DraftStatus(models.TextChoices):
     FAILED = "failed"
     SKIPPED = "skipped"
     APPROVED = "approved"
+    SCHEDULED = "scheduled"  # approved, waiting for the lead's send window (quiet hours)
     SENT = "sent"
     REJECTED = "rejected"
     SUPERSEDED = "superseded"
@@ -48,6 +49,9 @@ class Draft(models.Model):
     )
     approved_at = models.DateTimeField(null=True, blank=True)
     sent_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # When a scheduled send may go (the opening of the lead's send window), UTC.
+    send_after = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -60,7 +64,10 @@ class Draft(models.Model):
                 name="draft_one_live_per_message",
             ),
         ]
-        indexes = [models.Index(fields=["workspace", "status", "-created_at"], name="draft_ws_status")]
+        indexes = [
+            models.Index(fields=["workspace", "status", "-created_at"], name="draft_ws_status"),
+            models.Index(fields=["status", "send_after"], name="draft_status_send_after"),
+        ]
 
     def __str__(self) -> str:
         return f"draft #{self.pk} ({self.status})"

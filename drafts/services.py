@@ -928,7 +928,9 @@ def drafts_skip_for_blacklisted_lead(*, lead_id: int, workspace_id: int) -> int:
     """A lead just opted out: its drafts awaiting review or sending are never sent (``skipped``,
     reason ``blacklisted``). Open drafts end the same way at their final write."""
     return Draft.objects.filter(
-        workspace_id=workspace_id, lead_id=lead_id, status__in=(DraftStatus.READY, DraftStatus.APPROVED)
+        workspace_id=workspace_id,
+        lead_id=lead_id,
+        status__in=(DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.SCHEDULED),
     ).update(
         status=DraftStatus.SKIPPED,
         failure_reason="blacklisted",
@@ -1026,11 +1028,19 @@ def draft_abandon(*, draft_id: int, workspace_id: int) -> int:
 
 # --- Operator actions ----------------------------------------------------------------
 
-REJECTABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.FAILED, DraftStatus.SKIPPED)
-EDITABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED)
+REJECTABLE_STATUSES = (
+    DraftStatus.READY,
+    DraftStatus.APPROVED,
+    DraftStatus.SCHEDULED,
+    DraftStatus.FAILED,
+    DraftStatus.SKIPPED,
+)
+# Editing an approved or scheduled draft takes the approval back: what is sent was approved.
+EDITABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.SCHEDULED)
 REGENERATABLE_STATUSES = (
     DraftStatus.READY,
     DraftStatus.APPROVED,
+    DraftStatus.SCHEDULED,
     DraftStatus.FAILED,
     DraftStatus.SKIPPED,
     DraftStatus.REJECTED,
@@ -1090,6 +1100,7 @@ def draft_edit(*, draft: Draft, content: str, subject: str) -> Draft:
         status=DraftStatus.READY,
         approved_by=None,
         approved_at=None,
+        send_after=None,
     )
 
 

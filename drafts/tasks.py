@@ -33,3 +33,26 @@ def classify_and_draft(self, message_id: int) -> None:
     # exception is re-raised from there, for the worker log and Sentry.
     started = getattr(self.request, "drafts_started_at", None) or time.monotonic()
     message_classify_and_draft(message_id=message_id, started=started)
+
+
+@shared_task(
+    name="drafts.tasks.draft_send",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S,
+    time_limit=settings.DRAFT_SEND_TASK_TIME_LIMIT_S,
+    ignore_result=True,
+)
+def draft_send(draft_id: int, workspace_id: int) -> str:
+    """Send one approved draft, at most once (a redelivery finds the send already claimed)."""
+    from drafts.sending import draft_send as draft_send_service
+
+    return draft_send_service(draft_id=draft_id, workspace_id=workspace_id)
+
+
+@shared_task(name="drafts.tasks.drafts_send_due", acks_late=True, soft_time_limit=50, time_limit=58, ignore_result=True)
+def drafts_send_due() -> int:
+    """Every minute (celery beat): scheduled sends whose window opened, lost enqueues, stuck sends."""
+    from drafts.sending import drafts_send_due as drafts_send_due_service
+
+    return drafts_send_due_service()

@@ -295,3 +295,8 @@ def lead_blacklist(*, lead: Lead, reason: str) -> Lead:
         # Only a lead that is blacklisted already is left unchanged.
         lead.status, lead.sentiment = LeadStatus.BLACKLISTED, Sentiment.BLACKLIST
     return lead
+
+
+def lead_sms_dnd_set(*, lead_id: int, workspace_id: int, dnd: bool) -> None:
+    """The contact's SMS Do-Not-Disturb as GHL reports it (a send refused for DND, a sync)."""
+    Lead.objects.filter(pk=lead_id, workspace_id=workspace_id).update(sms_dnd=dnd, updated_at=timezone.now())

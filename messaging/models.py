@@ -25,6 +25,16 @@ class Origin(models.TextChoices):
     SENT = "sent", "sent by Leadline"
 
 
+class Delivery(models.TextChoices):
+    """Where an outbound message Leadline sends stands with the provider."""
+
+    NONE = "", "-"  # inbound, or an outbound message Leadline did not send
+    SENDING = "sending", "sending"  # written before the provider call
+    SENT = "sent", "sent"  # the provider accepted it
+    FAILED = "failed", "failed"  # the provider refused it: nothing went out
+    UNCONFIRMED = "unconfirmed", "unconfirmed"  # may or may not have gone out: never sent again
+
+
 class Message(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messages")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="messages")
@@ -48,6 +58,7 @@ class Message(models.Model):
     # How many times the work was enqueued (webhook + sweeper); the sweeper gives up after a few.
     work_enqueue_count = models.PositiveSmallIntegerField(default=0)
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.WEBHOOK)
+    delivery = models.CharField(max_length=12, choices=Delivery.choices, blank=True, default=Delivery.NONE)
     # When Leadline stored it (its own clock): the sweeper's window counts from here.
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -63,6 +74,12 @@ class Message(models.Model):
                 fields=["workspace", "emailbison_reply_id"],
                 condition=~Q(emailbison_reply_id=""),
                 name="message_unique_emailbison_reply_per_workspace",
+            ),
+            # A draft goes out at most once: one outbound row per draft that is (or may be) sent.
+            models.UniqueConstraint(
+                fields=["draft_source"],
+                condition=Q(draft_source__isnull=False, delivery__in=["sending", "sent", "unconfirmed"]),
+                name="message_one_send_per_draft",
             ),
         ]
         indexes = [

@@ -165,3 +165,18 @@ def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key:
         .only("id", "message_id", "lead_id", "status")
         .first()
     )
+
+
+def message_emailbison_sender_id(message: Message) -> str:
+    """The EmailBison sender the lead wrote to (from the stored ``LEAD_REPLIED`` delivery): a
+    reply goes out through the same address when it can. "" when unknown."""
+    bodies = WebhookEvent.objects.filter(
+        workspace_id=message.workspace_id, message_id=message.pk, provider=WebhookEvent.Provider.EMAILBISON
+    ).values_list("body", flat=True)
+    for body in bodies:
+        data = body.get("data") if isinstance(body, dict) else None
+        sender = data.get("sender_email") if isinstance(data, dict) else None
+        sender_id = sender.get("id") if isinstance(sender, dict) else None
+        if sender_id not in (None, ""):
+            return str(sender_id)[:64]
+    return ""

@@ -69,6 +69,10 @@ class Workspace(models.Model):
         max_length=20, default="0,1,2,3,4", help_text="Comma-separated weekdays, Monday=0."
     )
 
+    # SMS send window in the lead's local time (US rule: no texts before 08:00 or after 21:00).
+    sms_send_start = models.TimeField(default="08:00")
+    sms_send_end = models.TimeField(default="21:00")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -44,11 +44,13 @@ def test_detail_shows_answered_message_and_slots(admin_client, ready_draft):
 @pytest.mark.django_db
 def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft, django_capture_on_commit_callbacks):
     url = reverse("admin:drafts_draft_changelist")
-    admin_client.post(url, {"action": "approve_drafts", "_selected_action": [ready_draft.pk]})
+    with mock.patch("drafts.sending.draft_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(url, {"action": "approve_and_send", "_selected_action": [ready_draft.pk]})
     ready_draft.refresh_from_db()
     assert ready_draft.status == DraftStatus.APPROVED and ready_draft.approved_by == admin_user
+    send.assert_called_once_with(draft_id=ready_draft.pk, workspace_id=ready_draft.workspace_id)
 
-    admin_client.post(url, {"action": "reject_drafts", "_selected_action": [ready_draft.pk]})
+    admin_client.post(url, {"action": "reject", "_selected_action": [ready_draft.pk]})
     ready_draft.refresh_from_db()
     assert ready_draft.status == DraftStatus.REJECTED
 
@@ -70,7 +72,7 @@ def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft
 def test_action_on_a_draft_that_moved_meanwhile_is_refused_with_a_message(admin_client, ready_draft):
     Draft.objects.filter(pk=ready_draft.pk).update(status=DraftStatus.SUPERSEDED)
     url = reverse("admin:drafts_draft_changelist")
-    response = admin_client.post(url, {"action": "approve_drafts", "_selected_action": [ready_draft.pk]}, follow=True)
+    response = admin_client.post(url, {"action": "approve_and_send", "_selected_action": [ready_draft.pk]}, follow=True)
     assert "superseded: cannot approve it" in response.content.decode()
     assert Draft.objects.get(pk=ready_draft.pk).status == DraftStatus.SUPERSEDED
 

@@ -1,0 +1,404 @@
+"""Approve and send: exactly once, compliance at send time, self-healing email senders.
+
+Providers are faked with ``responses``; PostgreSQL decides the races.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import responses
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+from drafts.models import Draft, DraftStatus
+from drafts.sending import Outcome, draft_approve_and_send, draft_send, drafts_send_due, send_lease
+from drafts.tests.factories import lead_create, message_create
+from emailbison.models import SenderEmail
+from leads.models import Lead, LeadStatus
+from messaging.models import Channel, Delivery, Direction, Message, WebhookEvent
+from workspaces.models import IntegrationError
+from workspaces.services import workspace_configure
+
+GHL = "http://ghl-api.test"
+SEND_URL = f"{GHL}/conversations/messages"
+EB = "https://bison.acme.test"
+EB_REPLY = f"{EB}/api/replies/{{}}/reply"
+EB_SENDERS = f"{EB}/api/sender-emails"
+CONVERSATIONS_SPEC = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "vendor-specs" / "ghl" / "conversations.json"
+)
+
+
+@pytest.fixture(autouse=True)
+def ghl_api(settings):
+    settings.GHL_API_BASE_URL = GHL
+    settings.GHL_REQUESTS_PER_10S = 1000
+
+
+@pytest.fixture
+def ws(workspace):
+    ws, _ = workspace_configure(
+        slug="acme", changes={"emailbison_base_url": EB, "emailbison_token": "eb-token-secret-123456"}
+    )
+    return ws
+
+
+def _draft(
+    ws, *, channel=Channel.SMS, status=DraftStatus.APPROVED, lead=None, content="Tuesday 10am works?", **lead_fields
+):
+    lead = lead or lead_create(workspace=ws, timezone=lead_fields.pop("timezone", "UTC"), **lead_fields)
+    message = message_create(lead=lead, body="Yes, call me", channel=channel, sentiment="Interested")
+    return Draft.objects.create(
+        workspace=ws,
+        lead=lead,
+        message=message,
+        channel=channel,
+        status=status,
+        content=content,
+        subject="Re: roofs" if channel == Channel.EMAIL else "",
+    )
+
+
+def _sms_ok(message_id="ghl-out-1"):
+    responses.post(SEND_URL, json={"conversationId": "conv-1", "messageId": message_id, "msg": "Message queued"})
+
+
+def _posts(url_prefix: str = "") -> list[dict]:
+    return [
+        json.loads(call.request.body)
+        for call in responses.calls
+        if call.request.method == "POST" and call.request.url.startswith(url_prefix)
+    ]
+
+
+# --- exactly once -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_sms_goes_out_once_when_approve_and_send_is_clicked_twice(ws, admin_user, django_capture_on_commit_callbacks):
+    draft = _draft(ws, status=DraftStatus.READY)
+    _sms_ok()
+    enqueued = []
+    with (
+        mock.patch("drafts.sending.draft_send_enqueue", side_effect=lambda **kw: enqueued.append(kw)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        draft_approve_and_send(draft=draft, user=admin_user)
+        draft_approve_and_send(draft=Draft.objects.get(pk=draft.pk), user=admin_user)
+    assert len(enqueued) == 2  # both clicks hand a send to the broker...
+    outcomes = [draft_send(**kw) for kw in enqueued]
+    assert outcomes == [Outcome.SENT, Outcome.NOT_SENDABLE]  # ...only one sends
+    assert len(_posts(SEND_URL)) == 1
+    draft.refresh_from_db()
+    outbound = Message.objects.get(direction=Direction.OUTBOUND)
+    assert draft.status == DraftStatus.SENT and draft.sent_message_id == outbound.pk and draft.sent_at
+    assert (outbound.delivery, outbound.ghl_message_id, outbound.draft_source_id) == ("sent", "ghl-out-1", draft.pk)
+    assert outbound.body == "Tuesday 10am works?" and outbound.origin == "sent"
+    assert Lead.objects.get(pk=draft.lead_id).last_outbound_at is not None
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_the_request_matches_the_ghl_spec(ws):
+    spec = json.loads(CONVERSATIONS_SPEC.read_text())
+    operation = spec["paths"]["/conversations/messages"]["post"]
+    version_enum = next(p for p in operation["parameters"] if p["name"] == "Version")["schema"]["enum"]
+    body_props = set(spec["components"]["schemas"]["SendMessageBodyDto"]["properties"])
+    type_enum = spec["components"]["schemas"]["SendMessageBodyDto"]["properties"]["type"]["enum"]
+
+    _sms_ok()
+    draft_send(draft_id=_draft(ws).pk, workspace_id=ws.pk)
+    request = responses.calls[0].request
+    body = json.loads(request.body)
+    assert request.headers["Version"] in version_enum
+    assert set(body) <= body_props and body["type"] in type_enum
+    assert body["contactId"] and body["message"] == "Tuesday 10am works?"
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_redelivered_task_after_the_send_sends_nothing(ws):
+    draft = _draft(ws)
+    _sms_ok()
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.NOT_SENDABLE
+    assert len(_posts(SEND_URL)) == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_worker_killed_mid_send_never_causes_a_second_send(ws):
+    """The row written before the provider call is found by the redelivered task: while a live
+    worker could still be in the call it waits; past the lease it settles as unconfirmed."""
+    draft = _draft(ws)
+    outbound = Message.objects.create(
+        workspace=ws,
+        lead=draft.lead,
+        channel="sms",
+        direction="outbound",
+        body=draft.content,
+        sent_at=timezone.now(),
+        origin="sent",
+        delivery=Delivery.SENDING,
+        draft_source=draft,
+    )
+    _sms_ok()
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.IN_FLIGHT
+    Message.objects.filter(pk=outbound.pk).update(created_at=timezone.now() - send_lease() - dt.timedelta(seconds=1))
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.UNCONFIRMED
+    assert _posts(SEND_URL) == []
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.FAILED, "send_unconfirmed")
+    assert Message.objects.get(pk=outbound.pk).delivery == Delivery.UNCONFIRMED
+    assert IntegrationError.objects.filter(workspace=ws, code="send_unconfirmed", resolved_at=None).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@responses.activate
+def test_two_workers_sending_the_same_draft_at_once_send_it_once(workspace):
+    draft = _draft(workspace)
+
+    def slow_ok(request):
+        time.sleep(0.5)  # the first worker is inside the provider call while the second claims
+        return 200, {}, json.dumps({"conversationId": "c", "messageId": "m-1"})
+
+    responses.add_callback(responses.POST, SEND_URL, callback=slow_ok)
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def worker():
+        barrier.wait()
+        try:
+            outcomes.append(draft_send(draft_id=draft.pk, workspace_id=workspace.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == sorted([Outcome.SENT, Outcome.IN_FLIGHT])
+    assert len(_posts(SEND_URL)) == 1
+    assert Message.objects.filter(draft_source=draft).count() == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_5xx_is_unconfirmed_and_never_retried(ws):
+    draft = _draft(ws)
+    responses.post(SEND_URL, status=502, json={"message": "Bad gateway"})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.UNCONFIRMED
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.NOT_SENDABLE
+    assert len(_posts(SEND_URL)) == 1
+    assert Draft.objects.get(pk=draft.pk).failure_reason == "send_unconfirmed"
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_4xx_fails_the_draft_with_the_reason_and_a_later_send_resolves_it(ws):
+    draft = _draft(ws)
+    responses.post(SEND_URL, status=422, json={"message": ["contactId must be valid"]})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.FAILED
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.FAILED, "provider_http_error")
+    assert Message.objects.get(draft_source=draft).delivery == Delivery.FAILED
+    error = IntegrationError.objects.get(workspace=ws, source="ghl", code="send_provider_http_error")
+    assert "contactId must be valid" in error.message
+
+    responses.replace(responses.POST, SEND_URL, json={"conversationId": "c", "messageId": "m-2"})
+    assert draft_send(draft_id=_draft(ws).pk, workspace_id=ws.pk) == Outcome.SENT
+    error.refresh_from_db()
+    assert error.resolved_at is not None
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_our_own_outbound_webhook_arriving_first_does_not_break_the_send(ws):
+    """GHL may deliver the OutboundMessage webhook for our send before we store its id."""
+    draft = _draft(ws)
+
+    def accepted_and_webhooked(request):
+        Message.objects.create(
+            workspace=ws,
+            lead=draft.lead,
+            channel="sms",
+            direction="outbound",
+            body=draft.content,
+            sent_at=timezone.now(),
+            ghl_message_id="m-77",
+        )
+        return 200, {}, json.dumps({"conversationId": "c", "messageId": "m-77"})
+
+    responses.add_callback(responses.POST, SEND_URL, callback=accepted_and_webhooked)
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    outbound = Message.objects.get(workspace=ws, direction="outbound")
+    assert outbound.draft_source_id == draft.pk and outbound.ghl_message_id == "m-77"
+
+
+# --- compliance at send time ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_an_approved_draft_of_a_lead_who_opted_out_meanwhile_is_never_sent(ws):
+    draft = _draft(ws)
+    Lead.objects.filter(pk=draft.lead_id).update(status=LeadStatus.BLACKLISTED)
+    _sms_ok()
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SKIPPED
+    assert _posts() == []
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.SKIPPED, "blacklisted")
+    assert not Message.objects.filter(direction="outbound").exists()
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_an_opt_out_skips_approved_and_scheduled_drafts(ws):
+    from drafts.services import drafts_skip_for_blacklisted_lead
+
+    approved = _draft(ws)
+    scheduled = _draft(ws, status=DraftStatus.SCHEDULED, lead=approved.lead)
+    drafts_skip_for_blacklisted_lead(lead_id=approved.lead_id, workspace_id=ws.pk)
+    assert set(Draft.objects.values_list("status", flat=True)) == {DraftStatus.SKIPPED}
+    assert draft_send(draft_id=scheduled.pk, workspace_id=ws.pk) == Outcome.NOT_SENDABLE
+    assert _posts() == []
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_ghl_dnd_refusal_sets_the_lead_dnd_and_stops(ws):
+    draft = _draft(ws)
+    responses.post(
+        SEND_URL, status=400, json={"statusCode": 400, "message": "Cannot send message as DND is active for SMS."}
+    )
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.FAILED
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.FAILED, "dnd")
+    assert Lead.objects.get(pk=draft.lead_id).sms_dnd is True
+    # The next SMS draft of that lead is not even tried.
+    later = _draft(ws, lead=draft.lead)
+    assert draft_send(draft_id=later.pk, workspace_id=ws.pk) == Outcome.SKIPPED
+    assert len(_posts(SEND_URL)) == 1
+    assert Draft.objects.get(pk=later.pk).failure_reason == "dnd"
+
+
+@pytest.mark.django_db
+@responses.activate
+@pytest.mark.parametrize(
+    ("local_now", "opens_local"),
+    [
+        # 22:00 on a plain evening: next morning 08:00.
+        (dt.datetime(2030, 6, 11, 22, 0), dt.datetime(2030, 6, 12, 8, 0)),
+        # 22:00 the evening before DST ends (Nov 3, 2030, 02:00 EDT -> 01:00 EST): 08:00 EST, 10 hours later.
+        (dt.datetime(2030, 11, 2, 22, 0), dt.datetime(2030, 11, 3, 8, 0)),
+        # 22:00 the evening before DST starts (Mar 10, 2030): 08:00 EDT, 9 hours later.
+        (dt.datetime(2030, 3, 9, 22, 0), dt.datetime(2030, 3, 10, 8, 0)),
+        # 06:30 the same morning.
+        (dt.datetime(2030, 6, 11, 6, 30), dt.datetime(2030, 6, 11, 8, 0)),
+    ],
+)
+def test_sms_outside_quiet_hours_waits_for_the_window_across_dst(ws, local_now, opens_local):
+    import zoneinfo
+
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    draft = _draft(ws, timezone="America/New_York")
+    _sms_ok()
+    with time_machine.travel(local_now.replace(tzinfo=new_york), tick=False):
+        assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SCHEDULED
+    draft.refresh_from_db()
+    assert draft.status == DraftStatus.SCHEDULED
+    assert draft.send_after == opens_local.replace(tzinfo=new_york)
+    assert _posts() == []
+
+    with (
+        time_machine.travel(draft.send_after - dt.timedelta(minutes=1), tick=False),
+        mock.patch("drafts.sending.draft_send_enqueue") as enqueue,
+    ):
+        assert drafts_send_due() == 0
+        enqueue.assert_not_called()
+    with time_machine.travel(draft.send_after + dt.timedelta(seconds=30), tick=False):
+        with mock.patch("drafts.sending.draft_send_enqueue", return_value=True) as enqueue:
+            assert drafts_send_due() == 1
+        enqueue.assert_called_once_with(draft_id=draft.pk, workspace_id=ws.pk)
+        assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    assert len(_posts(SEND_URL)) == 1
+
+
+@pytest.mark.django_db
+def test_a_lead_without_timezone_takes_the_zone_of_its_number(ws):
+    from drafts.sendwindow import lead_time_zones
+
+    lead = lead_create(workspace=ws, timezone="", phone_e164="+14155552671")  # San Francisco
+    assert [z.key for z in lead_time_zones(lead=lead, workspace=ws)] == ["America/Los_Angeles"]
+    lead.phone_e164 = ""
+    assert [z.key for z in lead_time_zones(lead=lead, workspace=ws)] == [ws.timezone]
+
+
+# --- email ---------------------------------------------------------------------------------
+
+
+def _emailbison_reply_draft(ws, *, thread_sender="7"):
+    draft = _draft(ws, channel=Channel.EMAIL)
+    message = draft.message
+    message.emailbison_reply_id = "4242"
+    message.save(update_fields=["emailbison_reply_id"])
+    WebhookEvent.objects.create(
+        workspace=ws,
+        provider="emailbison",
+        event_type="LEAD_REPLIED",
+        message=message,
+        body={"data": {"reply": {"id": 4242}, "sender_email": {"id": int(thread_sender), "email": "s@acme.test"}}},
+        status="processed",
+    )
+    return draft
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_email_reply_through_a_dead_thread_sender_heals_and_goes_out_once(ws):
+    draft = _emailbison_reply_draft(ws, thread_sender="7")
+    SenderEmail.objects.create(workspace=ws, sender_id="7", is_sendable=True)
+    SenderEmail.objects.create(workspace=ws, sender_id="8", is_sendable=True)
+    responses.post(EB_REPLY.format(4242), status=422, json={"message": "The selected sender email id is invalid."})
+    responses.post(EB_REPLY.format(4242), json={"data": {"id": 9001}})
+    responses.get(EB_SENDERS, json={"data": [{"id": 8, "email": "b@acme.test", "status": "Connected"}]})
+
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    assert [p["sender_email_id"] for p in _posts(EB)] == [7, 8]
+    outbound = Message.objects.get(direction="outbound")
+    assert (outbound.emailbison_reply_id, outbound.delivery, outbound.subject) == ("9001", "sent", "Re: roofs")
+    assert IntegrationError.objects.filter(workspace=ws, source="emailbison", code="sender_invalid").exists()
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_email_with_every_sender_dead_fails_and_sends_nothing(ws):
+    draft = _emailbison_reply_draft(ws)
+    responses.get(EB_SENDERS, json={"data": [{"id": 7, "email": "a@acme.test", "status": "Disconnected"}]})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.FAILED
+    assert _posts() == []
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.FAILED, "no_sendable_sender")
+    assert Message.objects.get(draft_source=draft).delivery == Delivery.FAILED
+    assert IntegrationError.objects.filter(workspace=ws, source="emailbison", code="no_sendable_sender").exists()
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_email_that_came_through_ghl_is_answered_as_a_ghl_email(ws):
+    draft = _draft(ws, channel=Channel.EMAIL)
+    Message.objects.filter(pk=draft.message_id).update(emailbison_reply_id="", ghl_message_id="ghl-in-5")
+    _sms_ok("ghl-email-out")
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    body = _posts(SEND_URL)[0]
+    assert (body["type"], body["subject"], body["replyMessageId"]) == ("Email", "Re: roofs", "ghl-in-5")

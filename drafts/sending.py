@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from core.http import Deadline, ProviderConnectionError, ProviderError, ProviderHTTPError, ProviderTimeout
@@ -436,9 +437,16 @@ def drafts_send_due(*, now: dt.datetime | None = None, limit: int = 500) -> int:
     lost_after = now - dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S)
     enqueued = 0
     for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
-        drafts = Draft.objects.filter(workspace_id=workspace_id)
-        due = drafts.filter(status=DraftStatus.SCHEDULED, send_after__lte=now) | drafts.filter(
-            status=DraftStatus.APPROVED, updated_at__lte=lost_after
+        stuck = Message.objects.filter(
+            workspace_id=workspace_id,
+            draft_source=OuterRef("pk"),
+            delivery=Delivery.SENDING,
+            created_at__lte=now - send_lease(),
+        )
+        due = Draft.objects.filter(workspace_id=workspace_id).filter(
+            Q(status=DraftStatus.SCHEDULED, send_after__lte=now)
+            | Q(status=DraftStatus.APPROVED, updated_at__lte=lost_after)
+            | Q(Exists(stuck), status=DraftStatus.APPROVED)
         )
         for draft_id in due.order_by("send_after", "id").values_list("id", flat=True)[:limit]:
             if not draft_send_enqueue(draft_id=draft_id, workspace_id=workspace_id):

@@ -48,7 +48,14 @@ _I = re.IGNORECASE | re.MULTILINE
 # the whole message, and subjects that only mail servers write (bounces, auto-replies).
 
 # Opt-outs: a bare keyword as the whole message, or an explicit request.
-_OPT_OUT_WHOLE = re.compile(r"\A\W*(stop|stop ?all|unsubscribe|cancel|end|quit|opt[ -]?out|remove)\W*\Z", _I)
+_OPT_OUT_WHOLE = re.compile(r"\A\W*(stop|stop ?all|unsubscribe|cancel|end|quit|revoke|opt[ -]?out|remove)\W*\Z", _I)
+# Carrier opt-out keywords (CTIA; the FCC's 2024 rule adds revoke and opt out) standing as a
+# sentence of their own anywhere in a short text ("Who is this? STOP", "Stop. Wrong number"):
+# carriers act on them, so do we, whatever else the text says.
+_CARRIER_KEYWORD_SENTENCE = re.compile(
+    r"(?:\A|[.!?;:\n])\W*(?:stop ?all|stop|unsubscribe|cancel|end|quit|revoke|opt[ -]?out)\W*?(?:[.!?;:\n]|\Z)", _I
+)
+SHORT_TEXT_CHARS = 320
 _OPT_OUT_PHRASES = re.compile(
     r"\bunsubscribe\b|\bopt(?:ed)?[ -]?out\b|\bremove me\b|\btake me off\b"
     r"|\bstop (?:texting|messaging|emailing|contacting|calling|sending)\b"
@@ -116,7 +123,7 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
     """
     reply = new_text(body or "")
     subject = (subject or "")[:200]
-    if _OPT_OUT_WHOLE.search(reply) or _SUBJECT_BOUNCE.search(subject):
+    if _OPT_OUT_WHOLE.search(reply) or _SUBJECT_BOUNCE.search(subject) or carrier_opt_out(reply):
         return Sentiment.BLACKLIST
     if _SUBJECT_OUT_OF_OFFICE.search(subject):
         return Sentiment.OUT_OF_OFFICE
@@ -133,6 +140,11 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
     if _NOT_INTERESTED.search(reply) and not _DEFERRED_CUE.search(reply):
         return Sentiment.NOT_INTERESTED
     return None
+
+
+def carrier_opt_out(text: str) -> bool:
+    """A carrier keyword as a sentence of its own in a short text (the lead's new text)."""
+    return len(text) <= SHORT_TEXT_CHARS and bool(_CARRIER_KEYWORD_SENTENCE.search(text))
 
 
 def opt_out_suspected(body: str) -> bool:

@@ -139,6 +139,13 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Sending",
+            {
+                "fields": ("sms_send_start", "sms_send_end"),
+                "description": "SMS leave only inside this window, in the lead's local time (quiet hours).",
+            },
+        ),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
 

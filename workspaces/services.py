@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,7 @@ CONFIGURABLE_FIELDS = (
     "offer_description",
     "signature",
     "slots_to_offer",
+    "sms_send_window",  # "HH:MM-HH:MM", stored as sms_send_start / sms_send_end
 )
 URL_FIELDS = ("emailbison_base_url", "ghl_booking_url", "calendly_event_type_uri", "calendly_booking_url")
 
@@ -67,11 +69,23 @@ def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
     secret = changes.get("webhook_secret")
     if secret is not None and len(secret) < 16:
         errors["webhook_secret"] = "must be at least 16 characters"
+    window = changes.get("sms_send_window")
+    if window is not None and sms_send_window_parse(window) is None:
+        errors["sms_send_window"] = f"must be HH:MM-HH:MM with the start before the end, got {window!r}"
     slots = changes.get("slots_to_offer")
     if slots is not None and not (0 <= int(slots) <= 10):
         errors["slots_to_offer"] = "must be between 0 and 10"
     if errors:
         raise ValidationError(errors)
+
+
+def sms_send_window_parse(value: str) -> tuple[dt.time, dt.time] | None:
+    """``"08:00-21:00"`` → (08:00, 21:00); None when malformed or not start < end."""
+    try:
+        start, end = (dt.time.fromisoformat(part.strip()) for part in str(value).split("-"))
+    except ValueError:
+        return None
+    return (start, end) if start < end else None
 
 
 @transaction.atomic
@@ -83,6 +97,9 @@ def workspace_configure(*, slug: str, changes: dict[str, Any]) -> tuple[Workspac
     created = workspace is None
     if created:
         workspace = Workspace(slug=slug, name=changes.get("name") or slug)
+    window = changes.pop("sms_send_window", None)
+    if window is not None:
+        workspace.sms_send_start, workspace.sms_send_end = sms_send_window_parse(window)
     for field, value in changes.items():
         setattr(workspace, field, value)
     location = changes.get("ghl_location_id")

@@ -57,6 +57,8 @@ def test_configure_workspace_updates_only_given_flags(workspace):
         (["acme", "--ghl-booking-url=not a url"], "--ghl-booking-url"),
         (["acme", "--emailbison-base-url=ftp://x"], "--emailbison-base-url"),
         (["acme", "--webhook-secret=short"], "--webhook-secret"),
+        (["acme", "--sms-send-window=21:00-08:00"], "--sms-send-window"),
+        (["acme", "--sms-send-window=8am-9pm"], "--sms-send-window"),
     ],
 )
 def test_configure_workspace_bad_input_names_the_flag_and_changes_nothing(workspace, args, flag):
@@ -145,3 +147,11 @@ def test_setup_periodic_tasks_is_idempotent():
     assert PeriodicTask.objects.count() == count
     tasks = set(PeriodicTask.objects.values_list("task", flat=True))
     assert {"messaging.tasks.sweep_unprocessed_messages", "availability.tasks.availability_refresh_dispatch"} <= tasks
+
+
+@pytest.mark.django_db
+def test_configure_workspace_sets_the_sms_send_window(workspace):
+    out = json.loads(run("configure_workspace", "acme", "--sms-send-window=09:00-20:00"))
+    assert out["sms_send_window"] == "09:00-20:00"
+    workspace.refresh_from_db()
+    assert (workspace.sms_send_start.isoformat(), workspace.sms_send_end.isoformat()) == ("09:00:00", "20:00:00")

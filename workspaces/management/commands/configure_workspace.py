@@ -31,6 +31,7 @@ FLAGS = {
     "offer_description": "offer_description",
     "signature": "signature",
     "slots_to_offer": "slots_to_offer",
+    "sms_send_window": "sms_send_window",
 }
 
 
@@ -50,6 +51,7 @@ def workspace_public_json(workspace: Workspace) -> dict:
         "persona_name": workspace.persona_name,
         "company_name": workspace.company_name,
         "slots_to_offer": workspace.slots_to_offer,
+        "sms_send_window": f"{workspace.sms_send_start:%H:%M}-{workspace.sms_send_end:%H:%M}",
     }
     data.update({name: mask_secret(getattr(workspace, name)) or None for name in SECRET_FIELDS})
     data["webhook_urls"] = workspace_webhook_urls(workspace=workspace)

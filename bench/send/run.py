@@ -1,0 +1,215 @@
+"""Benchmark: approve-and-send 100 ready drafts through the admin action, real worker, fake providers.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/leadline \
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/4 \
+    .venv/bin/python bench/send/run.py [--drafts 100] [--batch 1] [--concurrency 16] [--latency 0.05]
+
+Creates its own throwaway database (``bench_send_<name>``), 100 ready drafts (half SMS through
+GHL, half email replies through EmailBison, whose threads spread over 10 senders, one of them
+dead: listed as connected, refusing every send), starts the fake providers on 127.0.0.1
+(``core.testing.fake_outbox``) and a real Celery worker, then clicks "Approve and send" in the
+admin (``--batch`` drafts a click) as a logged-in operator, waits until every draft is final
+and prints: drafts sent / failed, sends the providers accepted, refusals, drafts sent more than
+once, and the time from each click to the provider receiving that draft (median, p90, max).
+It flushes the Redis db it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(BASE_DIR))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DJANGO_DEBUG", "1")
+os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWVuY3J5cHRpb24ta2V5ISE=")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--drafts", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1, help="drafts selected per admin click")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=0.05, help="the fake providers' answer time (s)")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("set DATABASE_URL to a PostgreSQL server (the bench creates its own database there)", file=sys.stderr)
+        return 2
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        print("set CELERY_BROKER_URL to a Redis database (e.g. redis://127.0.0.1:6379/4)", file=sys.stderr)
+        return 2
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    base_name = settings.DATABASES["default"]["NAME"]
+    settings.DATABASES["default"]["TEST"]["NAME"] = f"bench_send_{base_name}"
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        return _run(args)
+    finally:
+        connection.creation.destroy_test_db(base_name, verbosity=0)
+
+
+def _setup(args, fake):
+    from django.contrib.auth import get_user_model
+
+    from drafts.models import Draft, DraftStatus
+    from leads.models import Lead
+    from messaging.models import Channel, Message, WebhookEvent
+    from workspaces.services import workspace_configure
+
+    workspace, _ = workspace_configure(
+        slug="bench-send",
+        changes={
+            "name": "Bench send",
+            "timezone": "UTC",
+            "ghl_location_id": "LOCBENCHSEND0001",
+            "ghl_token": "pit-bench-send-token-0000",
+            "emailbison_base_url": fake.emailbison_base_url,
+            "emailbison_token": "eb-bench-send-token-0000",
+            "sms_send_window": "00:00-23:59",  # the bench measures sending, not quiet hours
+        },
+    )
+    drafts = {}
+    for n in range(args.drafts):
+        sms = n % 2 == 0
+        lead = Lead.objects.create(
+            workspace=workspace,
+            first_name=f"Lead{n}",
+            email=f"lead{n}@example.com",
+            phone_e164=f"+1415555{n:04d}",
+            ghl_contact_id=f"benchcontact{n:08d}",
+            timezone="UTC",
+        )
+        inbound = Message.objects.create(
+            workspace=workspace,
+            lead=lead,
+            channel=Channel.SMS if sms else Channel.EMAIL,
+            direction="inbound",
+            body="Interested, can we talk?",
+            sent_at=django_now(),
+            sentiment="Interested",
+            ghl_message_id=f"in-{n}" if sms else "",
+            emailbison_reply_id="" if sms else str(5000 + n),
+        )
+        if not sms:
+            thread_sender = (n // 2) % fake.senders + 1
+            WebhookEvent.objects.create(
+                workspace=workspace,
+                provider="emailbison",
+                event_type="LEAD_REPLIED",
+                message=inbound,
+                status="processed",
+                body={"data": {"reply": {"id": 5000 + n}, "sender_email": {"id": thread_sender}}},
+            )
+        draft = Draft.objects.create(
+            workspace=workspace,
+            lead=lead,
+            message=inbound,
+            channel=inbound.channel,
+            status=DraftStatus.READY,
+            content=f"Reply {n}: happy to talk, does Tuesday 10:00 work?",
+            subject="" if sms else "Re: your note",
+        )
+        drafts[draft.content] = draft.pk
+    user = get_user_model().objects.create_superuser("bench-operator", "op@bench.test", "bench-pass-123")
+    return workspace, drafts, user
+
+
+def django_now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def _run(args) -> int:
+    import redis
+    from django.conf import settings
+    from django.test import Client
+
+    from core.testing.fake_outbox import fake_outbox_server
+    from core.testing.processes import celery_worker, live_database_url
+    from drafts.models import Draft, DraftStatus
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    with fake_outbox_server(senders=10, dead_senders={"3"}, latency_s=args.latency) as fake:
+        workspace, drafts, user = _setup(args, fake)
+        env = {
+            "DATABASE_URL": live_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "GHL_API_BASE_URL": fake.ghl_base_url,
+            "GHL_REQUESTS_PER_10S": "1000",
+        }
+        client = Client()
+        client.force_login(user)
+        ids = sorted(drafts.values())
+        clicked_at: dict[int, float] = {}
+        with celery_worker(env=env, pool="threads", concurrency=args.concurrency, queues="celery"):
+            started = time.time()
+            for i in range(0, len(ids), args.batch):
+                batch = ids[i : i + args.batch]
+                now = time.time()
+                for draft_id in batch:
+                    clicked_at[draft_id] = now
+                response = client.post(
+                    "/admin/drafts/draft/", {"action": "approve_and_send", "_selected_action": batch}
+                )
+                assert response.status_code == 302, response.status_code
+            clicks_s = time.time() - started
+            deadline = time.monotonic() + args.timeout
+            final = (DraftStatus.SENT, DraftStatus.FAILED, DraftStatus.SKIPPED)
+            while time.monotonic() < deadline:
+                if Draft.objects.filter(workspace=workspace).exclude(status__in=final).count() == 0:
+                    break
+                time.sleep(0.2)
+            wall_s = time.time() - started
+
+    statuses = collections.Counter(Draft.objects.filter(workspace=workspace).values_list("status", flat=True))
+    per_draft = collections.Counter()
+    latency = []
+    for send in fake.sends:
+        draft_id = drafts.get(send.body.get("message", ""))
+        per_draft[draft_id] += 1
+        if per_draft[draft_id] == 1 and draft_id in clicked_at:
+            latency.append(send.received_at - clicked_at[draft_id])
+    duplicates = sum(1 for count in per_draft.values() if count > 1)
+    by_provider = collections.Counter(send.provider for send in fake.sends)
+    print(
+        f"drafts: {args.drafts} ({args.drafts // 2 + args.drafts % 2} SMS, {args.drafts // 2} email), "
+        f"{args.batch} per click, worker threads={args.concurrency}, provider latency {args.latency * 1000:.0f} ms"
+    )
+    print(f"final statuses: {dict(statuses)}")
+    print(
+        f"provider accepted sends: {len(fake.sends)} "
+        f"(ghl {by_provider['ghl']}, emailbison {by_provider['emailbison']}); "
+        f"refused by dead senders: {len(fake.refusals)}; drafts sent more than once: {duplicates}"
+    )
+    print(f"clicks took {clicks_s:.2f} s in all; wall until every draft final {wall_s:.2f} s")
+    if latency:
+        print(
+            f"click -> provider call: median {statistics.median(latency) * 1000:.0f} ms, "
+            f"p90 {_pct(latency, 0.9) * 1000:.0f} ms, max {max(latency) * 1000:.0f} ms (n={len(latency)})"
+        )
+    ok = statuses.get("sent", 0) == args.drafts and duplicates == 0 and len(fake.sends) == args.drafts
+    print("RESULT:", "ok" if ok else "NOT OK")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from drafts.models import Draft, DraftStatus
-from drafts.sending import draft_approve_and_send
+from drafts.sending import draft_approve_and_send, drafts_approve_and_send
 from drafts.services import EDITABLE_STATUSES, draft_edit, draft_regenerate, draft_reject
 from messaging.models import Channel
 
@@ -40,6 +40,7 @@ class DraftAdmin(admin.ModelAdmin):
         "lead",
         "channel",
         "status",
+        "send_after",
         "failure_reason",
         "answered_message",
         "model",
@@ -181,7 +182,18 @@ class DraftAdmin(admin.ModelAdmin):
 
     @admin.action(description="Approve and send selected drafts")
     def approve_and_send(self, request, queryset) -> None:
-        self._apply(request, queryset, draft_approve_and_send, "approved and being sent", user=request.user)
+        by_workspace: dict[int, list[int]] = {}
+        for draft_id, workspace_id in queryset.values_list("id", "workspace_id"):
+            by_workspace.setdefault(workspace_id, []).append(draft_id)
+        queued, refused = 0, []
+        for workspace_id, draft_ids in by_workspace.items():
+            result = drafts_approve_and_send(workspace_id=workspace_id, draft_ids=draft_ids, user=request.user)
+            queued += len(result.queued)
+            refused += result.refused
+        if queued:
+            self.message_user(request, f"{queued} draft(s) approved and being sent.", messages.SUCCESS)
+        for reason in refused[:10]:
+            self.message_user(request, reason, messages.WARNING)
 
     @admin.action(description="Reject selected drafts")
     def reject(self, request, queryset) -> None:

@@ -41,7 +41,6 @@ from django.utils import timezone
 from core.http import Deadline, ProviderConnectionError, ProviderError, ProviderHTTPError, ProviderTimeout
 from drafts.models import Draft, DraftStatus
 from drafts.sendwindow import lead_time_zones, send_window_next_open
-from drafts.services import draft_approve
 from emailbison.services import (
     EmailBisonNotConfigured,
     NoSendableSender,
@@ -121,14 +120,58 @@ class SendRefused(Exception):
 # --- Approve and send ----------------------------------------------------------------------
 
 
-def draft_approve_and_send(*, draft: Draft, user) -> Draft:
-    """Approve a ready draft (an approved or scheduled one stays as it is) and hand it to the
-    send task after commit. Refusals raise ``ValueError`` saying why."""
+@dataclass(frozen=True)
+class ApproveAndSend:
+    queued: list[int]  # drafts handed to the send task (approved now, or already approved/scheduled)
+    refused: list[str]  # why the others were not, one sentence each
+
+
+def drafts_approve_and_send(*, workspace_id: int, draft_ids: list[int], user) -> ApproveAndSend:
+    """Approve the ready drafts among ``draft_ids`` (approved and scheduled ones stay as they
+    are) and hand them all to the send task after commit; the rest are refused with the reason.
+
+    The drafts are locked and approved in a few statements whatever their number, so a click
+    on a hundred drafts starts the first sends at once.
+    """
+    now = timezone.now()
+    queued, to_approve, refused = [], [], []
     with transaction.atomic():
-        if draft.status not in SENDABLE_STATUSES:
-            draft = draft_approve(draft=draft, user=user)
-        transaction.on_commit(functools.partial(draft_send_enqueue, draft_id=draft.pk, workspace_id=draft.workspace_id))
+        drafts = (
+            Draft.objects.select_for_update(of=("self",))
+            .select_related("lead")
+            .filter(workspace_id=workspace_id, pk__in=draft_ids)
+            .order_by("id")
+        )
+        for draft in drafts:
+            if draft.status in SENDABLE_STATUSES:
+                queued.append(draft.pk)
+            elif draft.status != DraftStatus.READY:
+                refused.append(f"draft #{draft.pk} is {draft.status}: cannot approve it")
+            elif draft.lead.is_blacklisted:
+                refused.append(f"draft #{draft.pk}: the lead is blacklisted, cannot approve it")
+            else:
+                to_approve.append(draft.pk)
+        Draft.objects.filter(workspace_id=workspace_id, pk__in=to_approve).update(
+            status=DraftStatus.APPROVED, approved_by=user, approved_at=now, updated_at=now
+        )
+        queued = sorted(queued + to_approve)
+        transaction.on_commit(functools.partial(_send_enqueue_all, draft_ids=queued, workspace_id=workspace_id))
+    return ApproveAndSend(queued=queued, refused=refused)
+
+
+def draft_approve_and_send(*, draft: Draft, user) -> Draft:
+    """One draft's approve-and-send; a refusal raises ``ValueError`` saying why."""
+    result = drafts_approve_and_send(workspace_id=draft.workspace_id, draft_ids=[draft.pk], user=user)
+    if result.refused:
+        raise ValueError(result.refused[0])
+    draft.refresh_from_db()
     return draft
+
+
+def _send_enqueue_all(*, draft_ids: list[int], workspace_id: int) -> None:
+    for draft_id in draft_ids:
+        if not draft_send_enqueue(draft_id=draft_id, workspace_id=workspace_id):
+            return  # the broker is down: the beat sweep sends the approved drafts later
 
 
 def draft_send_enqueue(*, draft_id: int, workspace_id: int) -> bool:

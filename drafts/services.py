@@ -1066,19 +1066,6 @@ def _draft_transition(
     return draft
 
 
-def draft_approve(*, draft: Draft, user) -> Draft:
-    """Ready -> approved (by ``user``); the approved text is what will be sent."""
-    return _draft_transition(
-        draft=draft,
-        allowed=(DraftStatus.READY,),
-        action="approve",
-        lead_open=True,
-        status=DraftStatus.APPROVED,
-        approved_by=user,
-        approved_at=timezone.now(),
-    )
-
-
 def draft_reject(*, draft: Draft) -> Draft:
     return _draft_transition(draft=draft, allowed=REJECTABLE_STATUSES, action="reject", status=DraftStatus.REJECTED)
 

@@ -112,3 +112,41 @@ def test_a_refused_edit_says_why_and_writes_nothing(admin_client, ready_draft):
     ready_draft.refresh_from_db()
     assert ready_draft.content == "draft-content-text"
     assert not LogEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_change_form_saves_the_edit_then_approves_and_sends(
+    admin_client, admin_user, ready_draft, django_capture_on_commit_callbacks
+):
+    url = reverse("admin:drafts_draft_change", args=[ready_draft.pk])
+    assert 'name="_approve_and_send"' in admin_client.get(url).content.decode()
+    with mock.patch("drafts.sending.draft_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, {"subject": "", "content": "edited, then sent", "_approve_and_send": "1"})
+    assert response.status_code == 302
+    ready_draft.refresh_from_db()
+    assert (ready_draft.content, ready_draft.status) == ("edited, then sent", DraftStatus.APPROVED)
+    assert ready_draft.approved_by == admin_user
+    send.assert_called_once_with(draft_id=ready_draft.pk, workspace_id=ready_draft.workspace_id)
+
+
+@pytest.mark.django_db
+def test_a_sent_draft_links_its_message_and_offers_no_send_button(admin_client, ready_draft):
+    from django.utils import timezone
+
+    from messaging.models import Message
+
+    outbound = Message.objects.create(
+        workspace=ready_draft.workspace,
+        lead=ready_draft.lead,
+        channel="sms",
+        direction="outbound",
+        body=ready_draft.content,
+        sent_at=timezone.now(),
+        origin="sent",
+        delivery="sent",
+        draft_source=ready_draft,
+    )
+    Draft.objects.filter(pk=ready_draft.pk).update(status=DraftStatus.SENT, sent_message=outbound)
+    html = admin_client.get(reverse("admin:drafts_draft_change", args=[ready_draft.pk])).content.decode()
+    assert reverse("admin:messaging_message_change", args=[outbound.pk]) in html
+    assert 'name="_approve_and_send"' not in html

@@ -12,9 +12,9 @@ from django.utils import timezone
 from core.sentry import ReportedError
 from drafts.models import Draft, DraftStatus
 from drafts.selectors import drafts_stale_open
+from drafts.sending import draft_approve_and_send
 from drafts.services import (
     DRAFT_ABANDON_AFTER,
-    draft_approve,
     draft_edit,
     draft_regenerate,
     draft_reject,
@@ -170,7 +170,7 @@ def test_approve_applies_only_to_a_draft_still_ready(workspace, admin_user):
     Draft.objects.filter(pk=draft.pk).update(status=DraftStatus.SUPERSEDED)  # a worker moved it meanwhile
 
     with pytest.raises(ValueError, match="superseded: cannot approve"):
-        draft_approve(draft=stale_copy, user=admin_user)
+        draft_approve_and_send(draft=stale_copy, user=admin_user)
     assert Draft.objects.get(pk=draft.pk).status == DraftStatus.SUPERSEDED
 
 
@@ -212,7 +212,7 @@ def test_opting_out_skips_the_leads_drafts_awaiting_review_and_approval_is_refus
     # A draft that somehow is ready for a blacklisted lead cannot be approved or edited.
     Draft.objects.filter(pk=ready.pk).update(status=DraftStatus.READY)
     with pytest.raises(ValueError, match="blacklisted"):
-        draft_approve(draft=stale_copy, user=admin_user)
+        draft_approve_and_send(draft=stale_copy, user=admin_user)
     with pytest.raises(ValueError, match="blacklisted"):
         draft_edit(draft=stale_copy, content="x", subject="")
 
@@ -232,7 +232,8 @@ def test_an_unsubscribe_webhook_skips_the_leads_ready_drafts(workspace, client):
 
 def test_editing_an_approved_draft_takes_the_approval_back(workspace, admin_user):
     draft = _draft(_classified(lead_create(workspace=workspace)), DraftStatus.READY, content="hello")
-    draft_approve(draft=draft, user=admin_user)
+    draft = draft_approve_and_send(draft=draft, user=admin_user)
+    assert draft.status == DraftStatus.APPROVED
 
     draft = draft_edit(draft=draft, content="hello there", subject="")
 

@@ -61,6 +61,8 @@ def _change_form_data(workspace, **overrides):
         "offer_description": "",
         "signature": "",
         "slots_to_offer": "3",
+        "sms_send_start": "08:00",
+        "sms_send_end": "21:00",
         "integration_errors-TOTAL_FORMS": "0",
         "integration_errors-INITIAL_FORMS": "0",
         "integration_errors-MIN_NUM_FORMS": "0",

@@ -31,6 +31,12 @@ def beat_entries() -> list[PeriodicEntry]:
             description="Sends scheduled drafts whose send window opened, and approved drafts whose enqueue was lost.",
         ),
         PeriodicEntry(
+            name="leadline: speed-to-lead SLA scan",
+            task="inbox.tasks.sla_scan",
+            every_seconds=60,
+            description="Raises an SLA breach for each lead waiting past the SLA, resolves it once answered.",
+        ),
+        PeriodicEntry(
             name="leadline: refresh availability",
             task="availability.tasks.availability_refresh_dispatch",
             every_seconds=settings.AVAILABILITY_REFRESH_MINUTES * 60,

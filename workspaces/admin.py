@@ -85,16 +85,21 @@ def _admin_changelist_link(app_label: str, model: str, workspace: Workspace, lab
     return format_html('<a href="{}?workspace__id__exact={}">{}</a>', url, workspace.pk, label)
 
 
+# Panels other apps add to the workspace page (each: workspace -> safe HTML), registered from
+# their AppConfig.ready() so this low layer imports none of them (the speed-to-lead chart).
+workspace_page_panels: list = []
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
     form = WorkspaceAdminForm
     list_display = ("slug", "name", "timezone", "is_active", "booking_provider", "open_errors", "credentials")
     list_filter = ("is_active", "booking_provider")
     search_fields = ("slug", "name", "ghl_location_id")
-    readonly_fields = ("related_links", "webhook_urls", "masked_credentials", "created_at", "updated_at")
+    readonly_fields = ("related_links", "panels", "webhook_urls", "masked_credentials", "created_at", "updated_at")
     inlines = [OpenIntegrationErrorInline]
     fieldsets = (
-        (None, {"fields": ("slug", "name", "timezone", "is_active", "related_links", "webhook_urls")}),
+        (None, {"fields": ("slug", "name", "timezone", "is_active", "related_links", "webhook_urls", "panels")}),
         (
             "Credentials (write-only)",
             {
@@ -191,6 +196,12 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
         urls = workspace_webhook_urls(workspace=obj)
         return format_html_join("", "<div>{}: <code>{}</code></div>", urls.items())
+
+    @admin.display(description="Activity")
+    def panels(self, obj: Workspace) -> str:
+        if not obj.pk:
+            return "-"
+        return format_html_join("", "<div>{}</div>", ((panel(obj),) for panel in workspace_page_panels)) or "-"
 
     @admin.display(description="Related")
     def related_links(self, obj: Workspace) -> str:

@@ -73,6 +73,14 @@ class Workspace(models.Model):
     sms_send_start = models.TimeField(default="08:00")
     sms_send_end = models.TimeField(default="21:00")
 
+    # Speed to lead: how long (business minutes) a lead may wait for our answer, per channel.
+    sla_sms_minutes = models.PositiveIntegerField(default=5)
+    sla_email_minutes = models.PositiveIntegerField(default=30)
+    sla_notify_email = models.EmailField(blank=True, default="", help_text="Told when a lead waits past the SLA.")
+    sla_notify_webhook_url = models.URLField(
+        blank=True, default="", max_length=500, help_text="POSTed a JSON note when a lead waits past the SLA."
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,6 +123,7 @@ class IntegrationError(models.Model):
         WEBHOOK = "webhook", "Webhook"
         BROKER = "broker", "Task broker"
         DRAFTS = "drafts", "Drafts"
+        SPEED_TO_LEAD = "speed_to_lead", "Speed to lead"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="integration_errors")
     source = models.CharField(max_length=32, choices=Source.choices)

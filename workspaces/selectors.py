@@ -30,8 +30,12 @@ def _count_by(queryset, field: str) -> dict[str, int]:
 
 def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
     """The workspace's state, as printed by ``workspace_report <slug> --json``."""
+    from django.utils import timezone
+
     from availability.selectors import availability_summary
     from drafts.models import Draft
+    from emailbison.selectors import sender_counts
+    from inbox.selectors import speed_to_lead_summary
     from leads.models import Lead
     from messaging.models import Direction, Message
 
@@ -60,6 +64,8 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         "open_errors": open_errors,
         "availability": availability_summary(workspace=workspace),
         "last_sync": _last_sync(workspace=workspace),
+        "speed_to_lead": speed_to_lead_summary(workspace=workspace, now=timezone.now()),
+        "senders": sender_counts(workspace_id=workspace.pk),
     }
 
 

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class InboxConfig(AppConfig):
+    name = "inbox"
+    verbose_name = "Inbox and speed to lead"
+
+    def ready(self) -> None:
+        from inbox.charts import speed_to_lead_panel
+        from workspaces.admin import workspace_page_panels
+
+        if speed_to_lead_panel not in workspace_page_panels:
+            workspace_page_panels.append(speed_to_lead_panel)

@@ -1,0 +1,269 @@
+"""Reads for the operator inbox and the speed-to-lead figures.
+
+A **clock** starts when Leadline receives a lead's message that expects an answer (a person's
+message: not an out-of-office or automated reply, not an opt-out, and not old history a sync
+imported) while no clock of that lead is running, and stops at our next answer (an outbound
+message that went out: a sent draft, or a reply an operator wrote in GHL). A reopened thread
+(the lead writes again after our answer) starts a new clock. Clocks count business time
+(``BusinessHours``): the SLA and the reply figures are about the hours the team works.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db.models import F, OuterRef, Q, Subquery
+
+from drafts.models import Draft, DraftStatus
+from drafts.quoting import new_text
+from inbox.businesstime import BusinessHours
+from inbox.models import SlaBreach
+from leads.models import MACHINE_REPLY_SENTIMENTS, LeadStatus, Sentiment
+from messaging.models import Channel, Delivery, Direction, Message, Origin
+from messaging.selectors import SWEEP_MAX_MESSAGE_AGE
+from workspaces.models import Workspace
+
+# Inbound messages that start no clock: nobody is waiting for an answer to them.
+NO_CLOCK_SENTIMENTS = (*MACHINE_REPLY_SENTIMENTS, Sentiment.BLACKLIST)
+# Outbound messages that answer the lead (ours once sent, or written outside Leadline).
+ANSWER_DELIVERIES = (Delivery.NONE, Delivery.SENT)
+REPORT_DAYS = 7
+HISTORY_DAYS = 14
+
+
+def sla_seconds(*, workspace: Workspace, channel: str) -> int:
+    minutes = workspace.sla_sms_minutes if channel == Channel.SMS else workspace.sla_email_minutes
+    return int(minutes) * 60
+
+
+# --- Clocks ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clock:
+    lead_id: int
+    message_id: int
+    channel: str
+    started_at: dt.datetime
+
+
+def _clock_starters(workspace_id: int):
+    """Inbound messages of the workspace that start a clock when none is running."""
+    return (
+        Message.objects.filter(workspace_id=workspace_id, direction=Direction.INBOUND)
+        .exclude(sentiment__in=NO_CLOCK_SENTIMENTS)
+        # History a sync imported: only a recent message (a webhook we missed) expects an answer.
+        .exclude(origin=Origin.SYNC, sent_at__lt=F("created_at") - SWEEP_MAX_MESSAGE_AGE)
+    )
+
+
+def running_clocks(*, workspace_id: int) -> list[Clock]:
+    """One clock per lead still waiting for our answer, started by its first unanswered message."""
+    last_answer = (
+        Message.objects.filter(
+            workspace_id=workspace_id,
+            lead_id=OuterRef("lead_id"),
+            direction=Direction.OUTBOUND,
+            delivery__in=ANSWER_DELIVERIES,
+        )
+        .order_by("-created_at")
+        .values("created_at")[:1]
+    )
+    rows = (
+        _clock_starters(workspace_id)
+        .exclude(lead__status=LeadStatus.BLACKLISTED)
+        .annotate(last_answer=Subquery(last_answer))
+        .filter(Q(last_answer__isnull=True) | Q(created_at__gt=F("last_answer")))
+        .order_by("created_at", "id")
+        .values_list("lead_id", "id", "channel", "created_at")
+    )
+    clocks: dict[int, Clock] = {}
+    for lead_id, message_id, channel, created_at in rows:
+        clocks.setdefault(lead_id, Clock(lead_id, message_id, channel, created_at))
+    return list(clocks.values())
+
+
+@dataclass(frozen=True)
+class Reply:
+    lead_id: int
+    channel: str
+    received_at: dt.datetime
+    replied_at: dt.datetime
+    business_s: float
+
+
+def replies_since(*, workspace: Workspace, since: dt.datetime) -> list[Reply]:
+    """Completed clocks whose answer went out after ``since`` (clocks may have started before)."""
+    hours = BusinessHours.of(workspace)
+    starters = set(
+        _clock_starters(workspace.pk)
+        .filter(created_at__gte=since - dt.timedelta(days=HISTORY_DAYS))
+        .values_list("id", flat=True)
+    )
+    messages = (
+        Message.objects.filter(workspace_id=workspace.pk, created_at__gte=since - dt.timedelta(days=HISTORY_DAYS))
+        .filter(Q(direction=Direction.INBOUND) | Q(direction=Direction.OUTBOUND, delivery__in=ANSWER_DELIVERIES))
+        .order_by("lead_id", "created_at", "id")
+        .values_list("id", "lead_id", "direction", "channel", "created_at")
+    )
+    replies = []
+    running: dict[int, tuple[str, dt.datetime]] = {}
+    for message_id, lead_id, direction, channel, created_at in messages:
+        if direction == Direction.INBOUND:
+            if message_id in starters and lead_id not in running:
+                running[lead_id] = (channel, created_at)
+        elif lead_id in running:
+            channel_in, received = running.pop(lead_id)
+            if created_at >= since:
+                replies.append(
+                    Reply(lead_id, channel_in, received, created_at, hours.seconds_between(received, created_at))
+                )
+    return replies
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def speed_to_lead_summary(*, workspace: Workspace, now: dt.datetime) -> dict:
+    """``workspace_report``'s ``speed_to_lead``: ready drafts waiting, the longest current wait
+    (received → now, wall clock), and reply times of the last 7 days (received → our answer,
+    business seconds)."""
+    waiting = Draft.objects.filter(workspace_id=workspace.pk, status=DraftStatus.READY)
+    oldest = waiting.order_by("message__created_at").values_list("message__created_at", flat=True).first()
+    reply_s = [r.business_s for r in replies_since(workspace=workspace, since=now - dt.timedelta(days=REPORT_DAYS))]
+    median = statistics.median(reply_s) if reply_s else None
+    p90 = _pct(reply_s, 0.9)
+    return {
+        "waiting": waiting.count(),
+        "oldest_wait_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+        "median_reply_s": round(median, 1) if median is not None else None,
+        "p90_reply_s": round(p90, 1) if p90 is not None else None,
+    }
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    day: dt.date
+    median_reply_s: float | None
+    replies_sent: int
+    sla_breaches: int
+
+
+def reply_history(*, workspace: Workspace, now: dt.datetime, days: int = HISTORY_DAYS) -> list[DayFigures]:
+    """Per local day of the last ``days``: median reply time (business seconds), replies Leadline
+    sent, SLA breaches detected."""
+    zone = workspace.tzinfo
+    today = now.astimezone(zone).date()
+    first = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first, dt.time(), tzinfo=zone)
+    per_day: dict[dt.date, list[float]] = defaultdict(list)
+    for reply in replies_since(workspace=workspace, since=since):
+        per_day[reply.replied_at.astimezone(zone).date()].append(reply.business_s)
+    sent = defaultdict(int)
+    for at in Message.objects.filter(
+        workspace_id=workspace.pk, origin=Origin.SENT, delivery=Delivery.SENT, sent_at__gte=since
+    ).values_list("sent_at", flat=True):
+        sent[at.astimezone(zone).date()] += 1
+    breaches = defaultdict(int)
+    for at in SlaBreach.objects.filter(workspace_id=workspace.pk, detected_at__gte=since).values_list(
+        "detected_at", flat=True
+    ):
+        breaches[at.astimezone(zone).date()] += 1
+    out = []
+    for offset in range(days):
+        day = first + dt.timedelta(days=offset)
+        values = per_day.get(day)
+        out.append(DayFigures(day, statistics.median(values) if values else None, sent[day], breaches[day]))
+    return out
+
+
+# --- The review queue ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    draft_id: int
+    workspace_id: int
+    workspace_slug: str
+    lead_id: int
+    lead_label: str
+    channel: str
+    sentiment: str
+    new_text: str
+    full_text: str
+    subject: str
+    content: str
+    slots: list[str]
+    received_at: dt.datetime
+    waited_s: float  # wall clock, received -> now
+    business_waited_s: float
+    sla_s: int
+    breached: bool
+
+
+def review_queue(
+    *,
+    workspace_ids: list[int],
+    now: dt.datetime,
+    channel: str = "",
+    sentiment: str = "",
+    limit: int = 500,
+) -> list[QueueRow]:
+    """Ready drafts of ``workspace_ids``, the longest-waiting lead first (by when Leadline
+    received the message the draft answers). Two queries whatever the number of rows."""
+    drafts = (
+        Draft.objects.filter(workspace_id__in=workspace_ids, status=DraftStatus.READY)
+        .select_related("lead", "message", "workspace")
+        .order_by("message__created_at", "id")
+    )
+    if channel:
+        drafts = drafts.filter(channel=channel)
+    if sentiment:
+        drafts = drafts.filter(message__sentiment=sentiment)
+    hours: dict[int, BusinessHours] = {}
+    rows = []
+    for draft in drafts[:limit]:
+        workspace, message, lead = draft.workspace, draft.message, draft.lead
+        business = hours.setdefault(workspace.pk, BusinessHours.of(workspace))
+        received = message.created_at
+        business_waited = business.seconds_between(received, now)
+        sla = sla_seconds(workspace=workspace, channel=draft.channel)
+        rows.append(
+            QueueRow(
+                draft_id=draft.pk,
+                workspace_id=workspace.pk,
+                workspace_slug=workspace.slug,
+                lead_id=lead.pk,
+                lead_label=str(lead),
+                channel=draft.channel,
+                sentiment=message.sentiment,
+                new_text=new_text(message.body) or message.body,
+                full_text=message.body,
+                subject=draft.subject,
+                content=draft.content,
+                slots=[slot.get("label", "") for slot in draft.offered_slots or [] if isinstance(slot, dict)],
+                received_at=received,
+                waited_s=(now - received).total_seconds(),
+                business_waited_s=business_waited,
+                sla_s=sla,
+                breached=business_waited > sla,
+            )
+        )
+    return rows
+
+
+def waiting_leads_count(*, workspace_ids: list[int]) -> int:
+    """Leads with a ready draft awaiting review (the admin header's badge)."""
+    return (
+        Draft.objects.filter(workspace_id__in=workspace_ids, status=DraftStatus.READY)
+        .values("lead_id")
+        .distinct()
+        .count()
+    )

@@ -1,0 +1,128 @@
+"""The inbox in a real headless browser (Debian chromium + chromium-driver through selenium): an
+operator logs in, opens the inbox, edits a draft, approves and sends it, sees it leave the queue,
+and finds the sent message linked from the draft. The send goes through a real Celery worker to
+a local fake GHL. Screenshots land in test-artifacts/inbox/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+from core.testing.fake_outbox import fake_outbox_server
+from core.testing.processes import celery_worker, live_database_url
+from drafts.models import Draft, DraftStatus
+from drafts.tests.factories import lead_create, message_create
+from workspaces.services import workspace_configure
+
+CHROMIUM = os.environ.get("LEADLINE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("LEADLINE_CHROMEDRIVER", "/usr/bin/chromedriver")
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "inbox"
+PASSWORD = "inbox-browser-pass-0123"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)) and not os.environ.get("CI"):
+    pytestmark.append(pytest.mark.skip(reason="needs Debian chromium + chromium-driver (.ci/run installs them)"))
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, settings):
+    broker = os.environ.get("TEST_REDIS_URL") or os.environ["CELERY_BROKER_URL"]
+    with fake_outbox_server() as fake:
+        settings.GHL_API_BASE_URL = fake.ghl_base_url
+        workspace, _ = workspace_configure(
+            slug="acme-inbox",
+            changes={
+                "name": "Acme Roofing",
+                "ghl_location_id": "LOCINBOXBROWSER1",
+                "ghl_token": "pit-inbox-browser-token",
+                "sms_send_window": "00:00-23:59",
+            },
+        )
+        drafts = []
+        for first, text, reply in (
+            ("Dana", "Yes! Can you come Tuesday to look at the roof?", "Hi Dana, Tuesday 10:00 or 14:00 works."),
+            ("Eli", "How much for a full replacement?", "Hi Eli, happy to quote: could we call Wednesday?"),
+        ):
+            lead = lead_create(workspace=workspace, first_name=first, timezone="UTC")
+            message = message_create(lead=lead, body=text, sentiment="Interested")
+            drafts.append(
+                Draft.objects.create(
+                    workspace=workspace,
+                    lead=lead,
+                    message=message,
+                    channel="sms",
+                    status=DraftStatus.READY,
+                    content=reply,
+                    offered_slots=[{"label": "Tue Dec 1, 10:00 AM"}, {"label": "Tue Dec 1, 2:00 PM"}],
+                )
+            )
+        get_user_model().objects.create_superuser("operator", "op@acme.test", PASSWORD)
+        env = {
+            "DATABASE_URL": live_database_url(),
+            "CELERY_BROKER_URL": broker,
+            "GHL_API_BASE_URL": fake.ghl_base_url,
+        }
+        with celery_worker(env=env, pool="threads", concurrency=2, queues="celery"):
+            browser.get(f"{live_server.url}/admin/login/?next=/admin/inbox/")
+            browser.find_element(By.NAME, "username").send_keys("operator")
+            browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+            browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+            assert "Inbox: 2 waiting" in browser.page_source
+            _shot(browser, "01-inbox")
+
+            row = browser.find_element(By.ID, f"draft-{drafts[0].pk}")
+            box = row.find_element(By.NAME, "content")
+            box.clear()
+            box.send_keys("Hi Dana, Tuesday 10:00 works for our roofer. See you then!")
+            _shot(browser, "02-edited")
+            row.find_element(By.CSS_SELECTOR, "button[value=send]").click()
+            assert f'id="draft-{drafts[0].pk}"' not in browser.page_source  # it left the queue
+            assert "approved: it is being sent" in browser.page_source
+            _shot(browser, "03-after-send")
+
+            sent = _wait(lambda: Draft.objects.filter(pk=drafts[0].pk, status=DraftStatus.SENT).first(), 30, "the send")
+        assert [s.body["message"] for s in fake.sends] == ["Hi Dana, Tuesday 10:00 works for our roofer. See you then!"]
+        browser.get(f"{live_server.url}/admin/drafts/draft/{sent.pk}/change/")
+        link = browser.find_element(By.LINK_TEXT, f"message #{sent.sent_message_id}")
+        _shot(browser, "04-draft-sent")
+        link.click()
+        assert "Hi Dana, Tuesday 10:00 works" in browser.page_source
+        _shot(browser, "05-sent-message")

@@ -217,38 +217,53 @@ def review_queue(
     limit: int = 500,
 ) -> list[QueueRow]:
     """Ready drafts of ``workspace_ids``, the longest-waiting lead first (by when Leadline
-    received the message the draft answers). Two queries whatever the number of rows."""
-    drafts = (
-        Draft.objects.filter(workspace_id__in=workspace_ids, status=DraftStatus.READY)
-        .select_related("lead", "message", "workspace")
-        .order_by("message__created_at", "id")
-    )
+    received the message the draft answers). One query for the rows (plain values, no model
+    instances: the page lists hundreds) and one for the workspaces' hours."""
+    drafts = Draft.objects.filter(workspace_id__in=workspace_ids, status=DraftStatus.READY)
     if channel:
         drafts = drafts.filter(channel=channel)
     if sentiment:
         drafts = drafts.filter(message__sentiment=sentiment)
-    hours: dict[int, BusinessHours] = {}
+    values = drafts.order_by("message__created_at", "id").values(
+        "id",
+        "workspace_id",
+        "lead_id",
+        "channel",
+        "subject",
+        "content",
+        "offered_slots",
+        "message__body",
+        "message__sentiment",
+        "message__created_at",
+        "lead__first_name",
+        "lead__last_name",
+        "lead__email",
+        "lead__phone_e164",
+    )[:limit]
+    workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in=workspace_ids)}
+    hours = {pk: BusinessHours.of(w) for pk, w in workspaces.items()}
     rows = []
-    for draft in drafts[:limit]:
-        workspace, message, lead = draft.workspace, draft.message, draft.lead
-        business = hours.setdefault(workspace.pk, BusinessHours.of(workspace))
-        received = message.created_at
-        business_waited = business.seconds_between(received, now)
-        sla = sla_seconds(workspace=workspace, channel=draft.channel)
+    for v in values:
+        workspace = workspaces[v["workspace_id"]]
+        received = v["message__created_at"]
+        business_waited = hours[workspace.pk].seconds_between(received, now)
+        sla = sla_seconds(workspace=workspace, channel=v["channel"])
+        body = v["message__body"]
+        name = f"{v['lead__first_name']} {v['lead__last_name']}".strip()
         rows.append(
             QueueRow(
-                draft_id=draft.pk,
+                draft_id=v["id"],
                 workspace_id=workspace.pk,
                 workspace_slug=workspace.slug,
-                lead_id=lead.pk,
-                lead_label=str(lead),
-                channel=draft.channel,
-                sentiment=message.sentiment,
-                new_text=new_text(message.body) or message.body,
-                full_text=message.body,
-                subject=draft.subject,
-                content=draft.content,
-                slots=[slot.get("label", "") for slot in draft.offered_slots or [] if isinstance(slot, dict)],
+                lead_id=v["lead_id"],
+                lead_label=name or v["lead__email"] or v["lead__phone_e164"] or f"lead {v['lead_id']}",
+                channel=v["channel"],
+                sentiment=v["message__sentiment"],
+                new_text=new_text(body) or body,
+                full_text=body,
+                subject=v["subject"],
+                content=v["content"],
+                slots=[slot.get("label", "") for slot in v["offered_slots"] or [] if isinstance(slot, dict)],
                 received_at=received,
                 waited_s=(now - received).total_seconds(),
                 business_waited_s=business_waited,

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.utils import timezone
 from drafts.models import Draft
 from drafts.sending import drafts_approve_and_send
 from drafts.services import draft_edit, draft_regenerate, draft_reject
+from inbox.rows import rows_html
 from inbox.selectors import review_queue
 from leads.models import Sentiment
 from messaging.models import Channel
@@ -50,16 +52,17 @@ def inbox_view(request):
     rows = review_queue(
         workspace_ids=workspace_ids, now=now, channel=filters["channel"], sentiment=filters["sentiment"]
     )
+    query = urlencode({k: v for k, v in filters.items() if v})
+    can_act = request.user.has_perm("drafts.change_draft")
     context = {
         **admin.site.each_context(request),
         "title": "Inbox: drafts awaiting review",
         "rows": rows,
+        "rows_html": rows_html(rows, csrf_token=get_token(request), query=query, can_act=can_act),
         "filters": filters,
-        "query": urlencode({k: v for k, v in filters.items() if v}),
         "workspaces": Workspace.objects.filter(pk__in=visible).order_by("slug").values_list("id", "slug"),
         "channels": Channel.choices,
         "sentiments": Sentiment.choices,
-        "can_act": request.user.has_perm("drafts.change_draft"),
     }
     return TemplateResponse(request, "inbox/inbox.html", context)
 

@@ -151,6 +151,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 "description": "SMS leave only inside this window, in the lead's local time (quiet hours).",
             },
         ),
+        (
+            "Speed to lead",
+            {
+                "fields": ("sla_sms_minutes", "sla_email_minutes", "sla_notify_email", "sla_notify_webhook_url"),
+                "description": "How long a lead may wait for our answer, in business minutes (business hours"
+                " above); a lead waiting longer raises an SLA breach and, optionally, a note by email or webhook.",
+            },
+        ),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
 

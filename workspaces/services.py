@@ -38,8 +38,18 @@ CONFIGURABLE_FIELDS = (
     "signature",
     "slots_to_offer",
     "sms_send_window",  # "HH:MM-HH:MM", stored as sms_send_start / sms_send_end
+    "sla_sms_minutes",
+    "sla_email_minutes",
+    "sla_notify_email",
+    "sla_notify_webhook_url",
 )
-URL_FIELDS = ("emailbison_base_url", "ghl_booking_url", "calendly_event_type_uri", "calendly_booking_url")
+URL_FIELDS = (
+    "emailbison_base_url",
+    "ghl_booking_url",
+    "calendly_event_type_uri",
+    "calendly_booking_url",
+    "sla_notify_webhook_url",
+)
 
 
 def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
@@ -72,6 +82,10 @@ def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
     window = changes.get("sms_send_window")
     if window is not None and sms_send_window_parse(window) is None:
         errors["sms_send_window"] = f"must be HH:MM-HH:MM with the start before the end, got {window!r}"
+    for field in ("sla_sms_minutes", "sla_email_minutes"):
+        value = changes.get(field)
+        if value is not None and not (1 <= int(value) <= 10080):
+            errors[field] = "must be between 1 and 10080 minutes"
     slots = changes.get("slots_to_offer")
     if slots is not None and not (0 <= int(slots) <= 10):
         errors["slots_to_offer"] = "must be between 0 and 10"

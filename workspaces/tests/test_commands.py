@@ -59,6 +59,8 @@ def test_configure_workspace_updates_only_given_flags(workspace):
         (["acme", "--webhook-secret=short"], "--webhook-secret"),
         (["acme", "--sms-send-window=21:00-08:00"], "--sms-send-window"),
         (["acme", "--sms-send-window=8am-9pm"], "--sms-send-window"),
+        (["acme", "--sla-sms-minutes=0"], "--sla-sms-minutes"),
+        (["acme", "--sla-notify-webhook-url=not-a-url"], "--sla-notify-webhook-url"),
     ],
 )
 def test_configure_workspace_bad_input_names_the_flag_and_changes_nothing(workspace, args, flag):

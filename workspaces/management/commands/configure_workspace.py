@@ -32,6 +32,10 @@ FLAGS = {
     "signature": "signature",
     "slots_to_offer": "slots_to_offer",
     "sms_send_window": "sms_send_window",
+    "sla_sms_minutes": "sla_sms_minutes",
+    "sla_email_minutes": "sla_email_minutes",
+    "sla_notify_email": "sla_notify_email",
+    "sla_notify_webhook_url": "sla_notify_webhook_url",
 }
 
 
@@ -52,6 +56,7 @@ def workspace_public_json(workspace: Workspace) -> dict:
         "company_name": workspace.company_name,
         "slots_to_offer": workspace.slots_to_offer,
         "sms_send_window": f"{workspace.sms_send_start:%H:%M}-{workspace.sms_send_end:%H:%M}",
+        "sla_minutes": {"sms": workspace.sla_sms_minutes, "email": workspace.sla_email_minutes},
     }
     data.update({name: mask_secret(getattr(workspace, name)) or None for name in SECRET_FIELDS})
     data["webhook_urls"] = workspace_webhook_urls(workspace=workspace)
@@ -65,7 +70,7 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         for flag in FLAGS:
             kwargs = {"dest": flag}
-            if flag == "slots_to_offer":
+            if flag in ("slots_to_offer", "sla_sms_minutes", "sla_email_minutes"):
                 kwargs["type"] = int
             parser.add_argument(f"--{flag.replace('_', '-')}", **kwargs)
         active = parser.add_mutually_exclusive_group()

@@ -20,11 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DJANGO_DEBUG", "1")
-os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWVuY3J5cHRpb24ta2V5ISE=")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.common import django_setup, percentile, require_env, throwaway_database
 
 
 def main() -> int:
@@ -32,22 +29,13 @@ def main() -> int:
     parser.add_argument("--drafts", type=int, default=500)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a PostgreSQL server (the bench creates its own database there)", file=sys.stderr)
+    problem = require_env(redis=False)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-
-    base_name = settings.DATABASES["default"]["NAME"]
-    settings.DATABASES["default"]["TEST"]["NAME"] = f"bench_inbox_{base_name}"
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-    try:
+    django_setup()
+    with throwaway_database("bench_inbox"):
         return _run(args)
-    finally:
-        connection.creation.destroy_test_db(base_name, verbosity=0)
 
 
 def _run(args) -> int:
@@ -115,7 +103,7 @@ def _run(args) -> int:
         response = client.get("/admin/inbox/")
     rows = response.content.decode().count('class="inbox-row')
     timings.sort()
-    p95 = timings[min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))]
+    p95 = percentile(timings, 0.95)
     print(
         f"inbox with {rows} waiting drafts, {args.runs} renders: median {statistics.median(timings):.0f} ms, "
         f"p95 {p95:.0f} ms, max {timings[-1]:.0f} ms; {len(queries)} SQL queries per render"

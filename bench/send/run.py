@@ -18,22 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(BASE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ.setdefault("DJANGO_DEBUG", "1")
-os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWVuY3J5cHRpb24ta2V5ISE=")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.common import django_setup, percentile, require_env, throwaway_database
 
 
 def main() -> int:
@@ -44,26 +35,14 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="the fake providers' answer time (s)")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        print("set DATABASE_URL to a PostgreSQL server (the bench creates its own database there)", file=sys.stderr)
-        return 2
-    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
-        print("set CELERY_BROKER_URL to a Redis database (e.g. redis://127.0.0.1:6379/4)", file=sys.stderr)
+    problem = require_env(redis=True)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
 
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-
-    base_name = settings.DATABASES["default"]["NAME"]
-    settings.DATABASES["default"]["TEST"]["NAME"] = f"bench_send_{base_name}"
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
-    try:
+    django_setup()
+    with throwaway_database("bench_send"):
         return _run(args)
-    finally:
-        connection.creation.destroy_test_db(base_name, verbosity=0)
 
 
 def _setup(args, fake):
@@ -204,7 +183,7 @@ def _run(args) -> int:
     if latency:
         print(
             f"click -> provider call: median {statistics.median(latency) * 1000:.0f} ms, "
-            f"p90 {_pct(latency, 0.9) * 1000:.0f} ms, max {max(latency) * 1000:.0f} ms (n={len(latency)})"
+            f"p90 {percentile(latency, 0.9) * 1000:.0f} ms, max {max(latency) * 1000:.0f} ms (n={len(latency)})"
         )
     ok = statuses.get("sent", 0) == args.drafts and duplicates == 0 and len(fake.sends) == args.drafts
     print("RESULT:", "ok" if ok else "NOT OK")

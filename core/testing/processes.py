@@ -41,6 +41,18 @@ def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0) 
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout}s")
 
 
+def wait_until(predicate, timeout: float, what: str, *, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (returned); AssertionError naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def live_database_url() -> str:
     """The URL of the database the current Django connection uses (the test DB under pytest)."""
     from django.db import connection

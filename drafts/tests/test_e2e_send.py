@@ -11,12 +11,11 @@ import json
 import os
 import signal
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.testing.processes import celery_worker, live_database_url
+from core.testing.processes import celery_worker, live_database_url, wait_until
 from drafts.models import Draft, DraftStatus
 from drafts.tests.factories import lead_create, message_create
 from messaging.models import Delivery, Message
@@ -43,16 +42,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
@@ -84,7 +73,7 @@ def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
     try:
         with celery_worker(env=env, concurrency=1) as first:
             draft_send.apply_async(args=[draft.pk, workspace.pk])
-            _wait(lambda: ghl.sends, 30, "the send to reach GHL")
+            wait_until(lambda: ghl.sends, 30, "the send to reach GHL")
             os.killpg(first.pid, signal.SIGKILL)  # mid-send: GHL has the request, we have no answer
             first.wait(10)
         outbound = Message.objects.get(draft_source=draft)
@@ -93,14 +82,14 @@ def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
         second_log = tmp_path / "second-worker.log"
         with celery_worker(env=env, concurrency=1, log_path=second_log):
             # The unacknowledged task comes back to the new worker: it finds the claimed send.
-            _wait(lambda: "'in_flight'" in second_log.read_text(), 60, "the redelivered task to run")
+            wait_until(lambda: "'in_flight'" in second_log.read_text(), 60, "the redelivered task to run")
             assert len(ghl.sends) == 1
             assert Draft.objects.get(pk=draft.pk).status == DraftStatus.APPROVED
             # Past the lease (the hard limit: no worker can still be in that call) the sweep settles it.
             # (Backdated by the longer of the two processes' leases.)
             Message.objects.filter(pk=outbound.pk).update(created_at=outbound.created_at - send_lease())
             assert drafts_send_due() >= 1
-            settled = _wait(
+            settled = wait_until(
                 lambda: Draft.objects.filter(pk=draft.pk, status=DraftStatus.FAILED).first(), 30, "the draft to settle"
             )
     finally:

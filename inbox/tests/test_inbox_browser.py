@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from core.testing.fake_outbox import fake_outbox_server
-from core.testing.processes import celery_worker, live_database_url
+from core.testing.processes import celery_worker, live_database_url, wait_until
 from drafts.models import Draft, DraftStatus
 from drafts.tests.factories import lead_create, message_create
 from workspaces.services import workspace_configure
@@ -51,16 +50,6 @@ def browser():
 def _shot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, settings):
@@ -118,7 +107,9 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             assert "approved: it is being sent" in browser.page_source
             _shot(browser, "03-after-send")
 
-            sent = _wait(lambda: Draft.objects.filter(pk=drafts[0].pk, status=DraftStatus.SENT).first(), 30, "the send")
+            sent = wait_until(
+                lambda: Draft.objects.filter(pk=drafts[0].pk, status=DraftStatus.SENT).first(), 30, "the send"
+            )
         assert [s.body["message"] for s in fake.sends] == ["Hi Dana, Tuesday 10:00 works for our roofer. See you then!"]
         browser.get(f"{live_server.url}/admin/drafts/draft/{sent.pk}/change/")
         link = browser.find_element(By.LINK_TEXT, f"message #{sent.sent_message_id}")

@@ -198,6 +198,85 @@ def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
     assert me.call_count == 1 and types.call_count == 1  # cached
 
 
+@responses.activate
+def test_calendly_event_types_are_read_across_pages(db):
+    ws = configure(
+        booking_provider="calendly",
+        calendly_token=CALENDLY_TOKEN,
+        calendly_booking_url="https://calendly.com/acme-sales/discovery",
+    )
+    user_uri = f"{CALENDLY}/users/U1"
+    event_uri = f"{CALENDLY}/event_types/ET9"
+    responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri}})
+    second_page = f"{CALENDLY}/event_types?user={user_uri}&count=100&page_token=P2"
+    first = responses.get(
+        f"{CALENDLY}/event_types",
+        match=[responses.matchers.query_param_matcher({"user": user_uri, "count": "100"})],
+        json={
+            "collection": [{"uri": f"{CALENDLY}/event_types/ET1", "slug": "intro"}],
+            "pagination": {"next_page": second_page},
+        },
+    )
+    second = responses.get(
+        f"{CALENDLY}/event_types",
+        match=[responses.matchers.query_param_matcher({"user": user_uri, "count": "100", "page_token": "P2"})],
+        json={
+            "collection": [{"uri": event_uri, "slug": "discovery"}],
+            "pagination": {"next_page": None},
+        },
+    )
+    times = responses.get(f"{CALENDLY}/event_type_available_times", json={"collection": []})
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert (first.call_count, second.call_count) == (1, 1)
+    assert snapshot(ws).resolved_ids["calendly"]["event_type_uri"] == event_uri  # found on the second page
+    assert parse_qs(urlsplit(times.calls[0].request.url).query)["event_type"] == [event_uri]
+
+
+@responses.activate
+def test_calendly_pagination_stops_after_its_page_limit(db):
+    from availability.providers.calendly import EVENT_TYPES_MAX_PAGES
+
+    ws = configure(
+        booking_provider="calendly",
+        calendly_token=CALENDLY_TOKEN,
+        calendly_booking_url="https://calendly.com/acme-sales/discovery",
+    )
+    responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": f"{CALENDLY}/users/U1"}})
+    endless = responses.get(
+        f"{CALENDLY}/event_types",
+        json={"collection": [], "pagination": {"next_page": f"{CALENDLY}/event_types?page_token=again"}},
+    )
+    availability_refresh(workspace=ws)
+    assert endless.call_count == EVENT_TYPES_MAX_PAGES
+    assert set(open_errors(ws)) == {"calendar_not_found"}
+
+
+@responses.activate
+def test_a_cached_calendar_that_404s_is_resolved_again_on_the_next_refresh(workspace):
+    ws = configure(booking_provider="ghl", ghl_booking_url="https://link.acme.com/widget/bookings/acme-discovery")
+    responses.get(f"{API}/calendars/", json={"calendars": [{"id": CAL_ID, "widgetSlug": "acme-discovery"}]})
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=2))
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert snapshot(ws).resolved_ids["ghl"]["booking_calendar_id"] == CAL_ID
+
+    # The calendar behind the slug is replaced: the cached id now answers 404.
+    responses.replace(responses.GET, f"{BACKEND}/calendars/{CAL_ID}/free-slots", status=404, json={})
+    responses.replace(
+        responses.GET, f"{API}/calendars/", json={"calendars": [{"id": CAL_ID_2, "widgetSlug": "acme-discovery"}]}
+    )
+    new = responses.get(f"{BACKEND}/calendars/{CAL_ID_2}/free-slots", json=future_slot_strings(days=2))
+    availability_refresh(workspace=ws, force=True)
+    assert set(open_errors(ws)) == {"calendar_not_found"}
+    assert "ghl" not in snapshot(ws).resolved_ids  # the cached resolution is dropped
+
+    assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
+    assert snapshot(ws).resolved_ids["ghl"]["booking_calendar_id"] == CAL_ID_2
+    assert new.call_count == 1
+    assert sum(urlsplit(c.request.url).path == "/calendars/" for c in responses.calls) == 2  # resolved twice
+    assert open_errors(ws) == {}
+
+
 # --- Fallbacks, stale, errors -----------------------------------------------------
 
 

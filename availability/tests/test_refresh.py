@@ -576,3 +576,76 @@ def test_every_provider_tries_the_booking_url_then_the_calendar_config(workspace
         booking_then_config_paths(provider=provider, booking_url="", config="", via_booking_url=print, via_config=print)
         == []
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_at_once_never_claim_the_same_workspace(monkeypatch):
+    """Real concurrency on PostgreSQL: dispatcher A holds its claimed rows locked (paused inside
+    its transaction, right after its ``SELECT ... FOR UPDATE``) while dispatcher B runs
+    on its own connection. B must neither wait for A's locks nor claim what A claimed."""
+    import threading
+
+    from django.db import connection
+
+    from availability import tasks
+
+    due = sorted(
+        configure(slug=slug, booking_provider="ghl", ghl_calendar_id=CAL_ID).pk
+        for slug in ("acme", "globex", "initech")
+    )
+    a_locked, b_done = threading.Event(), threading.Event()
+    b_pid: list[int] = []
+    results: dict[str, object] = {}
+
+    def lock_wait_of_b() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # else the view is frozen for the transaction
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", b_pid)
+            row = cursor.fetchone()
+        return bool(row) and row[0] == "Lock"
+
+    def pause_after_claim(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT") and 'FROM "availability_availabilitysnapshot"' in sql:  # the claim
+            a_locked.set()
+            # Hold the locks until B is done; stop early if B is seen waiting for them (it
+            # should not wait at all). The bound only matters when B hangs for another reason.
+            for _ in range(1200):
+                if b_done.wait(0.05):
+                    break
+                if b_pid and lock_wait_of_b():
+                    results["b_waited_for_a"] = True
+                    break
+        return result
+
+    def dispatcher(name: str) -> None:
+        try:
+            if name == "a":
+                with connection.execute_wrapper(pause_after_claim):
+                    results[name] = tasks.availability_refresh_dispatch()
+            else:
+                a_locked.wait(30)
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    b_pid.append(cursor.fetchone()[0])
+                results[name] = tasks.availability_refresh_dispatch()
+                b_done.set()
+        except Exception as exc:  # surfaced by the asserts below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    sent: dict[str, list[int]] = {"a": [], "b": []}
+    monkeypatch.setattr(
+        tasks, "enqueue_refresh", lambda workspace_id, **kw: sent[threading.current_thread().name].append(workspace_id)
+    )
+    threads = [threading.Thread(target=dispatcher, args=(name,), name=name) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert "b_waited_for_a" not in results  # SKIP LOCKED: B passed A's rows by
+    assert results == {"a": len(due), "b": 0}
+    assert sent == {"a": due, "b": []}
+    assert tasks.availability_refresh_dispatch() == 0  # all of them are queued now

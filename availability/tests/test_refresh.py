@@ -29,6 +29,10 @@ def configure(slug="acme", **changes):
     return ws
 
 
+def calendly_workspace(booking_url: str):
+    return configure(booking_provider="calendly", calendly_token=CALENDLY_TOKEN, calendly_booking_url=booking_url)
+
+
 def open_errors(ws):
     return {e.code: e for e in IntegrationError.objects.filter(workspace=ws, source="availability", resolved_at=None)}
 
@@ -135,11 +139,7 @@ def test_free_slots_object_shape_is_accepted(workspace):
 
 @responses.activate
 def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
-    ws = configure(
-        booking_provider="calendly",
-        calendly_token=CALENDLY_TOKEN,
-        calendly_booking_url="https://calendly.com/acme-sales/discovery/",
-    )
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery/")
     user_uri = f"{CALENDLY}/users/U1"
     event_uri = f"{CALENDLY}/event_types/ET2"
     me = responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri, "timezone": "America/Chicago"}})
@@ -200,11 +200,7 @@ def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
 
 @responses.activate
 def test_calendly_event_types_are_read_across_pages(db):
-    ws = configure(
-        booking_provider="calendly",
-        calendly_token=CALENDLY_TOKEN,
-        calendly_booking_url="https://calendly.com/acme-sales/discovery",
-    )
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery")
     user_uri = f"{CALENDLY}/users/U1"
     event_uri = f"{CALENDLY}/event_types/ET9"
     responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri}})
@@ -237,11 +233,7 @@ def test_calendly_event_types_are_read_across_pages(db):
 def test_calendly_pagination_stops_after_its_page_limit(db):
     from availability.providers.calendly import EVENT_TYPES_MAX_PAGES
 
-    ws = configure(
-        booking_provider="calendly",
-        calendly_token=CALENDLY_TOKEN,
-        calendly_booking_url="https://calendly.com/acme-sales/discovery",
-    )
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery")
     responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": f"{CALENDLY}/users/U1"}})
     endless = responses.get(
         f"{CALENDLY}/event_types",

@@ -29,6 +29,10 @@ def configure(slug="acme", **changes):
     return ws
 
 
+def calendly_workspace(booking_url: str):
+    return configure(booking_provider="calendly", calendly_token=CALENDLY_TOKEN, calendly_booking_url=booking_url)
+
+
 def open_errors(ws):
     return {e.code: e for e in IntegrationError.objects.filter(workspace=ws, source="availability", resolved_at=None)}
 
@@ -135,11 +139,7 @@ def test_free_slots_object_shape_is_accepted(workspace):
 
 @responses.activate
 def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
-    ws = configure(
-        booking_provider="calendly",
-        calendly_token=CALENDLY_TOKEN,
-        calendly_booking_url="https://calendly.com/acme-sales/discovery/",
-    )
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery/")
     user_uri = f"{CALENDLY}/users/U1"
     event_uri = f"{CALENDLY}/event_types/ET2"
     me = responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri, "timezone": "America/Chicago"}})
@@ -196,6 +196,77 @@ def test_calendly_link_is_resolved_via_users_me_and_event_types(db):
 
     assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
     assert me.call_count == 1 and types.call_count == 1  # cached
+
+
+@responses.activate
+def test_calendly_event_types_are_read_across_pages(db):
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery")
+    user_uri = f"{CALENDLY}/users/U1"
+    event_uri = f"{CALENDLY}/event_types/ET9"
+    responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": user_uri}})
+    second_page = f"{CALENDLY}/event_types?user={user_uri}&count=100&page_token=P2"
+    first = responses.get(
+        f"{CALENDLY}/event_types",
+        match=[responses.matchers.query_param_matcher({"user": user_uri, "count": "100"})],
+        json={
+            "collection": [{"uri": f"{CALENDLY}/event_types/ET1", "slug": "intro"}],
+            "pagination": {"next_page": second_page},
+        },
+    )
+    second = responses.get(
+        f"{CALENDLY}/event_types",
+        match=[responses.matchers.query_param_matcher({"user": user_uri, "count": "100", "page_token": "P2"})],
+        json={
+            "collection": [{"uri": event_uri, "slug": "discovery"}],
+            "pagination": {"next_page": None},
+        },
+    )
+    times = responses.get(f"{CALENDLY}/event_type_available_times", json={"collection": []})
+
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert (first.call_count, second.call_count) == (1, 1)
+    assert snapshot(ws).resolved_ids["calendly"]["event_type_uri"] == event_uri  # found on the second page
+    assert parse_qs(urlsplit(times.calls[0].request.url).query)["event_type"] == [event_uri]
+
+
+@responses.activate
+def test_calendly_pagination_stops_after_its_page_limit(db):
+    from availability.providers.calendly import EVENT_TYPES_MAX_PAGES
+
+    ws = calendly_workspace("https://calendly.com/acme-sales/discovery")
+    responses.get(f"{CALENDLY}/users/me", json={"resource": {"uri": f"{CALENDLY}/users/U1"}})
+    endless = responses.get(
+        f"{CALENDLY}/event_types",
+        json={"collection": [], "pagination": {"next_page": f"{CALENDLY}/event_types?page_token=again"}},
+    )
+    availability_refresh(workspace=ws)
+    assert endless.call_count == EVENT_TYPES_MAX_PAGES
+    assert set(open_errors(ws)) == {"calendar_not_found"}
+
+
+@responses.activate
+def test_a_cached_calendar_that_404s_is_resolved_again_on_the_next_refresh(workspace):
+    ws = configure(booking_provider="ghl", ghl_booking_url="https://link.acme.com/widget/bookings/acme-discovery")
+    responses.get(f"{API}/calendars/", json={"calendars": [{"id": CAL_ID, "widgetSlug": "acme-discovery"}]})
+    responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json=future_slot_strings(days=2))
+    assert availability_refresh(workspace=ws).status == Status.FRESH
+    assert snapshot(ws).resolved_ids["ghl"]["booking_calendar_id"] == CAL_ID
+
+    # The calendar behind the slug is replaced: the cached id now answers 404.
+    responses.replace(responses.GET, f"{BACKEND}/calendars/{CAL_ID}/free-slots", status=404, json={})
+    responses.replace(
+        responses.GET, f"{API}/calendars/", json={"calendars": [{"id": CAL_ID_2, "widgetSlug": "acme-discovery"}]}
+    )
+    new = responses.get(f"{BACKEND}/calendars/{CAL_ID_2}/free-slots", json=future_slot_strings(days=2))
+    availability_refresh(workspace=ws, force=True)
+    assert set(open_errors(ws)) == {"calendar_not_found"}
+    assert "ghl" not in snapshot(ws).resolved_ids  # the cached resolution is dropped
+
+    assert availability_refresh(workspace=ws, force=True).status == Status.FRESH
+    assert snapshot(ws).resolved_ids["ghl"]["booking_calendar_id"] == CAL_ID_2
+    assert new.call_count == 1
+    assert sum(urlsplit(c.request.url).path == "/calendars/" for c in responses.calls) == 2  # resolved twice
+    assert open_errors(ws) == {}
 
 
 # --- Fallbacks, stale, errors -----------------------------------------------------
@@ -497,3 +568,76 @@ def test_every_provider_tries_the_booking_url_then_the_calendar_config(workspace
         booking_then_config_paths(provider=provider, booking_url="", config="", via_booking_url=print, via_config=print)
         == []
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_at_once_never_claim_the_same_workspace(monkeypatch):
+    """Real concurrency on PostgreSQL: dispatcher A holds its claimed rows locked (paused inside
+    its transaction, right after its ``SELECT ... FOR UPDATE``) while dispatcher B runs
+    on its own connection. B must neither wait for A's locks nor claim what A claimed."""
+    import threading
+
+    from django.db import connection
+
+    from availability import tasks
+
+    due = sorted(
+        configure(slug=slug, booking_provider="ghl", ghl_calendar_id=CAL_ID).pk
+        for slug in ("acme", "globex", "initech")
+    )
+    a_locked, b_done = threading.Event(), threading.Event()
+    b_pid: list[int] = []
+    results: dict[str, object] = {}
+
+    def lock_wait_of_b() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # else the view is frozen for the transaction
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", b_pid)
+            row = cursor.fetchone()
+        return bool(row) and row[0] == "Lock"
+
+    def pause_after_claim(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT") and 'FROM "availability_availabilitysnapshot"' in sql:  # the claim
+            a_locked.set()
+            # Hold the locks until B is done; stop early if B is seen waiting for them (it
+            # should not wait at all). The bound only matters when B hangs for another reason.
+            for _ in range(1200):
+                if b_done.wait(0.05):
+                    break
+                if b_pid and lock_wait_of_b():
+                    results["b_waited_for_a"] = True
+                    break
+        return result
+
+    def dispatcher(name: str) -> None:
+        try:
+            if name == "a":
+                with connection.execute_wrapper(pause_after_claim):
+                    results[name] = tasks.availability_refresh_dispatch()
+            else:
+                a_locked.wait(30)
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    b_pid.append(cursor.fetchone()[0])
+                results[name] = tasks.availability_refresh_dispatch()
+                b_done.set()
+        except Exception as exc:  # surfaced by the asserts below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    sent: dict[str, list[int]] = {"a": [], "b": []}
+    monkeypatch.setattr(
+        tasks, "enqueue_refresh", lambda workspace_id, **kw: sent[threading.current_thread().name].append(workspace_id)
+    )
+    threads = [threading.Thread(target=dispatcher, args=(name,), name=name) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert "b_waited_for_a" not in results  # SKIP LOCKED: B passed A's rows by
+    assert results == {"a": len(due), "b": 0}
+    assert sent == {"a": due, "b": []}
+    assert tasks.availability_refresh_dispatch() == 0  # all of them are queued now

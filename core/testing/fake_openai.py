@@ -23,9 +23,13 @@ ratios decide, seeded so runs are reproducible):
 
 - ``ok``: a completed answer. For ``text.format`` ``json_schema`` requests
   (classification) valid JSON that matches the schema, picking an enum value
-  deterministically from the input; otherwise a short plausible reply.
+  deterministically from the input; otherwise a short plausible reply, or the
+  next text given to ``fake.enqueue_draft_texts(...)`` (each draft request, not a
+  classification, takes the next one, whatever its behaviour: a test can then
+  tell which attempt's text was kept).
 - ``incomplete``: ``status: "incomplete"``, reason ``max_output_tokens``,
-  a truncated text and ``output_tokens == max_output_tokens``.
+  a truncated text (the first 20 characters of the reply) and
+  ``output_tokens == max_output_tokens``.
 - ``empty``: a completed answer whose text is empty.
 - ``400``: a client error. ``500`` / ``503``: server errors. ``429``: rate limited with ``Retry-After``.
 - ``trickle``: a 200 answer whose headers come at once and whose body follows one
@@ -104,6 +108,7 @@ class FakeOpenAI:
         self._rng = random.Random(self.seed)
         self._stop = threading.Event()
         self._seen_prompts: set[str] = set()
+        self._draft_texts: list[str] = []
         for b in self.script:
             if b not in BEHAVIOURS:
                 raise ValueError(f"unknown fake behaviour {b!r}; use one of {sorted(BEHAVIOURS)}")
@@ -116,6 +121,17 @@ class FakeOpenAI:
                 raise ValueError(f"unknown fake behaviour {b!r}; use one of {sorted(BEHAVIOURS)}")
         with self._lock:
             self.script.extend(behaviours)
+
+    def enqueue_draft_texts(self, *texts: str) -> None:
+        """The replies of the next draft requests (classifications do not take one), in order."""
+        with self._lock:
+            self._draft_texts.extend(texts)
+
+    def _next_draft_text(self, body: dict[str, Any]) -> str | None:
+        if _is_classify(body):
+            return None
+        with self._lock:
+            return self._draft_texts.pop(0) if self._draft_texts else None
 
     def _next_behaviour(self, body: dict[str, Any]) -> str:
         with self._lock:
@@ -222,13 +238,14 @@ def _draft_text(body: dict[str, Any]) -> str:
     )
 
 
-def _response_body(body: dict[str, Any], behaviour: str) -> dict[str, Any]:
+def _response_body(body: dict[str, Any], behaviour: str, draft_text: str | None = None) -> dict[str, Any]:
     model = str(body.get("model") or "gpt-fake")
     max_out = body.get("max_output_tokens")
     classify = _is_classify(body)
     input_tokens = max(1, len(_input_text(body)) // 4)
+    reply = draft_text if draft_text is not None else _draft_text(body)
     if behaviour == "incomplete":
-        text = _draft_text(body)[:20] if not classify else '{"sentiment": "Inte'
+        text = reply[:20] if not classify else '{"sentiment": "Inte'
         # The whole budget was spent, mostly on reasoning, as real models do.
         budget = int(max_out or 256)
         output_tokens = min(6, budget)
@@ -236,7 +253,7 @@ def _response_body(body: dict[str, Any], behaviour: str) -> dict[str, Any]:
         status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         msg_status = "incomplete"
     else:
-        text = "" if behaviour == "empty" else (_classification_json(body) if classify else _draft_text(body))
+        text = "" if behaviour == "empty" else (_classification_json(body) if classify else reply)
         output_tokens = max(1, len(text) // 4)
         reasoning = 16
         status, incomplete, msg_status = "completed", None, "completed"
@@ -323,6 +340,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send_json(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
                 return
             behaviour = fake._next_behaviour(body)
+            draft_text = fake._next_draft_text(body)
             kind = "classify" if _is_classify(body) else "draft"
             if behaviour == "hang":
                 fake._stop.wait(fake.hang_s)
@@ -333,7 +351,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     self.connection.close()
                 return
             if behaviour == "trickle":
-                self._trickle(body, started)
+                self._trickle(body, started, draft_text)
                 return
             if fake.latency_s:
                 fake._stop.wait(fake.latency_s)
@@ -352,7 +370,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 payload = {"error": {"message": "Rate limit reached.", "type": "rate_limit_error", "code": None}}
             else:
                 code = 200
-                payload = _response_body(body, behaviour)
+                payload = _response_body(body, behaviour, draft_text)
             data = json.dumps(payload).encode()  # encoding the answer is part of the server's time
             elapsed = time.monotonic() - started
             headers["X-Fake-Server-Time-Ms"] = f"{elapsed * 1000:.3f}"
@@ -363,8 +381,8 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             )
             self._send_json(code, data, headers)
 
-        def _trickle(self, body: dict[str, Any], started: float) -> None:
-            data = json.dumps(_response_body(body, "ok")).encode()
+        def _trickle(self, body: dict[str, Any], started: float, draft_text: str | None) -> None:
+            data = json.dumps(_response_body(body, "ok", draft_text)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -82,12 +83,15 @@ def hanging_server(*, trickle: bool = False):
 
 
 def test_hanging_server_is_cut_by_the_deadline_not_the_read_timeout():
+    read_timeout_s = 30
     with hanging_server() as url:
-        http = HttpClient(provider="test", base_url=url, read_timeout_s=30, retry=FAST)
+        http = HttpClient(provider="test", base_url=url, read_timeout_s=read_timeout_s, retry=FAST)
         started = time.monotonic()
-        with pytest.raises(ProviderTimeout):
+        with pytest.raises(ProviderTimeout) as info:
             http.request("GET", "/slow", deadline=0.5)
-        assert time.monotonic() - started < 1.5
+        # The next mechanism that could end it is the read timeout: it ended well before.
+        assert time.monotonic() - started < read_timeout_s / 2
+        assert "deadline" in info.value.message
 
 
 def test_read_timeout_applies_per_attempt_and_retries_stay_within_deadline():
@@ -98,16 +102,21 @@ def test_read_timeout_applies_per_attempt_and_retries_stay_within_deadline():
             http.request("GET", "/slow", deadline=3)
         elapsed = time.monotonic() - started
         assert info.value.attempts == 3  # retried (GET is idempotent) up to max_tries
-        assert 0.55 < elapsed < 2.0
+        assert elapsed >= 3 * 0.2 - 0.05  # three read timeouts (socket timers never fire early)
+        assert "deadline" not in info.value.message  # the read timeouts ended it, well within the deadline
 
 
 def test_trickling_body_cannot_stretch_an_attempt_past_the_deadline():
+    read_timeout_s = 5
     with hanging_server(trickle=True) as url:
-        http = HttpClient(provider="test", base_url=url, read_timeout_s=5, retry=FAST)
+        http = HttpClient(provider="test", base_url=url, read_timeout_s=read_timeout_s, retry=FAST)
         started = time.monotonic()
-        with pytest.raises(ProviderTimeout):
+        with pytest.raises(ProviderTimeout) as info:
             http.request("GET", "/drip", deadline=0.8)
-        assert time.monotonic() - started < 2.0
+        # The 100 kB body would take hours at a byte per 0.1 s, and no read ever waits long
+        # enough for the read timeout: only the deadline ends it, well before that timeout.
+        assert time.monotonic() - started < read_timeout_s
+        assert "deadline" in info.value.message
 
 
 @contextlib.contextmanager
@@ -156,17 +165,19 @@ def scripted_server(script, *, give_up_after: float = 6.0):
         sock.close()
 
 
-DEADLINE_EPSILON_S = 0.25
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+# Without the deadline these scripts end only by the read timeout (after a late byte: at
+# 0.8 s + 5 s) or when the server gives up (6 s): a cut before 5 s is the deadline's doing.
+READ_TIMEOUT_S = 5.0
 
 
 def _assert_cut_at_the_deadline(url: str, *, deadline: float) -> None:
-    http = HttpClient(provider="test", base_url=url, read_timeout_s=5, retry=FAST)
+    http = HttpClient(provider="test", base_url=url, read_timeout_s=READ_TIMEOUT_S, retry=FAST)
     started = time.monotonic()
     with pytest.raises(ProviderTimeout) as info:
         http.request("GET", "/slow", deadline=deadline)
     elapsed = time.monotonic() - started
-    assert elapsed < deadline + DEADLINE_EPSILON_S, f"took {elapsed:.2f}s for a {deadline}s deadline"
+    assert elapsed < READ_TIMEOUT_S, f"took {elapsed:.2f}s for a {deadline}s deadline"
     assert "deadline" in info.value.message
 
 
@@ -270,12 +281,14 @@ def test_retry_after_is_honoured():
 
 
 @responses.activate
-def test_retry_after_longer_than_the_deadline_gives_up_at_once():
+def test_retry_after_longer_than_the_deadline_gives_up_at_once(monkeypatch):
+    slept = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(min(s, 0.01))))
     responses.get(f"{BASE}/rl", status=429, headers={"Retry-After": "30"})
-    started = time.monotonic()
     with pytest.raises(ProviderRateLimited) as info:
         client().request("GET", "/rl", deadline=2)
-    assert time.monotonic() - started < 0.5
+    assert slept == []  # no sleep at all (a wait would have run until the deadline)
     assert info.value.retry_after == pytest.approx(30)
     assert len(responses.calls) == 1
 
@@ -325,33 +338,57 @@ def test_parse_retry_after_accepts_seconds_and_http_dates():
     assert 55 <= parse_retry_after(future) <= 61
 
 
-def test_token_bucket_paces_requests():
+class FakeClock:
+    """``core.http``'s clock: ``monotonic`` moves only when the code sleeps (so waits are exact)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    import core.http
+
+    clock = FakeClock()
+    monkeypatch.setattr(
+        core.http, "time", SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep, time=time.time)
+    )
+    return clock
+
+
+def test_token_bucket_paces_requests(fake_clock):
     bucket = TokenBucket(capacity=2, interval_s=1.0)  # 2 per second
-    started = time.monotonic()
     for _ in range(3):
         bucket.acquire(deadline=Deadline(5))
-    assert 0.4 <= time.monotonic() - started < 1.0
+    assert sum(fake_clock.slept) == pytest.approx(0.5)  # the burst of 2, then one token's refill
 
 
-def test_token_bucket_refuses_a_wait_past_the_deadline():
+def test_token_bucket_refuses_a_wait_past_the_deadline(fake_clock):
     bucket = TokenBucket(capacity=1, interval_s=10.0)
     bucket.acquire()
-    started = time.monotonic()
-    with pytest.raises(ProviderRateLimited):
+    with pytest.raises(ProviderRateLimited) as info:
         bucket.acquire(deadline=Deadline(0.5))
-    assert time.monotonic() - started < 0.2
+    assert fake_clock.slept == []  # refused at once, without sleeping
+    assert info.value.retry_after == pytest.approx(10.0)
 
 
-def test_token_bucket_adopts_the_servers_announced_limit():
+def test_token_bucket_adopts_the_servers_announced_limit(fake_clock):
     bucket = TokenBucket(capacity=90, interval_s=10.0)
     bucket.update_from_headers(
         {"X-RateLimit-Max": "100", "X-RateLimit-Remaining": "0", "X-RateLimit-Interval-Milliseconds": "1000"}
     )
     assert bucket.capacity == 100
     assert bucket.interval_s == 1.0
-    started = time.monotonic()
     bucket.acquire(deadline=Deadline(2))
-    assert time.monotonic() - started >= 0.005  # server said none remain: we waited for a refill
+    assert fake_clock.slept == [pytest.approx(0.01)]  # none remained: one token at 100/s
 
 
 @responses.activate

@@ -48,10 +48,8 @@ def test_worker_drafts_and_times_out_a_hanging_llm_before_its_soft_limit(workspa
             fake.enqueue("ok")  # classification answers, then the draft call hangs
             fake.hang = True
             hanging = message_create(lead=lead_create(workspace=workspace), body="interested")
-            started = time.monotonic()
             classify_and_draft.delay(hanging.pk)
             draft = _wait_final(hanging, timeout=30)
-            elapsed = time.monotonic() - started
 
             fake.hang = False
             fake.enqueue("ok", *["trickle"] * 4)  # then every draft answer crawls in byte by byte
@@ -63,5 +61,6 @@ def test_worker_drafts_and_times_out_a_hanging_llm_before_its_soft_limit(workspa
         assert final.status == DraftStatus.FAILED and final.failure_reason == "timeout" and final.content == ""
         # Our deadline ended it (chain deadline: 4 s soft limit - 1 s), not the soft-limit backstop.
         assert final.error.startswith("OpenAI call failed: timeout"), final.error
-        assert final.usage["timing"]["total_ms"] < 3000 + 500
-    assert elapsed < 4 + 2  # plus the broker round trip
+        # Measured by the task from its start (no queue time): it ended before the next mechanism,
+        # the 4 s soft limit, would have (the fake hangs for an hour; trickling takes ~40 s).
+        assert final.usage["timing"]["total_ms"] < 4000

@@ -36,6 +36,9 @@ def test_interested_sms_gets_a_ready_draft_with_usage_and_slots(workspace, fake_
     )
     lead = lead_create(workspace=workspace, timezone="America/Chicago")
     message = message_create(lead=lead, body="Yes I'm interested, can we book a meeting?")
+    # 320 characters exactly: the longest SMS that is kept as it is.
+    reply = ("Great to hear! Would Tuesday 2pm or 3pm Central suit you for a short call? " * 5)[:320]
+    fake_openai.enqueue_draft_texts(reply)
 
     draft = message_classify_and_draft(message_id=message.pk)
 
@@ -45,8 +48,8 @@ def test_interested_sms_gets_a_ready_draft_with_usage_and_slots(workspace, fake_
     assert lead.sentiment == Sentiment.MEETING_REQUESTED
     assert draft.status == DraftStatus.READY
     assert draft.channel == Channel.SMS
-    assert 0 < len(draft.content) <= 320
-    assert draft.attempts == 1 and draft.model
+    assert draft.content == reply and len(reply) == 320
+    assert draft.attempts == 1 and len(_draft_requests(fake_openai)) == 1 and draft.model
     assert draft.usage["input_tokens"] > 0 and "reasoning_tokens" in draft.usage
     assert [s["timezone"] for s in draft.offered_slots] == ["America/Chicago"] * 2
     # The slots went into the prompt, formatted in the lead's timezone.
@@ -60,6 +63,9 @@ def test_incomplete_then_retry_with_larger_budget_is_ready(workspace, fake_opena
         lead=lead, body="Interested, tell me more about pricing", channel=Channel.EMAIL, subject="Roofing"
     )
     fake_openai.enqueue("ok", "incomplete", "ok")  # classify, draft (cut), draft retry
+    cut = "Cut short: the first attempt ran out of tokens before it could finish"
+    final = "Hello Dana,\n\nPricing depends on the roof's size and pitch; a 15-minute call settles it."
+    fake_openai.enqueue_draft_texts(cut, final)
 
     draft = message_classify_and_draft(message_id=message.pk)
 
@@ -69,9 +75,54 @@ def test_incomplete_then_retry_with_larger_budget_is_ready(workspace, fake_opena
     efforts = [r["reasoning"]["effort"] for r in _draft_requests(fake_openai)]
     assert efforts == ["low", "minimal"]
     assert draft.max_output_tokens == budgets[1]
-    assert draft.content.startswith("Hi") and "Sam" in draft.content  # greeting and signature
+    # The retry's answer, whole; nothing of the truncated first attempt (workspace has no signature).
+    assert draft.content == final and cut[:20] not in draft.content
     assert draft.subject == "Re: Roofing"
     assert [c["status"] for c in draft.usage["calls"]] == ["incomplete", "completed"]
+
+
+def test_an_sms_reply_over_320_characters_is_unusable_and_the_fallback_writes_the_draft(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Yes, interested")
+    too_long = ("We would love to help with the roof. " * 9)[:321]
+    short = "Great! Would Tuesday at 10am work for a quick call?"
+    fake_openai.enqueue_draft_texts(too_long, short)
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.READY and draft.content == short
+    models = [r["model"] for r in _draft_requests(fake_openai)]
+    assert models == ["gpt-5-mini", "gpt-4.1-mini"]  # the over-long answer sent it to the fallback
+
+
+def test_an_sms_draft_still_over_320_characters_after_the_fallback_fails_as_too_long(workspace, fake_openai):
+    lead = lead_create(workspace=workspace)
+    message = message_create(lead=lead, body="Yes, interested")
+    fake_openai.enqueue_draft_texts("a" * 321, "b" * 400)
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert draft.status == DraftStatus.FAILED and draft.failure_reason == "too_long"
+    assert draft.content == ""
+
+
+def test_an_email_draft_ends_with_the_workspace_signature_once(workspace, fake_openai):
+    workspace.signature = "Sam Carter\nAcme Roofing | (415) 555-0100"
+    workspace.save()
+    lead = lead_create(workspace=workspace)
+    first = message_create(lead=lead, body="Interested, what does it cost?", channel=Channel.EMAIL, subject="Roof")
+    body = "Hello Dana,\n\nHappy to go through the prices on a short call this week."
+    fake_openai.enqueue_draft_texts(body + "\n")
+
+    draft = message_classify_and_draft(message_id=first.pk)
+
+    assert draft.content == f"{body}\n\n{workspace.signature}"
+    # A reply that already carries the signature does not get it twice.
+    second = message_create(lead=lead, body="Interested, and the warranty?", channel=Channel.EMAIL, subject="Roof")
+    signed = f"{body}\n\nBest,\n{workspace.signature}"
+    fake_openai.enqueue_draft_texts(signed)
+
+    assert message_classify_and_draft(message_id=second.pk).content == signed
 
 
 def test_repeated_incomplete_fails_with_reason_and_no_content(workspace, fake_openai):

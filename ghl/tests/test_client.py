@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
 
-from core.http import ProviderAuthError, ProviderRateLimited
+from core.http import ProviderAuthError, ProviderError, ProviderRateLimited
 from ghl.client import (
     CALENDARS_API_VERSION,
     GhlClient,
@@ -182,6 +183,36 @@ def test_429_is_retried_up_to_the_configured_limit():
     with pytest.raises(ProviderRateLimited):
         make_client().calendars_list(deadline=5)
     assert len(responses.calls) == 3  # GHL_MAX_429_RETRIES=2 retries after the first
+
+
+@responses.activate
+def test_the_per_location_request_limit_holds_back_the_call_over_it(settings):
+    """``GHL_REQUESTS_PER_10S`` calls per location per 10 s: the next one is not sent within the window.
+
+    Two calls per 10 s: the third call's slot is at least 5 s away (less only the time the
+    first two took), so with a 1 s deadline it is refused before reaching GHL, whatever
+    the machine's speed. Other clients of the same location share the limit; another
+    location has its own; the public widget endpoints (unauthenticated) are not counted.
+    """
+    settings.GHL_REQUESTS_PER_10S = 2
+    location = f"LOC-{uuid.uuid4().hex[:12]}"  # a location no other test has used in this process
+    listing = responses.get(f"{API}/calendars/", json={"calendars": []})
+    public = responses.get(f"{BACKEND}/calendars/{CAL_ID}/free-slots", json={})
+    client = make_client(location_id=location)
+    client.calendars_list(deadline=5)
+    client.calendars_list(deadline=5)
+
+    with pytest.raises(ProviderError):
+        client.calendars_list(deadline=1)
+    with pytest.raises(ProviderError):
+        make_client(location_id=location).calendars_list(deadline=1)
+    assert listing.call_count == 2
+
+    make_client(location_id=f"{location}-other").calendars_list(deadline=1)
+    client.calendar_free_slots(
+        calendar_id=CAL_ID, start=START, end=START + dt.timedelta(days=1), timezone="UTC", public=True, deadline=1
+    )
+    assert (listing.call_count, public.call_count) == (3, 1)
 
 
 # --- OpenAPI conformance ----------------------------------------------------------

@@ -3,8 +3,8 @@ import threading
 import pytest
 from django.db import connection
 
-from leads.models import Lead, Sentiment
-from leads.services import LeadIdentity, lead_blacklist, lead_upsert, phone_normalize
+from leads.models import Lead, LeadStatus, Sentiment
+from leads.services import LeadIdentity, lead_blacklist, lead_sentiment_set, lead_upsert, phone_normalize
 
 
 @pytest.mark.parametrize(
@@ -83,6 +83,17 @@ class TestMatching:
         lead_blacklist(lead=lead, reason="EMAIL_BOUNCED")
         lead.refresh_from_db()
         assert lead.is_blacklisted and lead.sentiment == Sentiment.BLACKLIST
+
+        # A later warm reply's classification and a later upsert of the same person leave it.
+        for sentiment in (Sentiment.INTERESTED, Sentiment.MEETING_REQUESTED, Sentiment.NEUTRAL):
+            assert lead_sentiment_set(lead=lead, sentiment=sentiment) is False
+        again, created = lead_upsert(
+            workspace_id=workspace.pk, identity=LeadIdentity(email="A@B.co", first_name="Ann", phone_raw="+14155550100")
+        )
+        assert (again.pk, created) == (lead.pk, False)
+        lead.refresh_from_db()
+        assert lead.first_name == "Ann"  # the upsert did run: it filled a blank
+        assert (lead.status, lead.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
 
 
 @pytest.mark.django_db(transaction=True)

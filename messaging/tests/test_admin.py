@@ -20,11 +20,28 @@ def test_webhook_event_list_filters_by_workspace_and_never_shows_bodies(
     admin_client_logged, workspace, other_workspace, enqueued
 ):
     post(Client(), "ghl", ghl_inbound(body="very private words"))
+    post(
+        Client(),
+        "ghl",
+        ghl_inbound(locationId="LOC_GLOBEX_456", body="globex private words"),
+        slug="globex",
+        secret="whsec-globex-0123456789abcdef",
+    )
+    ours = WebhookEvent.objects.get(workspace=workspace, status="processed")
+    theirs = WebhookEvent.objects.get(workspace=other_workspace, status="processed")
     url = reverse("admin:messaging_webhookevent_changelist")
+
+    def change_link(event):
+        return reverse("admin:messaging_webhookevent_change", args=[event.pk])
+
+    unfiltered = admin_client_logged.get(url).content.decode()
+    assert change_link(ours) in unfiltered and change_link(theirs) in unfiltered
     response = admin_client_logged.get(url, {"workspace__id__exact": workspace.pk, "status__exact": "processed"})
     assert response.status_code == 200
     content = response.content.decode()
+    assert change_link(ours) in content and change_link(theirs) not in content
     assert "InboundMessage" in content and "very private words" not in content and SECRET not in content
+    assert "globex private words" not in unfiltered
     messages = admin_client_logged.get(reverse("admin:messaging_message_changelist"))
     assert messages.status_code == 200 and "very private words" not in messages.content.decode()
     leads = admin_client_logged.get(reverse("admin:leads_lead_changelist"), {"q": "contact"})

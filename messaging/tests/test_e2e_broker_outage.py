@@ -51,7 +51,9 @@ def test_broker_down_webhook_answers_200_then_sweeper_gets_the_draft_made(worksp
         elapsed = time.monotonic() - started
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "created"
-    assert elapsed < 3.0, f"webhook took {elapsed:.2f} s with the broker down"
+    # The enqueue attempt is bounded by our own 1 s timeouts (producer pool, connect): twice that,
+    # not the client's 10 s, shows the webhook never waited on the broker beyond them.
+    assert elapsed < 2 * (1 + 1), f"webhook took {elapsed:.2f} s with the broker down"
     message = Message.objects.get(pk=response.json()["message_id"])
     assert message.work_enqueued_at is None
     assert timezone.now() - message.sent_at > timedelta(days=6)

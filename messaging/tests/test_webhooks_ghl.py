@@ -345,3 +345,86 @@ def test_custom_webhook_without_location_is_fine_for_a_workspace_without_one(cli
     workspace.save()
     payload = {k: v for k, v in ghl_custom().items() if k != "location"}
     assert post(client, "ghl", payload).status_code == 200
+
+
+def test_body_hash_dedupe_keeps_an_inbound_with_the_text_of_an_outbound(client, workspace, enqueued):
+    """Within 60 s and with the same text, only a message of the same direction is a duplicate."""
+    text = {"type": 2, "body": "Sounds good, see you Tuesday"}
+    sent = post(client, "ghl", ghl_custom(message={**text, "direction": "outbound"}, date_created=iso_ago(minutes=3)))
+    answer = post(client, "ghl", ghl_custom(message={**text, "direction": "inbound"}, date_created=iso_ago(minutes=3)))
+    echo = post(
+        client,
+        "ghl",
+        ghl_custom(message={**text, "direction": "inbound"}, date_created=iso_ago(minutes=3, seconds=-20)),
+    )
+    assert sent.json()["status"] == answer.json()["status"] == "created"
+    assert echo.json() == {**answer.json(), "status": "duplicate"}
+    assert sorted(Message.objects.values_list("direction", flat=True)) == ["inbound", "outbound"]
+
+
+def _padded_to(size: int) -> bytes:
+    """A valid marketplace delivery of exactly ``size`` bytes (padding in an unknown field)."""
+    payload = ghl_inbound(padding="")
+    raw = json.dumps(payload).encode()
+    payload["padding"] = "p" * (size - len(raw))
+    raw = json.dumps(payload).encode()
+    assert len(raw) == size
+    return raw
+
+
+def test_a_body_of_exactly_the_cap_is_accepted_and_one_byte_more_is_413(client, workspace, enqueued, settings):
+    from django.conf import settings as django_settings
+
+    cap = django_settings.WEBHOOK_MAX_BODY_BYTES
+    assert cap == 1024 * 1024  # the documented default: 1 MiB
+    exact = post(client, "ghl", _padded_to(cap))
+    assert exact.status_code == 200 and exact.json()["status"] == "created"
+    over = _padded_to(cap + 1)
+    assert post(client, "ghl", over).status_code == 413  # refused by its Content-Length
+    # And by the bytes actually read, when the Content-Length claims the cap.
+    request = RequestFactory().post(
+        "/webhooks/ghl/acme/", data=b"", content_type="application/json", HTTP_X_WEBHOOK_SECRET=SECRET
+    )
+    request.META["CONTENT_LENGTH"] = str(cap)
+    request._stream = io.BytesIO(over)
+    request.META["wsgi.input"] = io.BytesIO(over)
+    assert GhlWebhookView.as_view()(request, slug="acme").status_code == 413
+    assert Message.objects.count() == 1
+
+
+def test_saving_a_workspace_takes_effect_on_the_webhook_at_once(client, workspace, enqueued):
+    """The webhook's per-process workspace cache (10 s) is cleared when a workspace is saved."""
+    assert post(client, "ghl", ghl_inbound()).status_code == 200  # the workspace is cached now
+    workspace.webhook_secret = "whsec-acme-rotated-0123456789"
+    workspace.save()
+    assert post(client, "ghl", ghl_inbound()).status_code == 401  # the old secret, within the TTL
+    assert post(client, "ghl", ghl_inbound(), secret="whsec-acme-rotated-0123456789").status_code == 200
+    workspace.is_active = False
+    workspace.save()
+    assert post(client, "ghl", ghl_inbound(), secret="whsec-acme-rotated-0123456789").status_code == 404
+
+
+def test_refusals_are_logged_at_most_once_a_second_and_all_counted(client, workspace, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from messaging import views
+
+    clock = [10_000_000.0]  # far beyond this process's real monotonic clock
+    monkeypatch.setattr(views, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(views, "_refusal_logged_at", {})
+    before = views.webhook_refusal_counts().get("ghl:bad_secret", 0)
+
+    def refuse(times: int) -> int:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="messaging.views"):
+            for _ in range(times):
+                assert post(client, "ghl", ghl_inbound(), secret="wrong-secret-value-123456").status_code == 401
+        return sum("webhook refused" in r.getMessage() for r in caplog.records)
+
+    assert refuse(5) == 1
+    clock[0] += 0.999
+    assert refuse(3) == 0
+    clock[0] += 0.001  # a second after the last line
+    assert refuse(3) == 1
+    assert views.webhook_refusal_counts()["ghl:bad_secret"] == before + 11
+    assert "wrong-secret" not in caplog.text

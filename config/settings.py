@@ -155,6 +155,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 GHL_API_BASE_URL = env.str("GHL_API_BASE_URL", default="https://services.leadconnectorhq.com").rstrip("/")
 GHL_BACKEND_BASE_URL = env.str("GHL_BACKEND_BASE_URL", default="https://backend.leadconnectorhq.com").rstrip("/")
 CALENDLY_API_BASE_URL = env.str("CALENDLY_API_BASE_URL", default="https://api.calendly.com").rstrip("/")
+# URLs from workspace settings (booking pages, the EmailBison base URL) may reach only public
+# addresses; these hosts / IPs / CIDRs are let through anyway (tests and the demo: 127.0.0.1).
+LEADLINE_OUTBOUND_ALLOWLIST = env.list("LEADLINE_OUTBOUND_ALLOWLIST", default=[])
 
 # --- Tuning knobs (README lists each with its default) ---------------------
 OPENAI_DRAFT_MODEL = env.str("OPENAI_DRAFT_MODEL", default="gpt-5-mini")

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from drafts.models import Draft, DraftStatus
 from drafts.services import EDITABLE_STATUSES, draft_approve, draft_edit, draft_regenerate, draft_reject
 from messaging.models import Channel
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 class DraftForm(forms.ModelForm):
@@ -29,7 +30,8 @@ class DraftForm(forms.ModelForm):
 
 
 @admin.register(Draft)
-class DraftAdmin(admin.ModelAdmin):
+class DraftAdmin(WorkspaceScopedAdmin):
+    operator_permissions = ("view", "change")  # edit, approve, reject, regenerate
     form = DraftForm
     # No message bodies or draft content on the list page.
     list_display = (
@@ -150,14 +152,14 @@ class DraftAdmin(admin.ModelAdmin):
         for reason in refused[:10]:
             self.message_user(request, reason, messages.WARNING)
 
-    @admin.action(description="Approve selected ready drafts")
+    @admin.action(description="Approve selected ready drafts", permissions=("change",))
     def approve_drafts(self, request, queryset) -> None:
         self._apply(request, queryset, draft_approve, "approved", user=request.user)
 
-    @admin.action(description="Reject selected drafts")
+    @admin.action(description="Reject selected drafts", permissions=("change",))
     def reject_drafts(self, request, queryset) -> None:
         self._apply(request, queryset, draft_reject, "rejected")
 
-    @admin.action(description="Regenerate selected drafts")
+    @admin.action(description="Regenerate selected drafts", permissions=("change",))
     def regenerate_drafts(self, request, queryset) -> None:
         self._apply(request, queryset, draft_regenerate, "queued for regeneration")

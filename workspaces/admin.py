@@ -50,7 +50,9 @@ class WorkspaceAdminForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
-            field = self.fields[name]
+            field = self.fields.get(name)
+            if field is None:
+                continue  # a read-only page leaves the credentials out
             field.required = False
             stored = getattr(self.instance, name, "") if self.instance.pk else ""
             field.widget.attrs["placeholder"] = mask_secret(stored) if stored else "not set"

@@ -416,15 +416,13 @@ class _GuardedConnectionMixin:
     def _new_conn(self):
         host = self.host
         allowlist = outbound_allowlist()
-        if allowlist.allows_host(host):
-            return super()._new_conn()
         name = self._dns_host
         try:
-            addresses = [name] if _is_ip_literal(name) else resolve_host(name, self.port)
+            addresses = [name.strip("[]")] if _is_ip_literal(name) else resolve_host(name, self.port)
         except socket.gaierror as exc:
             raise NameResolutionError(host, self, exc) from exc
         for address in addresses:
-            check_outbound_address(host=host, address=address.strip("[]"), allowlist=allowlist)
+            check_outbound_address(host=host, address=address, allowlist=allowlist)
         last_error: Exception | None = None
         for address in addresses:
             # Connect to the address just checked, never to a second resolution of the name;

@@ -184,6 +184,7 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
             super()
             .get_queryset(request)
             .annotate(_open_errors=Count("integration_errors", filter=Q(integration_errors__resolved_at__isnull=True)))
+            .order_by("slug")  # GROUP BY drops Meta.ordering: autocomplete pages need an order
         )
 
     def get_inlines(self, request, obj):

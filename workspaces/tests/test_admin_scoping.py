@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.http import Http404
 from django.test import Client, RequestFactory
-from django.urls import reverse
+from django.urls import path, reverse
 
 from workspaces.admin_scoping import WorkspaceScopedAdmin, WorkspaceScopedInline, role_groups_sync
 from workspaces.models import AuditEvent, Membership, Role, Workspace
@@ -304,3 +305,30 @@ def test_operator_edit_is_audited(tenants):
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
     event = AuditEvent.objects.get(action="change", target_id=str(lead.pk))
     assert event.workspace_id == tenants["a"].pk and event.detail["fields"] == ["First name"]
+
+
+def test_custom_url_enumeration_finds_views_added_later():
+    """The enumeration above sees a custom view a later ModelAdmin adds (e.g. a dry-run page)."""
+    site = admin.AdminSite(name="probe")
+
+    class ProbeAdmin(WorkspaceScopedAdmin):
+        def get_urls(self):
+            view = self.admin_site.admin_view(lambda request, object_id: None)
+            return [path("<path:object_id>/dry-run/", view, name="workspaces_workspace_dry_run"), *super().get_urls()]
+
+    site.register(Workspace, ProbeAdmin)
+    found = [(p.name, model) for p, model in custom_admin_urls(site)]
+    assert found == [("workspaces_workspace_dry_run", Workspace)]
+    assert url_params(custom_admin_urls(site)[0][0]) == ["object_id"]
+
+
+def test_get_scoped_object_or_404_for_custom_views(tenants):
+    ma = admin.site._registry[Workspace]
+    request = RequestFactory().get("/")
+    request.user = tenants["users"]["op-a"]
+    assert ma.get_scoped_object_or_404(request, tenants["a"].pk) == tenants["a"]
+    with pytest.raises(Http404):
+        ma.get_scoped_object_or_404(request, tenants["b"].pk)
+    request.user = tenants["users"]["viewer-a"]
+    with pytest.raises(Http404):
+        ma.get_scoped_object_or_404(request, tenants["a"].pk, operable=True)

@@ -247,26 +247,23 @@ def _watch(conn: Any) -> None:
         watchdog.watch(conn)
 
 
-class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+def _pool_classes(*mixins: type) -> dict[str, type]:
+    """{scheme: connection pool class} whose connections carry ``mixins`` (outermost first)."""
+    pools = {}
+    for scheme, connection, pool in (
+        ("http", HTTPConnection, HTTPConnectionPool),
+        ("https", HTTPSConnection, HTTPSConnectionPool),
+    ):
+        name = "".join(m.__name__.strip("_").replace("ConnectionMixin", "") for m in mixins)
+        connection_cls = type(f"_{name}{connection.__name__}", (*mixins, connection), {})
+        pools[scheme] = type(f"_{name}{pool.__name__}", (pool,), {"ConnectionCls": connection_cls})
+    return pools
 
 
 class DeadlineAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections obey the attempt's deadline watchdog."""
 
-    pool_classes = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+    pool_classes = _pool_classes(_WatchedConnectionMixin)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -445,26 +442,10 @@ class _GuardedConnectionMixin:
         raise last_error
 
 
-class _GuardedHTTPConnection(_GuardedConnectionMixin, _WatchedHTTPConnection):
-    pass
-
-
-class _GuardedHTTPSConnection(_GuardedConnectionMixin, _WatchedHTTPSConnection):
-    pass
-
-
-class _GuardedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
-
-
-class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
 class GuardedAdapter(DeadlineAdapter):
     """A :class:`DeadlineAdapter` whose every connection passes the outbound guard."""
 
-    pool_classes = {"http": _GuardedHTTPConnectionPool, "https": _GuardedHTTPSConnectionPool}
+    pool_classes = _pool_classes(_GuardedConnectionMixin, _WatchedConnectionMixin)
 
 
 # --- Rate limiting -----------------------------------------------------------

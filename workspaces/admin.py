@@ -68,8 +68,9 @@ class WorkspaceAdminForm(forms.ModelForm):
                 self.add_error(name, refused)
         cleared = set(cleaned.get("clear_secrets") or [])
         submitted = {url: cleaned.get(url, "") for url in TOKEN_BOUND_URLS if url in self.changed_data}
-        submitted.update({token: cleaned.get(token) for token in TOKEN_BOUND_URLS.values() if token not in cleared})
-        submitted.update({token: "cleared" for token in TOKEN_BOUND_URLS.values() if token in cleared})
+        for token in TOKEN_BOUND_URLS.values():
+            # A new token, or clearing the stored one: either way the old token never goes to the new URL.
+            submitted[token] = "cleared" if token in cleared else cleaned.get(token)
         for name, message in token_reentry_errors(stored=stored, changes=submitted).items():
             self.add_error(name, message)
         for name in SECRET_FIELDS:

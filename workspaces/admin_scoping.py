@@ -122,11 +122,26 @@ class _ScopingMixin:
             kwargs["queryset"] = self._related_choices(request, db_field.remote_field.model)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
+    # -- permissions per object (the object's workspace must be the user's) ----------
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._in_scope(request, obj, operable=False)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._may_operate(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._may_operate(request, obj)
+
+    def has_add_permission(self, request, *args):
+        # ModelAdmin: (request); inlines: (request, parent obj).
+        return super().has_add_permission(request, *args) and self._may_operate(request, args[0] if args else None)
+
     def _in_scope(self, request, obj, *, operable: bool) -> bool:
         if _is_superuser(request) or obj is None:
             return True
         ids = operable_workspace_ids(request) if operable else visible_workspace_ids(request)
-        return workspace_id_of(obj, self.workspace_field) in ids
+        return workspace_id_of(obj, self.checked_workspace_field) in ids
 
     def _may_operate(self, request, obj=None) -> bool:
         """A non-superuser acts only as an operator: of ``obj``'s workspace, or of any when no obj."""
@@ -138,19 +153,17 @@ class _ScopingMixin:
 
 
 class WorkspaceScopedInline(_ScopingMixin):
-    """Mix into every inline (before the Django inline class): same scope, viewers read only."""
+    """Mix into every inline (before the Django inline class): same scope, viewers read only.
 
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) and self._in_scope(request, obj, operable=False)
+    Django passes the *parent* object to an inline's permission checks:
+    ``parent_workspace_field`` leads from it to the workspace (``None``: the parent is the workspace).
+    """
 
-    def has_change_permission(self, request, obj=None):
-        return super().has_change_permission(request, obj) and self._may_operate(request, obj)
+    parent_workspace_field: str | None = None
 
-    def has_add_permission(self, request, obj=None):
-        return super().has_add_permission(request, obj) and self._may_operate(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and self._may_operate(request, obj)
+    @property
+    def checked_workspace_field(self) -> str | None:
+        return self.parent_workspace_field
 
 
 class WorkspaceScopedAdmin(_ScopingMixin, admin.ModelAdmin):
@@ -163,19 +176,9 @@ class WorkspaceScopedAdmin(_ScopingMixin, admin.ModelAdmin):
     operator_permissions: tuple[str, ...] = ("view",)
     viewer_permissions: tuple[str, ...] = ("view",)
 
-    # -- permissions per object ------------------------------------------------
-
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) and self._in_scope(request, obj, operable=False)
-
-    def has_change_permission(self, request, obj=None):
-        return super().has_change_permission(request, obj) and self._may_operate(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and self._may_operate(request, obj)
-
-    def has_add_permission(self, request, *args):
-        return super().has_add_permission(request, *args) and self._may_operate(request)
+    @property
+    def checked_workspace_field(self) -> str | None:
+        return self.workspace_field
 
     def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
         # Django redirects to the index with "does not exist"; for a non-superuser an object of

@@ -3,9 +3,6 @@ checked on the address actually connected to (names resolved by the guard, redir
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from core.http import (
@@ -16,42 +13,13 @@ from core.http import (
     address_refusal_reason,
     check_outbound_url,
 )
-
-
-class _Page(BaseHTTPRequestHandler):
-    hits: list[str]
-    redirect_to = ""
-
-    def do_GET(self):
-        self.hits.append(self.path)
-        if self.path == "/redirect" and self.redirect_to:
-            self.send_response(302)
-            self.send_header("Location", self.redirect_to)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b'{"calendarId": "internal-secret-page"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+from core.testing.pages import page_server
 
 
 @pytest.fixture
 def local_page():
-    handler = type("Handler", (_Page,), {"hits": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server, handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with page_server(body=b'{"calendarId": "internal-secret-page"}', content_type="application/json") as page:
+        yield page
 
 
 @pytest.fixture
@@ -123,11 +91,11 @@ def test_save_time_check_passes_public_and_unresolvable_names(closed_allowlist, 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "rebound.example.test"])
 def test_fetch_time_refuses_loopback_before_sending_anything(closed_allowlist, fake_dns, local_page, host):
-    server, handler = local_page
+    page = local_page
     fake_dns.add("rebound.example.test", "127.0.0.1")
     with _guarded() as client, pytest.raises(ProviderOutboundRefused) as excinfo:
-        client.request("GET", f"http://{host}:{server.server_port}/widget/bookings/x")
-    assert handler.hits == []  # nothing reached the server
+        client.request("GET", f"http://{host}:{page.port}/widget/bookings/x")
+    assert page.hits == []  # nothing reached the server
     assert "loopback" in excinfo.value.message and excinfo.value.code == "outbound_refused"
     assert "internal-secret-page" not in str(excinfo.value)
 
@@ -149,25 +117,25 @@ def test_fetch_time_refuses_private_and_metadata_names(closed_allowlist, fake_dn
 
 
 def test_redirects_are_checked_too(settings, fake_dns, local_page):
-    server, handler = local_page
+    page = local_page
     settings.LEADLINE_OUTBOUND_ALLOWLIST = ["public-looking.test"]  # a host entry opens that name only
     fake_dns.add("public-looking.test", "127.0.0.1")
-    handler.redirect_to = f"http://127.0.0.1:{server.server_port}/internal"
+    page.redirects["/redirect"] = f"http://127.0.0.1:{page.port}/internal"
     with _guarded() as client, pytest.raises(ProviderOutboundRefused):
-        client.request("GET", f"http://public-looking.test:{server.server_port}/redirect")
-    assert handler.hits == ["/redirect"]
+        client.request("GET", f"http://public-looking.test:{page.port}/redirect")
+    assert page.hits == ["/redirect"]
 
 
 def test_allowlist_opens_the_guard(settings, local_page):
-    server, handler = local_page
+    page = local_page
     settings.LEADLINE_OUTBOUND_ALLOWLIST = ["127.0.0.0/8"]
     with _guarded() as client:
-        response = client.request("GET", f"http://127.0.0.1:{server.server_port}/page")
-    assert response.status_code == 200 and handler.hits == ["/page"]
+        response = client.request("GET", f"http://127.0.0.1:{page.port}/page")
+    assert response.status_code == 200 and page.hits == ["/page"]
 
 
 def test_unguarded_clients_are_unchanged(closed_allowlist, local_page):
     """Provider API clients (env-configured base URLs) do not pass the guard."""
-    server, handler = local_page
+    page = local_page
     with HttpClient(provider="api", connect_timeout_s=1, read_timeout_s=2) as client:
-        assert client.request("GET", f"http://127.0.0.1:{server.server_port}/api").status_code == 200
+        assert client.request("GET", f"http://127.0.0.1:{page.port}/api").status_code == 200

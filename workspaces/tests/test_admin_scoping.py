@@ -125,6 +125,10 @@ def test_operator_of_a_sees_own_data(tenants):
         assert response.status_code == 200, model._meta.label
         listing = client.get(_url(model, "changelist"))
         assert listing.status_code == 200 and _url(model, "change", obj.pk) in _text(listing), model._meta.label
+    # Inlines on A's workspace page (open integration errors) are shown to A's operator.
+    error_model = next(m for m in scoped_models() if m._meta.label_lower == "workspaces.integrationerror")
+    page = _text(client.get(_url(Workspace, "change", tenants["a"].pk)))
+    assert tenants["objects"]["A"][error_model].message in page
 
 
 def test_operator_of_a_gets_nothing_of_b(tenants):

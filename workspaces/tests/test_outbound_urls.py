@@ -5,8 +5,6 @@ EmailBison base URL needs its token again."""
 from __future__ import annotations
 
 import io
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -14,6 +12,7 @@ from django.urls import reverse
 
 from availability.services import availability_refresh
 from core.http import ProviderOutboundRefused
+from core.testing.pages import page_server
 from ghl.client import GhlClient
 from workspaces.models import IntegrationError, Workspace
 from workspaces.tests.test_admin import _change_form_data
@@ -42,28 +41,8 @@ def closed_guard(settings, fake_dns):
 @pytest.fixture
 def booking_page():
     """A booking widget page on 127.0.0.1 whose embedded calendar id would be read if fetched."""
-    hits: list[str] = []
-
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = b'<script>window.__cfg = {"calendarId": "AbCdEfGhIjKlMnOpQrSt"}</script>'
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server, hits
-    finally:
-        server.shutdown()
-        server.server_close()
+    with page_server(body=b'<script>window.__cfg = {"calendarId": "AbCdEfGhIjKlMnOpQrSt"}</script>') as page:
+        yield page
 
 
 def configure(*args):
@@ -101,9 +80,9 @@ def test_public_booking_url_is_accepted(admin_client, workspace):
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.9", "169.254.169.254"])
 def test_fetch_time_refuses_a_booking_page_that_resolves_inside(workspace, fake_dns, booking_page, address):
     """Saved while public, the name later points inside: the fetch is refused, nothing is sent."""
-    server, hits = booking_page
+    page = booking_page
     fake_dns.add("book.example.com", "93.184.216.34")
-    url = f"http://book.example.com:{server.server_port}/widget/bookings/demo"
+    url = f"http://book.example.com:{page.port}/widget/bookings/demo"
     configure("acme", f"--ghl-booking-url={url}", "--booking-provider=ghl")
     fake_dns.add("book.example.com", address)
     Workspace.objects.filter(pk=workspace.pk).update(ghl_token="", ghl_calendar_id="")
@@ -111,7 +90,7 @@ def test_fetch_time_refuses_a_booking_page_that_resolves_inside(workspace, fake_
 
     availability_refresh(workspace=workspace, force=True)
 
-    assert hits == []
+    assert page.hits == []
     error = IntegrationError.objects.get(workspace=workspace, resolved_at__isnull=True)
     assert "refused" in error.message and address in error.message
     assert "AbCdEfGhIjKlMnOpQrSt" not in error.message
@@ -119,15 +98,15 @@ def test_fetch_time_refuses_a_booking_page_that_resolves_inside(workspace, fake_
 
 def test_fetch_time_guard_on_the_ghl_booking_page_client(booking_page, fake_dns, settings):
     """The same page is fetched when the allow-list opens 127.0.0.1 (so the refusal above is the guard)."""
-    server, hits = booking_page
-    url = f"http://127.0.0.1:{server.server_port}/widget/bookings/demo"
+    page = booking_page
+    url = f"http://127.0.0.1:{page.port}/widget/bookings/demo"
     with GhlClient() as client:
         with pytest.raises(ProviderOutboundRefused):
             client.booking_page_calendar_id(url=url)
-        assert hits == []
+        assert page.hits == []
         settings.LEADLINE_OUTBOUND_ALLOWLIST = ["127.0.0.1"]
         assert client.booking_page_calendar_id(url=url) == "AbCdEfGhIjKlMnOpQrSt"
-    assert hits == ["/widget/bookings/demo"]
+    assert page.hits == ["/widget/bookings/demo"]
 
 
 def test_changing_the_emailbison_url_needs_the_token_again(workspace):

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.filters import RelatedOnlyFieldListFilter
+from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.contrib.auth import get_permission_codename
 from django.contrib.auth.models import Group, Permission
@@ -203,11 +204,9 @@ class WorkspaceScopedAdmin(_ScopingMixin, admin.ModelAdmin):
             return filters
         scoped = []
         for item in filters:
-            if isinstance(item, str) and "__" not in item:
-                field = self.model._meta.get_field(item)
-                if field.is_relation:
-                    # Only values present in the scoped queryset (the workspace filter lists own workspaces).
-                    item = (item, RelatedOnlyFieldListFilter)
+            if isinstance(item, str) and get_fields_from_path(self.model, item)[-1].is_relation:
+                # Only values present in the scoped queryset (the workspace filter lists own workspaces).
+                item = (item, RelatedOnlyFieldListFilter)
             scoped.append(item)
         return scoped
 

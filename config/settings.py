@@ -75,7 +75,7 @@ TEMPLATES = [
 
 # --- HTTPS and cookies (production) -------------------------------------------
 # With DJANGO_DEBUG=false every default below is the safe one and `manage.py check --deploy`
-# is clean (README, "Production": the variables and the one warning left to the operator).
+# reports no issue (README, "Production"; core/tests/test_deploy_settings.py runs it).
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 # Health checks of a load balancer come over plain HTTP inside the private network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]

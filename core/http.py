@@ -438,8 +438,7 @@ class _GuardedConnectionMixin:
                 sock.close()
                 raise
             return sock
-        assert last_error is not None
-        raise last_error
+        raise last_error or NewConnectionError(self, f"{host} resolved to no address")
 
 
 class GuardedAdapter(DeadlineAdapter):

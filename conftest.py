@@ -30,6 +30,20 @@ def _no_network_by_default(monkeypatch):
     monkeypatch.setattr(settings, "CALENDLY_API_BASE_URL", "http://127.0.0.1:9/calendly", raising=False)
     monkeypatch.setattr(settings, "OPENAI_BASE_URL", "http://127.0.0.1:9/v1", raising=False)
     monkeypatch.setattr(settings, "OPENAI_API_KEY", "sk-test-not-a-real-key", raising=False)
+    # Fake providers listen on 127.0.0.1: open the outbound guard for it, as the demo does
+    # (the guard's own tests set the allow-list they need).
+    monkeypatch.setattr(settings, "LEADLINE_OUTBOUND_ALLOWLIST", ["127.0.0.1"], raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch):
+    """The outbound guard resolves names through a fake resolver (``fake_dns.add(name, *ips)``)."""
+    import core.http
+    from core.testing.dns import FakeResolver
+
+    resolver = FakeResolver()
+    monkeypatch.setattr(core.http, "resolve_host", resolver)
+    return resolver
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import logging
 from django.contrib import admin, messages
 
 from availability.models import AvailabilitySnapshot
+from workspaces.admin_scoping import WorkspaceScopedAdmin, WorkspaceScopedInline
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ _DISPLAY_FIELDS = (
 )
 
 
-class AvailabilitySnapshotInline(admin.StackedInline):
+class AvailabilitySnapshotInline(WorkspaceScopedInline, admin.StackedInline):
     """Read-only availability state on the Workspace admin page."""
 
     model = AvailabilitySnapshot
@@ -46,7 +47,8 @@ class AvailabilitySnapshotInline(admin.StackedInline):
 
 
 @admin.register(AvailabilitySnapshot)
-class AvailabilitySnapshotAdmin(admin.ModelAdmin):
+class AvailabilitySnapshotAdmin(WorkspaceScopedAdmin):
+    operator_permissions = ("view", "change")  # refresh now
     list_display = ("workspace", "provider", "slot_count", "fetched_at", "stale", "fallback_used", "short_error")
     list_filter = ("provider", "fallback_used")
     search_fields = ("workspace__slug", "workspace__name")
@@ -81,7 +83,10 @@ class AvailabilitySnapshotAdmin(admin.ModelAdmin):
     def short_error(self, obj):
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
 
-    @admin.action(description="Refresh availability now (in the background, ignoring the failure backoff)")
+    @admin.action(
+        description="Refresh availability now (in the background, ignoring the failure backoff)",
+        permissions=("change",),
+    )
     def refresh_now(self, request, queryset):
         """Enqueue a forced refresh per selected workspace; never fails the admin page if the broker is down."""
         from availability.tasks import enqueue_refresh

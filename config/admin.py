@@ -22,7 +22,7 @@ class LeadlineAdminSite(admin.AdminSite):
         user = getattr(request, "user", None)
         if user is not None and user.is_active and user.is_staff:
             from inbox.selectors import waiting_leads_count
-            from inbox.views import visible_workspace_ids
+            from workspaces.admin_scoping import request_workspace_ids
 
-            context["inbox_waiting"] = waiting_leads_count(workspace_ids=visible_workspace_ids(request))
+            context["inbox_waiting"] = waiting_leads_count(workspace_ids=list(request_workspace_ids(request)))
         return context

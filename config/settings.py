@@ -74,6 +74,26 @@ TEMPLATES = [
     },
 ]
 
+# --- HTTPS and cookies (production) -------------------------------------------
+# With DJANGO_DEBUG=false every default below is the safe one and `manage.py check --deploy`
+# reports no issue (README, "Production"; core/tests/test_deploy_settings.py runs it).
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Health checks of a load balancer come over plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and overwrites any value a client
+# sent): DJANGO_SECURE_PROXY_SSL_HEADER=true. Never without such a proxy: clients could claim HTTPS.
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 # --- Database ---------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'leadline.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
@@ -156,6 +176,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 GHL_API_BASE_URL = env.str("GHL_API_BASE_URL", default="https://services.leadconnectorhq.com").rstrip("/")
 GHL_BACKEND_BASE_URL = env.str("GHL_BACKEND_BASE_URL", default="https://backend.leadconnectorhq.com").rstrip("/")
 CALENDLY_API_BASE_URL = env.str("CALENDLY_API_BASE_URL", default="https://api.calendly.com").rstrip("/")
+# URLs from workspace settings (booking pages, the EmailBison base URL) may reach only public
+# addresses; these hosts / IPs / CIDRs are let through anyway (tests and the demo: 127.0.0.1).
+LEADLINE_OUTBOUND_ALLOWLIST = env.list("LEADLINE_OUTBOUND_ALLOWLIST", default=[])
 
 # --- Tuning knobs (README lists each with its default) ---------------------
 OPENAI_DRAFT_MODEL = env.str("OPENAI_DRAFT_MODEL", default="gpt-5-mini")

@@ -19,13 +19,20 @@ What it guarantees, whatever the server does:
   ``X-RateLimit-*`` headers the server announces;
 - failures surface as typed :class:`ProviderError` subclasses carrying the
   status and a message redacted with :func:`core.redaction.redact_text` (the
-  client's own secrets included), never the token or the request headers.
+  client's own secrets included), never the token or the request headers;
+- a client built with ``outbound_guard=True`` (for URLs that come from
+  workspace settings: booking pages, the EmailBison base URL) connects only to
+  public addresses: every new connection, redirects included, resolves the name
+  itself, refuses loopback, private, link-local, cloud-metadata and other
+  non-public addresses, connects to the address it checked and checks the
+  connected peer again (``LEADLINE_OUTBOUND_ALLOWLIST`` opens hosts / CIDRs).
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import ipaddress
 import json as jsonlib
 import logging
 import random
@@ -35,13 +42,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import backoff
 import requests
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from core.redaction import redact_text
 
@@ -126,6 +136,12 @@ class ProviderBadResponse(ProviderError):
     """2xx answer whose body is not what the client expected (e.g. not JSON)."""
 
     code = "bad_response"
+
+
+class ProviderOutboundRefused(ProviderError):
+    """A guarded client refused to connect: the URL leads to a non-public address."""
+
+    code = "outbound_refused"
 
 
 # --- Deadline ----------------------------------------------------------------
@@ -231,36 +247,204 @@ def _watch(conn: Any) -> None:
         watchdog.watch(conn)
 
 
-class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_WATCHED_POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
+def _pool_classes(*mixins: type) -> dict[str, type]:
+    """{scheme: connection pool class} whose connections carry ``mixins`` (outermost first)."""
+    pools = {}
+    for scheme, connection, pool in (
+        ("http", HTTPConnection, HTTPConnectionPool),
+        ("https", HTTPSConnection, HTTPSConnectionPool),
+    ):
+        name = "".join(m.__name__.strip("_").replace("ConnectionMixin", "") for m in mixins)
+        connection_cls = type(f"_{name}{connection.__name__}", (*mixins, connection), {})
+        pools[scheme] = type(f"_{name}{pool.__name__}", (pool,), {"ConnectionCls": connection_cls})
+    return pools
 
 
 class DeadlineAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections obey the attempt's deadline watchdog."""
 
+    pool_classes = _pool_classes(_WatchedConnectionMixin)
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        self.poolmanager.pool_classes_by_scheme = dict(self.pool_classes)
 
     def proxy_manager_for(self, *args: Any, **kwargs: Any):
         manager = super().proxy_manager_for(*args, **kwargs)
-        manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        manager.pool_classes_by_scheme = dict(self.pool_classes)
         return manager
+
+
+# --- Outbound guard ------------------------------------------------------------
+#
+# URLs typed into workspace settings are fetched from the server, so they must
+# not reach the server's own network (loopback services, the private network,
+# the cloud metadata endpoint). Checking the name when the URL is saved is not
+# enough (DNS can answer differently later, redirects go elsewhere), so guarded
+# connections resolve the name themselves, refuse a non-public answer, connect
+# to exactly the address they checked and check the connected peer once more.
+
+# Cloud metadata endpoints (AWS/GCP/Azure/OpenStack, AWS IPv6, ECS task metadata, Alibaba).
+CLOUD_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")
+)
+
+
+class OutboundAddressRefused(ValueError):
+    """``host`` leads to ``address``, which Leadline refuses to reach. The message is safe to show."""
+
+    def __init__(self, *, host: str, address: str, reason: str) -> None:
+        self.host = host
+        self.address = address
+        self.reason = reason
+        shown = host if host == address else f"{host} resolves to {address}"
+        super().__init__(
+            f"{shown}, {reason}: refused (only public addresses are fetched; "
+            "LEADLINE_OUTBOUND_ALLOWLIST can open a host or network)"
+        )
+
+
+def address_refusal_reason(address: str) -> str | None:
+    """Why ``address`` (an IP) must not be reached, or None when it is a public address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in CLOUD_METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "not a public address"
+    return None
+
+
+@dataclass(frozen=True)
+class OutboundAllowlist:
+    """``LEADLINE_OUTBOUND_ALLOWLIST``: host names (exact, case-insensitive) and IPs / CIDR networks."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> OutboundAllowlist:
+        hosts: set[str] = set()
+        networks = []
+        for raw in entries:
+            entry = raw.strip().strip("[]").lower()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.rstrip("."))
+        return cls(hosts=frozenset(hosts), networks=tuple(networks))
+
+    def allows_host(self, host: str) -> bool:
+        return host.strip("[]").lower().rstrip(".") in self.hosts
+
+    def allows_address(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        candidates = [ip] + ([ip.ipv4_mapped] if ip.version == 6 and ip.ipv4_mapped is not None else [])
+        return any(c in net for c in candidates for net in self.networks if c.version == net.version)
+
+
+def outbound_allowlist() -> OutboundAllowlist:
+    return OutboundAllowlist.parse(getattr(settings, "LEADLINE_OUTBOUND_ALLOWLIST", ()) or ())
+
+
+def resolve_host(host: str, port: int | None) -> list[str]:
+    """Every address ``host`` resolves to (TCP), in resolver order. Tests replace this resolver."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def check_outbound_address(*, host: str, address: str, allowlist: OutboundAllowlist | None = None) -> None:
+    """Raise :class:`OutboundAddressRefused` unless ``address`` (what ``host`` led to) may be reached."""
+    allowlist = allowlist or outbound_allowlist()
+    if allowlist.allows_host(host) or allowlist.allows_address(address):
+        return
+    reason = address_refusal_reason(address)
+    if reason is not None:
+        raise OutboundAddressRefused(host=host, address=address, reason=reason)
+
+
+def check_outbound_url(url: str) -> None:
+    """The save-time check of a URL from workspace settings: its host, or every address its name
+    resolves to now, must be public. A name that does not resolve now passes (nothing to judge;
+    the connect-time check still applies). Raises :class:`OutboundAddressRefused`."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return
+    allowlist = outbound_allowlist()
+    if allowlist.allows_host(host):
+        return
+    if _is_ip_literal(host):
+        check_outbound_address(host=host, address=host, allowlist=allowlist)
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = resolve_host(host, port)
+    except (OSError, UnicodeError, ValueError):
+        return
+    for address in addresses:
+        check_outbound_address(host=host, address=address, allowlist=allowlist)
+
+
+class _GuardedConnectionMixin:
+    """Connect only to addresses :func:`check_outbound_address` accepts (see the section comment)."""
+
+    def _new_conn(self):
+        host = self.host
+        allowlist = outbound_allowlist()
+        name = self._dns_host
+        try:
+            addresses = [name.strip("[]")] if _is_ip_literal(name) else resolve_host(name, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(host, self, exc) from exc
+        for address in addresses:
+            check_outbound_address(host=host, address=address, allowlist=allowlist)
+        last_error: Exception | None = None
+        for address in addresses:
+            # Connect to the address just checked, never to a second resolution of the name;
+            # TLS still verifies the certificate against ``self.host``.
+            self._dns_host = address
+            try:
+                sock = super()._new_conn()
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                last_error = exc
+                continue
+            finally:
+                self._dns_host = name
+            try:
+                check_outbound_address(host=host, address=sock.getpeername()[0], allowlist=allowlist)
+            except OutboundAddressRefused:
+                sock.close()
+                raise
+            return sock
+        raise last_error or NewConnectionError(self, f"{host} resolved to no address")
+
+
+class GuardedAdapter(DeadlineAdapter):
+    """A :class:`DeadlineAdapter` whose every connection passes the outbound guard."""
+
+    pool_classes = _pool_classes(_GuardedConnectionMixin, _WatchedConnectionMixin)
 
 
 # --- Rate limiting -----------------------------------------------------------
@@ -412,6 +596,9 @@ class HttpClient:
 
     Provider clients own one and call :meth:`request` / :meth:`get_json`.
     ``secrets`` are strings (tokens) to scrub from every error message.
+    ``outbound_guard=True`` is for URLs that come from workspace settings: every
+    connection passes the outbound guard (:class:`GuardedAdapter`) and no proxy
+    from the environment is used (a proxy would resolve the name itself).
     """
 
     def __init__(
@@ -426,6 +613,7 @@ class HttpClient:
         rate_limiter: TokenBucket | None = None,
         secrets: Iterable[str] = (),
         session: requests.Session | None = None,
+        outbound_guard: bool = False,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -436,8 +624,12 @@ class HttpClient:
         self.secrets = tuple(s for s in secrets if s)
         self.session = session or requests.Session()
         for prefix in ("http://", "https://"):
-            if not isinstance(self.session.get_adapter(prefix), DeadlineAdapter):
+            if outbound_guard:
+                self.session.mount(prefix, GuardedAdapter())
+            elif not isinstance(self.session.get_adapter(prefix), DeadlineAdapter):
                 self.session.mount(prefix, DeadlineAdapter())
+        if outbound_guard:
+            self.session.trust_env = False
         self.session.headers.update({"Accept": "application/json", "User-Agent": "leadline/1.0"})
         self.session.headers.update(dict(headers or {}))
         self.requests_sent = 0
@@ -633,6 +825,8 @@ class HttpClient:
         """Send the request and read the status line and headers (the body is left to :meth:`_read_body`)."""
         try:
             return self.session.request(method, url, timeout=timeout, stream=True, **kwargs)
+        except OutboundAddressRefused as exc:
+            raise ProviderOutboundRefused(str(exc), **err) from exc
         except requests.exceptions.ConnectTimeout as exc:
             raise ProviderTimeout(f"connect timeout after {timeout[0]:.1f}s", connect=True, **err) from exc
         except requests.exceptions.RequestException as exc:

@@ -10,6 +10,7 @@ from drafts.models import Draft, DraftStatus
 from drafts.sending import draft_approve_and_send, drafts_approve_and_send
 from drafts.services import EDITABLE_STATUSES, draft_edit, draft_regenerate, draft_reject
 from messaging.models import Channel
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 class DraftForm(forms.ModelForm):
@@ -31,7 +32,8 @@ class DraftForm(forms.ModelForm):
 
 
 @admin.register(Draft)
-class DraftAdmin(admin.ModelAdmin):
+class DraftAdmin(WorkspaceScopedAdmin):
+    operator_permissions = ("view", "change")  # edit, approve, reject, regenerate
     form = DraftForm
     # No message bodies or draft content on the list page.
     list_display = (
@@ -180,7 +182,7 @@ class DraftAdmin(admin.ModelAdmin):
         for reason in refused[:10]:
             self.message_user(request, reason, messages.WARNING)
 
-    @admin.action(description="Approve and send selected drafts")
+    @admin.action(description="Approve and send selected drafts", permissions=("change",))
     def approve_and_send(self, request, queryset) -> None:
         by_workspace: dict[int, list[int]] = {}
         for draft_id, workspace_id in queryset.values_list("id", "workspace_id"):
@@ -195,10 +197,10 @@ class DraftAdmin(admin.ModelAdmin):
         for reason in refused[:10]:
             self.message_user(request, reason, messages.WARNING)
 
-    @admin.action(description="Reject selected drafts")
+    @admin.action(description="Reject selected drafts", permissions=("change",))
     def reject(self, request, queryset) -> None:
         self._apply(request, queryset, draft_reject, "rejected")
 
-    @admin.action(description="Regenerate selected drafts")
+    @admin.action(description="Regenerate selected drafts", permissions=("change",))
     def regenerate_drafts(self, request, queryset) -> None:
         self._apply(request, queryset, draft_regenerate, "queued for regeneration")

@@ -3,10 +3,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from emailbison.models import SenderEmail
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 @admin.register(SenderEmail)
-class SenderEmailAdmin(admin.ModelAdmin):
+class SenderEmailAdmin(WorkspaceScopedAdmin):
     """The EmailBison sender snapshot per workspace: read-only (EmailBison is the source)."""
 
     list_display = (

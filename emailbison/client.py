@@ -106,6 +106,9 @@ class EmailBisonClient:
             read_timeout_s=read_timeout_s,
             retry=retry,
             secrets=[token],
+            # The base URL is workspace data an operator typed: loopback, private and metadata
+            # addresses are refused on the connected address (core.http, docs/console.md).
+            outbound_guard=True,
         )
 
     def close(self) -> None:

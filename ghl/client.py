@@ -74,10 +74,20 @@ class GhlClient:
             retry=retry,
             secrets=[token],
         )
+        # Booking pages are URLs typed into workspace settings: only public addresses.
+        self.booking_pages = HttpClient(
+            provider="ghl-booking-page",
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            retry=retry,
+            secrets=[token],
+            outbound_guard=True,
+        )
 
     def close(self) -> None:
         self.api.close()
         self.public.close()
+        self.booking_pages.close()
 
     def __enter__(self) -> GhlClient:
         return self
@@ -177,7 +187,7 @@ class GhlClient:
 
     def booking_page_calendar_id(self, *, url: str, deadline: Deadline | float | None = None) -> str | None:
         """Fetch a booking widget page and return the calendar id embedded in it, if any."""
-        response = self.public.request(
+        response = self.booking_pages.request(
             "GET", url, headers={"Accept": "text/html,application/json"}, deadline=deadline, rate_limited=False
         )
         return calendar_id_from_page(response.content.decode("utf-8", errors="replace"))

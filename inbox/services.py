@@ -126,7 +126,10 @@ def sla_breach_notify(*, workspace: Workspace, breach: SlaBreach) -> None:
             )
         if workspace.sla_notify_webhook_url:
             with HttpClient(
-                provider="sla-webhook", read_timeout_s=NOTIFY_TIMEOUT_S, retry=RetryPolicy(max_tries=2)
+                provider="sla-webhook",
+                read_timeout_s=NOTIFY_TIMEOUT_S,
+                retry=RetryPolicy(max_tries=2),
+                outbound_guard=True,  # a URL an operator typed: never loopback, private or metadata
             ) as http:
                 http.request("POST", workspace.sla_notify_webhook_url, json=note, deadline=NOTIFY_TIMEOUT_S * 2)
     except (ProviderError, OSError) as exc:

@@ -24,20 +24,18 @@ from inbox.rows import rows_html
 from inbox.selectors import review_queue
 from leads.models import Sentiment
 from messaging.models import Channel
+from workspaces.admin_scoping import request_workspace_ids
 from workspaces.models import Workspace
+from workspaces.services import audit_record
 
 ACTIONS = ("send", "reject", "regenerate")
 
 
-def visible_workspace_ids(request) -> list[int]:
-    """The workspaces whose leads this staff user may see in the inbox."""
-    return list(Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True))
-
-
 def inbox_view(request):
-    visible = visible_workspace_ids(request)
+    """The queue of the workspaces this staff user is a member of (all, for a superuser)."""
+    visible = sorted(request_workspace_ids(request))
     if request.method == "POST":
-        return _act(request, visible)
+        return _act(request)
     filters = {
         "workspace": request.GET.get("workspace", ""),
         "channel": request.GET.get("channel", "") if request.GET.get("channel") in Channel.values else "",
@@ -67,7 +65,7 @@ def inbox_view(request):
     return TemplateResponse(request, "inbox/inbox.html", context)
 
 
-def _act(request, visible: list[int]):
+def _act(request):
     if not request.user.has_perm("drafts.change_draft"):
         raise PermissionDenied
     action = request.POST.get("action", "")
@@ -75,7 +73,10 @@ def _act(request, visible: list[int]):
     if action not in ACTIONS or not draft_id.isdigit():
         messages.error(request, "Unknown inbox action.")
         return _back(request)
-    draft = Draft.objects.filter(pk=int(draft_id), workspace_id__in=visible).first()
+    # Only drafts of workspaces where this user is an operator: others answer 404, as if absent.
+    draft = Draft.objects.filter(
+        pk=int(draft_id), workspace_id__in=request_workspace_ids(request, operable=True)
+    ).first()
     if draft is None:
         raise Http404("no such draft")
     try:
@@ -84,15 +85,19 @@ def _act(request, visible: list[int]):
             subject = request.POST.get("subject", draft.subject)
             if (content, subject) != (draft.content, draft.subject):
                 draft = draft_edit(draft=draft, content=content, subject=subject)
+                audit_record(workspace=draft.workspace_id, actor=request.user, action="edit", target=draft)
             result = drafts_approve_and_send(workspace_id=draft.workspace_id, draft_ids=[draft.pk], user=request.user)
             if result.refused:
                 raise ValueError(result.refused[0])
+            audit_record(workspace=draft.workspace_id, actor=request.user, action="approve_and_send", target=draft)
             messages.success(request, f"Draft #{draft.pk} approved: it is being sent to {draft.lead}.")
         elif action == "reject":
             draft_reject(draft=draft)
+            audit_record(workspace=draft.workspace_id, actor=request.user, action="reject", target=draft)
             messages.success(request, f"Draft #{draft.pk} rejected.")
         else:
             draft_regenerate(draft=draft)
+            audit_record(workspace=draft.workspace_id, actor=request.user, action="regenerate", target=draft)
             messages.success(request, f"Draft #{draft.pk} is being written again.")
     except ValueError as exc:
         messages.error(request, f"Not done: {exc}")

@@ -3,10 +3,12 @@ from __future__ import annotations
 from django.contrib import admin
 
 from leads.models import Lead
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin):
+class LeadAdmin(WorkspaceScopedAdmin):
+    operator_permissions = ("view", "change")
     list_display = (
         "id",
         "workspace",

@@ -8,10 +8,11 @@ from django.utils.html import format_html
 
 from messaging.models import Message, WebhookEvent
 from messaging.services import WebhookEventNotReprocessable, webhook_event_reprocess
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(WorkspaceScopedAdmin):
     """Every stored delivery, per workspace; failures can be reprocessed (dj-stripe style).
 
     The list never shows bodies; the change page shows the stored body
@@ -40,6 +41,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
         "pretty_body",
     )
     exclude = ("body", "headers")
+    operator_permissions = ("view", "change")  # reprocessing takes the change permission
 
     def has_add_permission(self, request):
         return False
@@ -87,7 +89,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(WorkspaceScopedAdmin):
     """Bodies appear on the change page only, never in the list."""
 
     list_display = (

@@ -6,8 +6,22 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
 from core.redaction import mask_secret
-from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace, generate_webhook_secret
-from workspaces.services import integration_error_resolve
+from workspaces.admin_scoping import WorkspaceScopedAdmin, WorkspaceScopedInline
+from workspaces.models import (
+    SECRET_FIELDS,
+    AuditEvent,
+    IntegrationError,
+    Membership,
+    Workspace,
+    generate_webhook_secret,
+)
+from workspaces.services import (
+    TOKEN_BOUND_URLS,
+    URL_FIELDS,
+    integration_error_resolve,
+    outbound_url_error,
+    token_reentry_errors,
+)
 
 
 class WriteOnlySecretWidget(forms.PasswordInput):
@@ -36,7 +50,9 @@ class WorkspaceAdminForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
-            field = self.fields[name]
+            field = self.fields.get(name)
+            if field is None:
+                continue  # a read-only page leaves the credentials out
             field.required = False
             stored = getattr(self.instance, name, "") if self.instance.pk else ""
             field.widget.attrs["placeholder"] = mask_secret(stored) if stored else "not set"
@@ -47,6 +63,16 @@ class WorkspaceAdminForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         stored = Workspace.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        for name in URL_FIELDS:
+            if name in self.changed_data and cleaned.get(name) and (refused := outbound_url_error(cleaned[name])):
+                self.add_error(name, refused)
+        cleared = set(cleaned.get("clear_secrets") or [])
+        submitted = {url: cleaned.get(url, "") for url in TOKEN_BOUND_URLS if url in self.changed_data}
+        for token in TOKEN_BOUND_URLS.values():
+            # A new token, or clearing the stored one: either way the old token never goes to the new URL.
+            submitted[token] = "cleared" if token in cleared else cleaned.get(token)
+        for name, message in token_reentry_errors(stored=stored, changes=submitted).items():
+            self.add_error(name, message)
         for name in SECRET_FIELDS:
             if not cleaned.get(name):
                 cleaned[name] = getattr(stored, name) if stored else ""
@@ -60,7 +86,7 @@ class WorkspaceAdminForm(forms.ModelForm):
         return cleaned
 
 
-class OpenIntegrationErrorInline(admin.TabularInline):
+class OpenIntegrationErrorInline(WorkspaceScopedInline, admin.TabularInline):
     model = IntegrationError
     verbose_name_plural = "Open integration errors"
     fields = ("source", "code", "count", "last_seen", "first_seen", "message")
@@ -91,7 +117,9 @@ workspace_page_panels: list = []
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(WorkspaceScopedAdmin):
+    workspace_field = None  # the workspace itself
+    operator_permissions = ("view", "change")  # operators edit their workspace's settings
     form = WorkspaceAdminForm
     list_display = ("slug", "name", "timezone", "is_active", "booking_provider", "open_errors", "credentials")
     list_filter = ("is_active", "booking_provider")
@@ -162,6 +190,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj):
+            return fieldsets
+        # Read-only pages render field values: never the decrypted credentials (the masks stay).
+        hidden = {*SECRET_FIELDS, "clear_secrets"}
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]}) for name, opts in fieldsets]
+
     def get_queryset(self, request):
         from django.db.models import Count, Q
 
@@ -169,6 +205,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(_open_errors=Count("integration_errors", filter=Q(integration_errors__resolved_at__isnull=True)))
+            .order_by("slug")  # GROUP BY drops Meta.ordering: autocomplete pages need an order
         )
 
     def get_inlines(self, request, obj):
@@ -241,7 +278,8 @@ class ResolvedFilter(admin.SimpleListFilter):
 
 
 @admin.register(IntegrationError)
-class IntegrationErrorAdmin(admin.ModelAdmin):
+class IntegrationErrorAdmin(WorkspaceScopedAdmin):
+    operator_permissions = ("view", "change")  # resolving an error is a change
     list_display = ("workspace", "source", "code", "count", "last_seen", "first_seen", "is_open", "short_message")
     list_filter = ("workspace", "source", ResolvedFilter)
     search_fields = ("code", "workspace__slug")
@@ -271,9 +309,53 @@ class IntegrationErrorAdmin(admin.ModelAdmin):
     def short_message(self, obj: IntegrationError) -> str:
         return (obj.message[:120] + "…") if len(obj.message) > 120 else obj.message
 
-    @admin.action(description="Mark selected errors resolved")
+    @admin.action(description="Mark selected errors resolved", permissions=("change",))
     def mark_resolved(self, request, queryset):
         count = 0
         for err in queryset.filter(resolved_at__isnull=True).select_related("workspace"):
             count += integration_error_resolve(workspace=err.workspace_id, source=err.source, codes=[err.code])
         self.message_user(request, f"{count} error(s) marked resolved.")
+
+
+@admin.register(Membership)
+class MembershipAdmin(WorkspaceScopedAdmin):
+    """Who may see which workspace: superusers only (``configure_operator`` manages it too)."""
+
+    operator_permissions = ()
+    viewer_permissions = ()
+    list_display = ("user", "workspace", "role", "created_at")
+    list_filter = ("role", "workspace")
+    search_fields = ("user__username", "workspace__slug")
+    list_select_related = ("user", "workspace")
+    raw_id_fields = ("user",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(WorkspaceScopedAdmin):
+    """The operator audit trail, read-only for everyone."""
+
+    list_display = ("created_at", "workspace", "actor_username", "action", "target_type", "target_id", "target_repr")
+    list_filter = ("workspace", "action", "target_type")
+    search_fields = ("actor_username", "target_id", "action")
+    list_select_related = ("workspace",)
+    date_hierarchy = "created_at"
+    fields = readonly_fields = (
+        "created_at",
+        "workspace",
+        "actor",
+        "actor_username",
+        "action",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "detail",
+    )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

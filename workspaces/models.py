@@ -3,9 +3,11 @@ from __future__ import annotations
 import secrets
 import zoneinfo
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from core.fields import EncryptedTextField
 from core.timeparse import safe_zoneinfo
@@ -152,3 +154,56 @@ class IntegrationError(models.Model):
     @property
     def is_resolved(self) -> bool:
         return self.resolved_at is not None
+
+
+class Role(models.TextChoices):
+    OPERATOR = "operator", "Operator"  # reviews, edits, approves, sends, resolves errors
+    VIEWER = "viewer", "Viewer"  # reads only
+
+
+class Membership(models.Model):
+    """A staff user's access to one workspace. Non-superusers see only their memberships' workspaces."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.OPERATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workspace__slug", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="membership_unique_user_workspace"),
+            models.CheckConstraint(condition=Q(role__in=["operator", "viewer"]), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.workspace_id} ({self.role})"
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, in which workspace: one row per operator action on one object.
+
+    ``action`` is the admin action's name (``approve_and_send``, ``reject``,
+    ``regenerate_drafts``, ``reprocess``, ``mark_resolved``, a sync action...) or
+    ``add`` / ``change`` / ``delete`` for forms. ``detail`` holds field names and
+    counts, never secrets or message text.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_username = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=100, blank=True, default="")  # "<app_label>.<model>"
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    target_repr = models.CharField(max_length=200, blank=True, default="")
+    detail = models.JSONField(blank=True, default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.actor_username or '-'} {self.action} {self.target_type}#{self.target_id}"

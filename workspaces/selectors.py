@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.urls import reverse
 
-from workspaces.models import IntegrationError, Workspace
+from workspaces.models import IntegrationError, Membership, Role, Workspace
 
 
 def workspace_webhook_urls(*, workspace: Workspace) -> dict[str, str]:
@@ -18,6 +18,13 @@ def workspace_webhook_urls(*, workspace: Workspace) -> dict[str, str]:
         "emailbison": f"{base}/webhooks/emailbison/{workspace.slug}/",
         "admin": f"{base}{reverse('admin:workspaces_workspace_change', args=[workspace.pk])}",
     }
+
+
+def member_workspace_ids(*, user, roles: tuple[str, ...] = (Role.OPERATOR, Role.VIEWER)) -> set[int]:
+    """Ids of the workspaces ``user`` is a member of with one of ``roles`` (superusers: not special here)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return set()
+    return set(Membership.objects.filter(user=user, role__in=list(roles)).values_list("workspace_id", flat=True))
 
 
 def _iso(value) -> str | None:

@@ -1,18 +1,29 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.http import OutboundAddressRefused, check_outbound_url
 from core.redaction import redact_data, redact_text
 from core.timeparse import safe_zoneinfo
-from workspaces.models import SECRET_FIELDS, SLUG_VALIDATOR, BookingProvider, IntegrationError, Workspace
+from workspaces.models import (
+    SECRET_FIELDS,
+    SLUG_VALIDATOR,
+    AuditEvent,
+    BookingProvider,
+    IntegrationError,
+    Membership,
+    Role,
+    Workspace,
+)
 
 # --- Workspaces --------------------------------------------------------------
 
@@ -50,6 +61,37 @@ URL_FIELDS = (
     "calendly_booking_url",
     "sla_notify_webhook_url",
 )
+# A provider's base URL and the token sent to it: changing the URL requires the token again,
+# or the stored token would go to whatever host the new URL names.
+TOKEN_BOUND_URLS = {"emailbison_base_url": "emailbison_token"}
+
+
+def outbound_url_error(value: str) -> str | None:
+    """Why a URL from workspace settings may not be fetched (loopback, private, link-local,
+    cloud metadata; on its host or on what the name resolves to now), or None."""
+    try:
+        check_outbound_url(value)
+    except OutboundAddressRefused as exc:
+        return str(exc)
+    return None
+
+
+def token_reentry_errors(*, stored: Workspace | None, changes: dict[str, Any]) -> dict[str, str]:
+    """{token field: message} for each token-bound URL that changes while a token is stored
+    and no new token is given (``changes`` holds the submitted values, blank = keep)."""
+    errors = {}
+    if stored is None:
+        return errors
+    for url_field, token_field in TOKEN_BOUND_URLS.items():
+        new_url = changes.get(url_field)
+        if new_url is None or (new_url or "") == (getattr(stored, url_field) or ""):
+            continue
+        if getattr(stored, token_field) and not changes.get(token_field):
+            errors[token_field] = (
+                f"enter the {token_field.replace('_', ' ')} again: {url_field.replace('_', ' ')} changes, "
+                "and the stored token is never sent to a new host"
+            )
+    return errors
 
 
 def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
@@ -76,6 +118,9 @@ def workspace_validate_changes(*, slug: str, changes: dict[str, Any]) -> None:
                 url_validator(value)
             except ValidationError:
                 errors[field] = f"is not a valid http(s) URL: {value!r}"
+                continue
+            if refused := outbound_url_error(value):
+                errors[field] = refused
     secret = changes.get("webhook_secret")
     if secret is not None and len(secret) < 16:
         errors["webhook_secret"] = "must be at least 16 characters"
@@ -108,6 +153,8 @@ def workspace_configure(*, slug: str, changes: dict[str, Any]) -> tuple[Workspac
     changes = {k: v for k, v in changes.items() if v is not None}
     workspace_validate_changes(slug=slug, changes=changes)
     workspace = Workspace.objects.select_for_update().filter(slug=slug).first()
+    if errors := token_reentry_errors(stored=workspace, changes=changes):
+        raise ValidationError(errors)
     created = workspace is None
     if created:
         workspace = Workspace(slug=slug, name=changes.get("name") or slug)
@@ -194,3 +241,118 @@ def workspace_credentials_reencrypt() -> int:
         workspace.save(update_fields=[*SECRET_FIELDS, "updated_at"])
         count += 1
     return count
+
+
+# --- Audit trail ---------------------------------------------------------------
+
+
+def audit_record_many(
+    *,
+    actor,
+    action: str,
+    targets: Iterable[tuple[int | None, Any]],
+    detail: dict[str, Any] | None = None,
+) -> list[AuditEvent]:
+    """One AuditEvent per (workspace id, object) in ``targets``: who did ``action`` to what, when.
+
+    ``detail`` must hold names and counts only (it is redacted anyway, bodies dropped).
+    Objects without a workspace are skipped (nothing workspace-scoped was touched).
+    """
+    now = timezone.now()
+    actor_id = actor.pk if actor is not None and actor.is_authenticated else None
+    username = actor.get_username() if actor_id else ""
+    detail = redact_data(detail or {}, drop_bodies=True)
+    events = [
+        AuditEvent(
+            workspace_id=workspace_id,
+            actor_id=actor_id,
+            actor_username=username,
+            action=action[:64],
+            target_type=obj._meta.label_lower if obj is not None else "",
+            target_id=str(obj.pk) if obj is not None else "",
+            target_repr=str(obj)[:200] if obj is not None else "",
+            detail=detail,
+            created_at=now,
+        )
+        for workspace_id, obj in targets
+        if workspace_id is not None
+    ]
+    return AuditEvent.objects.bulk_create(events)
+
+
+def audit_record(*, workspace: Workspace | int, actor, action: str, target=None, detail=None) -> AuditEvent:
+    """Record one operator action (for callers outside the admin: the inbox, commands)."""
+    workspace_id = workspace if isinstance(workspace, int) else workspace.pk
+    return audit_record_many(actor=actor, action=action, targets=[(workspace_id, target)], detail=detail)[0]
+
+
+# --- Operators -----------------------------------------------------------------
+
+
+@transaction.atomic
+def operator_configure(
+    *,
+    username: str,
+    workspace_slugs: Iterable[str],
+    role: str = Role.OPERATOR,
+    password: str | None = None,
+    remove: bool = False,
+    role_groups: Callable[[], dict[str, Any]],
+) -> tuple[Any, bool]:
+    """Create or update a staff user (never a superuser) and their memberships.
+
+    ``remove``: drop the memberships of ``workspace_slugs`` (the user stays, without access there).
+    ``role_groups()``: {role: auth Group} whose model permissions fit each role, called once the
+    input is valid (``admin_scoping.role_groups_sync`` creates or refreshes them).
+    Everything is validated before anything is written; ValidationError({flag field: message}).
+    Returns (user, created).
+    """
+    user_model = get_user_model()
+    slugs = list(dict.fromkeys(workspace_slugs))
+    errors: dict[str, str] = {}
+    if not username or not username.strip():
+        errors["username"] = "is required"
+    if role not in Role.values:
+        errors["role"] = f"unknown role {role!r}: use one of {', '.join(Role.values)}"
+    if not slugs:
+        errors["workspace"] = "give at least one workspace slug"
+    workspaces = {w.slug: w for w in Workspace.objects.filter(slug__in=slugs)}
+    unknown = [s for s in slugs if s not in workspaces]
+    if unknown:
+        errors["workspace"] = f"unknown workspace(s): {', '.join(unknown)}"
+    user = user_model.objects.select_for_update().filter(username=username).first()
+    if user is not None and user.is_superuser:
+        errors["username"] = f"{username!r} is a superuser: configure_operator never changes superusers"
+    if remove and user is None:
+        errors["username"] = f"no user {username!r} to remove memberships from"
+    if password is not None and not remove and not password:
+        errors["password"] = "the password read from stdin is empty"
+    if errors:
+        raise ValidationError(errors)
+
+    created = user is None
+    if created:
+        user = user_model(username=username, is_staff=True, is_superuser=False)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save()
+    if remove:
+        Membership.objects.filter(user=user, workspace__slug__in=slugs).delete()
+    else:
+        user.is_staff = True
+        user.is_superuser = False
+        if password:
+            user.set_password(password)
+        user.save()
+        for slug in slugs:
+            Membership.objects.update_or_create(user=user, workspace=workspaces[slug], defaults={"role": role})
+    # Groups follow the roles the user holds now (operator somewhere: the operator group).
+    roles = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    for group_role, group in role_groups().items():
+        if group_role in roles:
+            user.groups.add(group)
+        else:
+            user.groups.remove(group)
+    return user, created

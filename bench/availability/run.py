@@ -289,6 +289,8 @@ def main() -> int:
             "LOG_LEVEL": "WARNING",
             "AVAILABILITY_FETCH_TIMEOUT_S": str(args.fetch_timeout),
             "AVAILABILITY_WORKSPACE_DEADLINE_S": str(args.deadline),
+            # The fake booking pages listen on 127.0.0.1 (the outbound guard refuses it otherwise).
+            "LEADLINE_OUTBOUND_ALLOWLIST": "127.0.0.1",
             **fake.urls,
         }
         os.environ.update(env)

@@ -57,6 +57,8 @@ def _env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": redis_url,
         "DJANGO_DEBUG": "0",
+        # Plain HTTP on 127.0.0.1: production's HTTPS redirect would answer every post with 301.
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
         "FIELD_ENCRYPTION_KEY": FERNET_KEY,
         "LOG_LEVEL": "WARNING",

@@ -217,3 +217,13 @@ def test_a_refusal_that_is_not_about_the_sender_is_never_retried(ws):
     # A write is never repeated blindly: EmailBison may have sent it before failing.
     assert _posted_senders() == [7]
     assert SenderEmail.objects.filter(workspace=ws, is_sendable=True).count() == 2
+
+
+@pytest.mark.parametrize("base", ["http://10.1.2.3", "http://169.254.169.254", "http://metadata.internal.test"])
+def test_a_base_url_on_a_private_address_is_refused_before_the_token_leaves(base, fake_dns):
+    from core.http import ProviderOutboundRefused
+
+    fake_dns.add("metadata.internal.test", "169.254.169.254")
+    with EmailBisonClient(base_url=base, token=TOKEN) as client, pytest.raises(ProviderOutboundRefused) as info:
+        client.sender_emails_list()
+    assert TOKEN not in str(info.value)

@@ -150,3 +150,28 @@ def test_five_hundred_waiting_drafts_render_with_a_bounded_number_of_queries(
 def test_the_workspace_page_shows_the_speed_to_lead_chart(admin_client, workspace):
     html = admin_client.get(reverse("admin:workspaces_workspace_change", args=[workspace.pk])).content.decode()
     assert '<svg role="img" aria-label="Speed to lead, last 14 days"' in html
+
+
+def test_an_operator_sees_and_acts_on_only_their_workspaces(client, workspace, other_workspace):
+    import io
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from workspaces.models import AuditEvent
+
+    mine = _waiting(workspace, minutes_ago=5)
+    theirs = _waiting(other_workspace, minutes_ago=50, content="Globex secret reply")
+    call_command("configure_operator", "op-acme", "--workspace", workspace.slug, stdout=io.StringIO())
+    client.force_login(get_user_model().objects.get(username="op-acme"))
+
+    html = client.get(INBOX).content.decode()
+    assert f'id="draft-{mine.pk}"' in html and "Globex secret reply" not in html
+    assert "Inbox: 1 waiting" in html
+    assert client.post(INBOX, {"action": "reject", "draft_id": theirs.pk}).status_code == 404
+    assert Draft.objects.get(pk=theirs.pk).status == DraftStatus.READY
+
+    client.post(INBOX, {"action": "reject", "draft_id": mine.pk})
+    assert Draft.objects.get(pk=mine.pk).status == DraftStatus.REJECTED
+    event = AuditEvent.objects.get(action="reject")
+    assert (event.workspace_id, event.actor_username, event.target_id) == (workspace.pk, "op-acme", str(mine.pk))

@@ -4,6 +4,7 @@ from django.urls import reverse
 
 from messaging.models import Message, WebhookEvent
 from messaging.tests.factories import SECRET, ghl_inbound, post
+from workspaces.models import Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -117,6 +118,8 @@ def test_reprocess_action_needs_change_permission(workspace, django_user_model, 
 
     user = django_user_model.objects.create_user("viewer", "v@example.com", "pw-123456789", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_webhookevent"))
+    # An operator of the workspace (scoping: a non-superuser sees only their workspaces).
+    Membership.objects.create(user=user, workspace=workspace, role="operator")
     client = Client()
     client.force_login(user)
     event = WebhookEvent.objects.create(

@@ -62,7 +62,7 @@ def test_make_dev_runs_web_worker_and_beat_on_embedded_defaults(tmp_path):
             headers={"Referer": login_url},
             timeout=5,
         )
-        assert response.status_code == 200 and "Site administration" in response.text
+        assert response.status_code == 200 and "Operator console" in response.text
         assert "demo" in session.get(f"{base}/admin/workspaces/workspace/", timeout=5).text
         assert session.get(f"{base}/static/admin/css/base.css", timeout=5).status_code == 200
 

@@ -49,8 +49,8 @@ from emailbison.services import (
 from ghl.client import GhlClient
 from leads.models import Lead
 from leads.services import lead_rollups_touch, lead_sms_dnd_set
-from messaging.models import Channel, Delivery, Direction, Message, Origin
-from messaging.selectors import message_emailbison_sender_id
+from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Delivery, Direction, Message, Origin
+from messaging.selectors import message_emailbison_sender_id, message_has_newer_inbound
 from workspaces.models import IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
@@ -81,6 +81,7 @@ class Outcome:
     UNCONFIRMED = "unconfirmed"
     IN_FLIGHT = "in_flight"
     NOT_SENDABLE = "not_sendable"  # not approved (rejected, edited back to ready, already sent...)
+    STALE = "stale"  # the lead wrote again after the approval: superseded, not sent
 
 
 @dataclass(frozen=True)
@@ -231,11 +232,23 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
             .select_related("lead", "message", "workspace")
             .get(pk=draft_id, workspace_id=workspace_id)
         )
-        if draft.status not in SENDABLE_STATUSES:
-            return Outcome.NOT_SENDABLE
         earlier = _earlier_send(draft)
         if earlier is not None:
+            # Whatever the draft's status now (an opt-out may have skipped it mid-send).
             return _earlier_send_settle(draft, earlier, now=now)
+        if draft.status not in SENDABLE_STATUSES:
+            return Outcome.NOT_SENDABLE
+        if message_has_newer_inbound(draft.message):
+            # The lead wrote again since this reply was approved ("found someone", "Thursday
+            # instead?"): it answers an old message now. The newer message gets its own draft.
+            _draft_update(
+                draft,
+                status=DraftStatus.SUPERSEDED,
+                failure_reason="stale",
+                send_after=None,
+                error="the lead wrote again after the reply was approved: not sent",
+            )
+            return Outcome.STALE
         lead, workspace = draft.lead, draft.workspace
         if lead.is_blacklisted:
             _draft_update(
@@ -322,7 +335,7 @@ def _earlier_send(draft: Draft) -> Message | None:
         Message.objects.filter(
             workspace_id=draft.workspace_id,
             draft_source=draft,
-            delivery__in=(Delivery.SENDING, Delivery.SENT, Delivery.UNCONFIRMED),
+            delivery__in=SEND_CLAIMED_DELIVERIES,
         )
         .order_by("id")
         .first()
@@ -332,8 +345,11 @@ def _earlier_send(draft: Draft) -> Message | None:
 def _earlier_send_settle(draft: Draft, earlier: Message, *, now: dt.datetime) -> str:
     """Someone already sent (or is sending) this draft: never send it again."""
     if earlier.delivery == Delivery.SENT:
-        _draft_update(draft, status=DraftStatus.SENT, sent_message=earlier, sent_at=earlier.sent_at)
+        if draft.status != DraftStatus.SENT:
+            _draft_update(draft, status=DraftStatus.SENT, sent_message=earlier, sent_at=earlier.sent_at)
         return Outcome.NOT_SENDABLE
+    if earlier.delivery == Delivery.UNCONFIRMED:
+        return Outcome.NOT_SENDABLE  # settled already: the operator checks the provider
     if earlier.delivery == Delivery.SENDING and earlier.created_at > now - send_lease():
         return Outcome.IN_FLIGHT  # a live worker may be in the provider call right now
     Message.objects.filter(pk=earlier.pk, workspace_id=earlier.workspace_id).update(delivery=Delivery.UNCONFIRMED)
@@ -489,7 +505,7 @@ def drafts_send_due(*, now: dt.datetime | None = None, limit: int = 500) -> int:
         due = Draft.objects.filter(workspace_id=workspace_id).filter(
             Q(status=DraftStatus.SCHEDULED, send_after__lte=now)
             | Q(status=DraftStatus.APPROVED, updated_at__lte=lost_after)
-            | Q(Exists(stuck), status=DraftStatus.APPROVED)
+            | Q(Exists(stuck))  # whatever the draft's status: an opt-out may have skipped it mid-send
         )
         for draft_id in due.order_by("send_after", "id").values_list("id", flat=True)[:limit]:
             if not draft_send_enqueue(draft_id=draft_id, workspace_id=workspace_id):

@@ -41,8 +41,14 @@ from leads.models import (
     Sentiment,
 )
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
-from messaging.models import Channel, Direction, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES, message_in_sweep_window, newer_inbound_sql, sent_at_param
+from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Direction, Message
+from messaging.selectors import (
+    SWEEP_MAX_ENQUEUES,
+    message_has_newer_inbound,
+    message_in_sweep_window,
+    newer_inbound_sql,
+    sent_at_param,
+)
 from messaging.services import message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
@@ -370,10 +376,7 @@ def _message_store_neutral(message: Message, *, now: datetime) -> str:
 
 def _newer_inbound_exists(message: Message) -> bool:
     """Whether an inbound message of the lead is newer than ``message`` (then its draft is stale)."""
-    newer_sql, newer_params = newer_inbound_sql(message)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {newer_sql}", newer_params)
-        return bool(cursor.fetchone()[0])
+    return message_has_newer_inbound(message)
 
 
 def _newer_inbound_cached(message: Message) -> bool:
@@ -1054,10 +1057,18 @@ def _draft_transition(
     another operator may have moved it since the page was shown) and, with ``lead_open``, while
     its lead is not blacklisted; raises ValueError otherwise."""
     values.setdefault("updated_at", timezone.now())
-    drafts = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=allowed)
-    if lead_open:
-        drafts = drafts.exclude(lead__status=LeadStatus.BLACKLISTED).exclude(lead__sentiment=Sentiment.BLACKLIST)
-    done = drafts.update(**values)
+    with transaction.atomic():
+        # The send's claim holds this row's lock while it writes the outbound row: once we
+        # have the lock, a send that started is visible, and a draft on its way out is final.
+        Draft.objects.select_for_update().filter(pk=draft.pk, workspace_id=draft.workspace_id).first()
+        if Message.objects.filter(
+            workspace_id=draft.workspace_id, draft_source_id=draft.pk, delivery__in=SEND_CLAIMED_DELIVERIES
+        ).exists():
+            raise ValueError(f"draft #{draft.pk} is being sent or was sent: cannot {action} it")
+        drafts = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=allowed)
+        if lead_open:
+            drafts = drafts.exclude(lead__status=LeadStatus.BLACKLISTED).exclude(lead__sentiment=Sentiment.BLACKLIST)
+        done = drafts.update(**values)
     draft.refresh_from_db()
     if not done:
         if lead_open and draft.status in allowed:

@@ -35,6 +35,10 @@ class Delivery(models.TextChoices):
     UNCONFIRMED = "unconfirmed", "unconfirmed"  # may or may not have gone out: never sent again
 
 
+# Deliveries that claim a draft's one send (the ``message_one_send_per_draft`` constraint).
+SEND_CLAIMED_DELIVERIES = (Delivery.SENDING, Delivery.SENT, Delivery.UNCONFIRMED)
+
+
 class Message(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="messages")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="messages")
@@ -78,7 +82,7 @@ class Message(models.Model):
             # A draft goes out at most once: one outbound row per draft that is (or may be) sent.
             models.UniqueConstraint(
                 fields=["draft_source"],
-                condition=Q(draft_source__isnull=False, delivery__in=["sending", "sent", "unconfirmed"]),
+                condition=Q(draft_source__isnull=False, delivery__in=SEND_CLAIMED_DELIVERIES),
                 name="message_one_send_per_draft",
             ),
         ]

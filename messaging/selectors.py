@@ -159,6 +159,15 @@ def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
     return sql, [*params, *MACHINE_REPLY_SENTIMENTS]
 
 
+def message_has_newer_inbound(message: Message) -> bool:
+    """Whether the lead wrote again after ``message`` (``newer_inbound_sql``'s rule: a classified
+    out-of-office or automated reply does not count)."""
+    sql, params = newer_inbound_sql(message)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        return bool(cursor.fetchone()[0])
+
+
 def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:
     return (
         WebhookEvent.objects.filter(workspace_id=workspace_id, provider=provider, idempotency_key=idempotency_key)

@@ -402,3 +402,82 @@ def test_email_that_came_through_ghl_is_answered_as_a_ghl_email(ws):
     assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
     body = _posts(SEND_URL)[0]
     assert (body["type"], body["subject"], body["replyMessageId"]) == ("Email", "Re: roofs", "ghl-in-5")
+
+
+# --- races with operators, opt-outs and the lead ---------------------------------------------
+
+
+def _claimed(ws, draft, *, delivery=Delivery.SENDING):
+    return Message.objects.create(
+        workspace=ws,
+        lead=draft.lead,
+        channel="sms",
+        direction="outbound",
+        body=draft.content,
+        sent_at=timezone.now(),
+        origin="sent",
+        delivery=delivery,
+        draft_source=draft,
+    )
+
+
+@pytest.mark.django_db
+def test_a_draft_being_sent_cannot_be_edited_rejected_or_regenerated(ws):
+    from drafts.services import draft_edit, draft_regenerate, draft_reject
+
+    draft = _draft(ws)
+    _claimed(ws, draft)
+    for action in (
+        lambda d: draft_edit(draft=d, content="other text", subject=""),
+        lambda d: draft_reject(draft=d),
+        lambda d: draft_regenerate(draft=d),
+    ):
+        with pytest.raises(ValueError, match="being sent or was sent"):
+            action(Draft.objects.get(pk=draft.pk))
+    draft.refresh_from_db()
+    assert (draft.status, draft.content) == (DraftStatus.APPROVED, "Tuesday 10am works?")
+    assert Draft.objects.filter(message=draft.message).count() == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_an_opt_out_during_the_call_cannot_unsend_and_a_stuck_send_is_settled_whatever_the_status(ws):
+    from drafts.services import drafts_skip_for_blacklisted_lead
+
+    draft = _draft(ws)
+
+    def opted_out_meanwhile(request):
+        drafts_skip_for_blacklisted_lead(lead_id=draft.lead_id, workspace_id=ws.pk)
+        return 200, {}, json.dumps({"conversationId": "c", "messageId": "m-9"})
+
+    responses.add_callback(responses.POST, SEND_URL, callback=opted_out_meanwhile)
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    assert Draft.objects.get(pk=draft.pk).status == DraftStatus.SENT  # it went out: the record says so
+
+    stuck = _draft(ws)
+    row = _claimed(ws, stuck)
+    Draft.objects.filter(pk=stuck.pk).update(status=DraftStatus.SKIPPED)
+    Message.objects.filter(pk=row.pk).update(created_at=timezone.now() - send_lease() - dt.timedelta(seconds=1))
+    with mock.patch("drafts.sending.draft_send_enqueue", return_value=True) as enqueue:
+        drafts_send_due()
+    assert mock.call(draft_id=stuck.pk, workspace_id=ws.pk) in enqueue.call_args_list
+    assert draft_send(draft_id=stuck.pk, workspace_id=ws.pk) == Outcome.UNCONFIRMED
+    assert Message.objects.get(pk=row.pk).delivery == Delivery.UNCONFIRMED
+    assert len(_posts(SEND_URL)) == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_lead_who_wrote_again_after_the_approval_is_not_sent_the_old_reply(ws):
+    draft = _draft(ws, status=DraftStatus.SCHEDULED)
+    message_create(lead=draft.lead, body="Never mind, we found someone", sentiment="Not Interested")
+    _sms_ok()
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.STALE
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.SUPERSEDED, "stale")
+    assert _posts() == [] and not Message.objects.filter(direction="outbound").exists()
+
+    # An out-of-office that arrived since is no reason to hold the reply back.
+    other = _draft(ws)
+    message_create(lead=other.lead, body="I am out of the office until Monday", sentiment="Out of Office")
+    assert draft_send(draft_id=other.pk, workspace_id=ws.pk) == Outcome.SENT

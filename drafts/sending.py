@@ -38,7 +38,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from core.http import Deadline, ProviderConnectionError, ProviderError, ProviderHTTPError, ProviderTimeout
+from core.http import (
+    Deadline,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderRateLimited,
+    ProviderTimeout,
+)
 from drafts.models import Draft, DraftStatus
 from drafts.sendwindow import lead_time_zones, send_window_next_open
 from emailbison.services import (
@@ -58,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 SENDABLE_STATUSES = (DraftStatus.APPROVED, DraftStatus.SCHEDULED)
 SEND_ERROR_PREFIX = "send_"
+UNCONFIRMED_CODE = "send_unconfirmed"
 _DND = re.compile(r"\bdnd\b|do not disturb", re.IGNORECASE)
 
 
@@ -82,6 +90,7 @@ class Outcome:
     IN_FLIGHT = "in_flight"
     NOT_SENDABLE = "not_sendable"  # not approved (rejected, edited back to ready, already sent...)
     STALE = "stale"  # the lead wrote again after the approval: superseded, not sent
+    RATE_LIMITED = "rate_limited"  # refused for now: stays approved, sent again by the sweep
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,11 @@ def draft_send(*, draft_id: int, workspace_id: int, deadline: Deadline | float |
     except SendRefused as exc:
         _finish_failed(claim, delivery=Delivery.FAILED, reason=exc.reason, detail=exc.detail)
         return Outcome.FAILED
+    except ProviderRateLimited as exc:
+        # The provider refused it for now, certainly unsent: the row gives way, the draft stays
+        # approved, and the beat sweep sends it again after DRAFT_SWEEP_AFTER_S.
+        _finish_rate_limited(claim, detail=str(exc))
+        return Outcome.RATE_LIMITED
     except ProviderError as exc:
         if _certainly_not_sent(exc):
             _finish_failed(claim, delivery=Delivery.FAILED, reason=f"provider_{exc.code}"[:32], detail=str(exc))
@@ -370,7 +384,10 @@ def _route(draft: Draft, *, lead: Lead, workspace: Workspace) -> tuple[str, str]
     has_ghl = bool(workspace.ghl_token and lead.ghl_contact_id)
     if draft.channel == Channel.SMS:
         return (Route.GHL_SMS, "") if has_ghl else ("", "no_ghl_contact")
-    if draft.message.emailbison_reply_id and workspace.emailbison_base_url and workspace.emailbison_token:
+    reply_id = draft.message.emailbison_reply_id
+    if reply_id and workspace.emailbison_base_url and workspace.emailbison_token:
+        if not reply_id.isdigit():
+            return "", "bad_reply_id"
         return (Route.EMAILBISON_REPLY, "") if lead.email else ("", "no_email_address")
     return (Route.GHL_EMAIL, "") if has_ghl else ("", "no_email_route")
 
@@ -431,7 +448,13 @@ def _finish_sent(claim: SendClaim, receipt: Receipt) -> None:
         lead = Lead.objects.get(pk=claim.lead_id, workspace_id=claim.workspace_id)
         lead_rollups_touch(lead=lead, direction=Direction.OUTBOUND, at=now)
         for source in (IntegrationError.Source.DRAFTS, _route_source(claim.route)):
-            integration_error_resolve(workspace=claim.workspace_id, source=source, code_prefix=SEND_ERROR_PREFIX)
+            # An unconfirmed send is about one draft a person must check: no success disproves it.
+            integration_error_resolve(
+                workspace=claim.workspace_id,
+                source=source,
+                code_prefix=SEND_ERROR_PREFIX,
+                keep_codes=[UNCONFIRMED_CODE],
+            )
 
 
 def _outbound_mark_sent(claim: SendClaim, *, provider_ids: dict[str, str], at: dt.datetime) -> None:
@@ -460,6 +483,16 @@ def _finish_failed(claim: SendClaim, *, delivery: str, reason: str, detail: str)
             claim.workspace_id, draft_id=claim.draft_id, source=_route_source(claim.route), reason=reason, detail=detail
         )
     logger.warning("draft %s not sent (%s, %s)", claim.draft_id, claim.route, reason)
+
+
+def _finish_rate_limited(claim: SendClaim, *, detail: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        Message.objects.filter(pk=claim.outbound_id, workspace_id=claim.workspace_id).update(delivery=Delivery.FAILED)
+        Draft.objects.filter(pk=claim.draft_id, workspace_id=claim.workspace_id).update(
+            error=f"rate limited, retried automatically: {detail}"[:2000], updated_at=now
+        )
+    logger.warning("draft %s rate limited (%s); the send sweep retries it", claim.draft_id, claim.route)
 
 
 def _route_source(route: str) -> str:

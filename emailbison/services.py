@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from core.http import Deadline
+from core.http import Deadline, ProviderError
 from emailbison.client import EmailBisonClient, ReplySent, Sender, SenderInvalid
 from emailbison.models import SenderEmail
 from workspaces.models import IntegrationError, Workspace
@@ -205,15 +205,21 @@ def email_reply_send(
         except SenderInvalid:
             # Refresh what EmailBison lists, then retry once through another sender.
             healed_from = sender_id
-            sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
+            try:
+                sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
+            except ProviderError as exc:
+                # Nothing went out (the refusal was certain): say so, not "maybe sent".
+                raise NoSendableSender(
+                    f"the sender refused and the sender list could not be read: {exc.message}"
+                ) from exc
             # Still listed as connected, yet it refused: unsendable until a refresh after this send.
             sender_mark_unsendable(workspace_id=workspace.pk, sender_id=healed_from, reason="refused a send")
             sender_id = sender_pick(workspace=workspace, exclude=frozenset({healed_from}))
             if not sender_id:
                 _no_sender(workspace, tried=(healed_from,))
+            sent = send_through(sender_id)
             if SenderEmail.objects.filter(workspace_id=workspace.pk, sender_id=healed_from, is_default=True).exists():
                 sender_default_set(workspace_id=workspace.pk, sender_id=sender_id)
-            sent = send_through(sender_id)
     finally:
         if own:
             client.close()

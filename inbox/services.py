@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -100,6 +101,10 @@ def workspace_sla_scan(*, workspace: Workspace, now: dt.datetime) -> SlaScan:
     return SlaScan(breached=len(new), resolved=resolved, open=len(still_open))
 
 
+def _notify_failed(workspace: Workspace, message: str) -> None:
+    integration_error_record(workspace=workspace, source=SOURCE, code=NOTIFY_FAILED, message=message)
+
+
 def sla_breach_notify(*, workspace: Workspace, breach: SlaBreach) -> None:
     """Tell someone outside the console; never raises (a failure is an IntegrationError)."""
     if not (workspace.sla_notify_email or workspace.sla_notify_webhook_url):
@@ -130,12 +135,16 @@ def sla_breach_notify(*, workspace: Workspace, breach: SlaBreach) -> None:
                 read_timeout_s=NOTIFY_TIMEOUT_S,
                 retry=RetryPolicy(max_tries=2),
                 outbound_guard=True,  # a URL an operator typed: never loopback, private or metadata
+                secrets=[workspace.sla_notify_webhook_url, urlsplit(workspace.sla_notify_webhook_url).path],
             ) as http:
                 http.request("POST", workspace.sla_notify_webhook_url, json=note, deadline=NOTIFY_TIMEOUT_S * 2)
-    except (ProviderError, OSError) as exc:
-        integration_error_record(
-            workspace=workspace, source=SOURCE, code=NOTIFY_FAILED, message=f"SLA notification failed: {exc}"
-        )
+    except ProviderError as exc:
+        # The hook's path may be its secret (Slack, Zapier): only the host and the reason are kept.
+        host = urlsplit(workspace.sla_notify_webhook_url).hostname or "?"
+        _notify_failed(workspace, f"the SLA webhook on {host} failed: {exc.message}")
+        return
+    except OSError as exc:
+        _notify_failed(workspace, f"the SLA email could not be sent: {type(exc).__name__}")
         return
     SlaBreach.objects.filter(pk=breach.pk, workspace_id=workspace.pk).update(notified_at=timezone.now())
     integration_error_resolve(workspace=workspace, source=SOURCE, codes=[NOTIFY_FAILED])

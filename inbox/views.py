@@ -81,7 +81,8 @@ def _act(request):
         raise Http404("no such draft")
     try:
         if action == "send":
-            content = request.POST.get("content", draft.content)
+            # Browsers send a textarea's line breaks as CRLF: an untouched draft is not an edit.
+            content = request.POST.get("content", draft.content).replace("\r\n", "\n")
             subject = request.POST.get("subject", draft.subject)
             if (content, subject) != (draft.content, draft.subject):
                 draft = draft_edit(draft=draft, content=content, subject=subject)

@@ -218,17 +218,24 @@ def integration_error_record(
 
 
 def integration_error_resolve(
-    *, workspace: Workspace | int, source: str, codes: Iterable[str] | None = None, code_prefix: str = ""
+    *,
+    workspace: Workspace | int,
+    source: str,
+    codes: Iterable[str] | None = None,
+    code_prefix: str = "",
+    keep_codes: Iterable[str] = (),
 ) -> int:
     """Mark open errors of ``source`` resolved: all of them, or only ``codes``, or only the codes
-    starting with ``code_prefix`` (e.g. ``"draft_"``: whatever went wrong while drafting).
-    Returns how many."""
+    starting with ``code_prefix`` (e.g. ``"draft_"``: whatever went wrong while drafting); never
+    ``keep_codes`` (problems a later success does not disprove). Returns how many."""
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
     qs = IntegrationError.objects.filter(workspace_id=workspace_id, source=source, resolved_at__isnull=True)
     if codes is not None:
         qs = qs.filter(code__in=list(codes))
     if code_prefix:
         qs = qs.filter(code__startswith=code_prefix)
+    if keep_codes:
+        qs = qs.exclude(code__in=list(keep_codes))
     return qs.update(resolved_at=timezone.now())
 
 

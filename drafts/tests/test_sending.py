@@ -481,3 +481,48 @@ def test_a_lead_who_wrote_again_after_the_approval_is_not_sent_the_old_reply(ws)
     other = _draft(ws)
     message_create(lead=other.lead, body="I am out of the office until Monday", sentiment="Out of Office")
     assert draft_send(draft_id=other.pk, workspace_id=ws.pk) == Outcome.SENT
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_an_unconfirmed_send_stays_open_for_the_operator_after_later_sends_succeed(ws):
+    first = _draft(ws)
+    responses.post(SEND_URL, status=502, json={"message": "Bad gateway"})
+    assert draft_send(draft_id=first.pk, workspace_id=ws.pk) == Outcome.UNCONFIRMED
+    responses.replace(responses.POST, SEND_URL, json={"conversationId": "c", "messageId": "m-2"})
+    assert draft_send(draft_id=_draft(ws).pk, workspace_id=ws.pk) == Outcome.SENT
+    assert IntegrationError.objects.filter(workspace=ws, code="send_unconfirmed", resolved_at=None).exists()
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_rate_limited_send_stays_approved_and_the_sweep_sends_it_later(ws, settings):
+    settings.GHL_MAX_429_RETRIES = 0
+    draft = _draft(ws)
+    responses.post(SEND_URL, status=429, json={"message": "Too many requests"})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.RATE_LIMITED
+    draft.refresh_from_db()
+    assert draft.status == DraftStatus.APPROVED and "rate limited" in draft.error
+    assert Message.objects.get(draft_source=draft).delivery == Delivery.FAILED
+
+    with mock.patch("drafts.sending.draft_send_enqueue", return_value=True) as enqueue:
+        drafts_send_due()  # not yet: it waits DRAFT_SWEEP_AFTER_S
+        assert enqueue.call_count == 0
+        drafts_send_due(now=timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1))
+        enqueue.assert_called_once_with(draft_id=draft.pk, workspace_id=ws.pk)
+    responses.replace(responses.POST, SEND_URL, json={"conversationId": "c", "messageId": "m-3"})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    assert Message.objects.filter(draft_source=draft, delivery=Delivery.SENT).count() == 1
+
+
+@pytest.mark.django_db
+@responses.activate
+def test_a_dead_sender_whose_list_cannot_be_read_fails_as_unsent_not_unconfirmed(ws):
+    draft = _emailbison_reply_draft(ws, thread_sender="7")
+    SenderEmail.objects.create(workspace=ws, sender_id="7", is_sendable=True)
+    responses.post(EB_REPLY.format(4242), status=422, json={"message": "The selected sender email id is invalid."})
+    responses.get(EB_SENDERS, status=503, json={"message": "down"})
+    assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.FAILED
+    draft.refresh_from_db()
+    assert draft.failure_reason == "no_sendable_sender"
+    assert len(_posts(EB)) == 1

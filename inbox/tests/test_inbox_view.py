@@ -175,3 +175,18 @@ def test_an_operator_sees_and_acts_on_only_their_workspaces(client, workspace, o
     assert Draft.objects.get(pk=mine.pk).status == DraftStatus.REJECTED
     event = AuditEvent.objects.get(action="reject")
     assert (event.workspace_id, event.actor_username, event.target_id) == (workspace.pk, "op-acme", str(mine.pk))
+
+
+def test_an_untouched_multi_line_draft_sent_from_the_browser_is_not_an_edit(
+    admin_client, workspace, django_capture_on_commit_callbacks
+):
+    from workspaces.models import AuditEvent
+
+    draft = _waiting(workspace, minutes_ago=5, content="Hi Dana,\nTuesday works.\nSam")
+    with mock.patch("drafts.sending.draft_send_enqueue"), django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            INBOX, {"action": "send", "draft_id": draft.pk, "content": "Hi Dana,\r\nTuesday works.\r\nSam"}
+        )
+    draft.refresh_from_db()
+    assert draft.content == "Hi Dana,\nTuesday works.\nSam" and draft.status == DraftStatus.APPROVED
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["approve_and_send"]

@@ -126,6 +126,13 @@ if DEBUG:
     _default_field_key = base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEY", default=[_default_field_key] if _default_field_key else [])
 
+# --- Email (SLA notes) ----------------------------------------------------------
+# EMAIL_URL as django-environ reads it: smtp+tls://user:password@host:587, consolemail:// (the
+# default: notes go to the worker's log, which never carries message text).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_S", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="leadline@localhost")
+
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}

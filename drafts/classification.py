@@ -18,6 +18,7 @@ from django.template.loader import get_template
 from drafts import llm
 from drafts.quoting import new_text, reply_text
 from leads.models import Sentiment
+from messaging.models import Channel
 
 CLASSIFY_PROMPT_VERSION = "classify-v1"
 CLASSIFY_MAX_OUTPUT_TOKENS = 512
@@ -50,10 +51,14 @@ _I = re.IGNORECASE | re.MULTILINE
 # Opt-outs: a bare keyword as the whole message, or an explicit request.
 _OPT_OUT_WHOLE = re.compile(r"\A\W*(stop|stop ?all|unsubscribe|cancel|end|quit|revoke|opt[ -]?out|remove)\W*\Z", _I)
 # Carrier opt-out keywords (CTIA; the FCC's 2024 rule adds revoke and opt out) standing as a
-# sentence of their own anywhere in a short text ("Who is this? STOP", "Stop. Wrong number"):
-# carriers act on them, so do we, whatever else the text says.
-_CARRIER_KEYWORD_SENTENCE = re.compile(
-    r"(?:\A|[.!?;:\n])\W*(?:stop ?all|stop|unsubscribe|cancel|end|quit|revoke|opt[ -]?out)\W*?(?:[.!?;:\n]|\Z)", _I
+# sentence or clause of their own anywhere in a short SMS ("Who is this? STOP", "Stop, wrong
+# number", "STOP - wrong number", "please stop"): carriers act on them, so do we, whatever else
+# the text says. Clauses end at . ! ? ; : , a dash or a line break.
+_CARRIER_KEYWORD_CLAUSE = re.compile(
+    r"(?:\A|[.!?;:,\n]|\s[-\u2013\u2014])\W*(?:please\s+)?"
+    r"(?:stop ?all|stop|unsubscribe|cancel|end|quit|revoke|opt[ -]?out)"
+    r"(?:\s+(?:please|now|thanks?|thank you))?\W*?(?:[.!?;:,\n]|\s[-\u2013\u2014]|\Z)",
+    _I,
 )
 SHORT_TEXT_CHARS = 320
 _OPT_OUT_PHRASES = re.compile(
@@ -113,7 +118,7 @@ _SUBJECT_OUT_OF_OFFICE = re.compile(r"\A\W*(?:out of (?:the )?office|OOO)\b", _I
 _SUBJECT_AUTOMATED = re.compile(r"\A\W*(?:automatic reply|auto[- ]?reply|autoreply|auto[- ]?response)\b", _I)
 
 
-def classify_fast(*, body: str, subject: str = "") -> str | None:
+def classify_fast(*, body: str, subject: str = "", channel: str = "") -> str | None:
     """The tag when the message says it plainly, else None (then the LLM decides).
 
     Only the lead's new text counts (``quoting.new_text``): an unsubscribe footer, an
@@ -123,7 +128,8 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
     """
     reply = new_text(body or "")
     subject = (subject or "")[:200]
-    if _OPT_OUT_WHOLE.search(reply) or _SUBJECT_BOUNCE.search(subject) or carrier_opt_out(reply):
+    carrier = channel == Channel.SMS and carrier_opt_out(reply)
+    if _OPT_OUT_WHOLE.search(reply) or _SUBJECT_BOUNCE.search(subject) or carrier:
         return Sentiment.BLACKLIST
     if _SUBJECT_OUT_OF_OFFICE.search(subject):
         return Sentiment.OUT_OF_OFFICE
@@ -143,8 +149,8 @@ def classify_fast(*, body: str, subject: str = "") -> str | None:
 
 
 def carrier_opt_out(text: str) -> bool:
-    """A carrier keyword as a sentence of its own in a short text (the lead's new text)."""
-    return len(text) <= SHORT_TEXT_CHARS and bool(_CARRIER_KEYWORD_SENTENCE.search(text))
+    """A carrier keyword as a clause of its own in a short text (an SMS's new text)."""
+    return len(text) <= SHORT_TEXT_CHARS and bool(_CARRIER_KEYWORD_CLAUSE.search(text))
 
 
 def opt_out_suspected(body: str) -> bool:

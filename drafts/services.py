@@ -41,7 +41,7 @@ from leads.models import (
     Sentiment,
 )
 from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
-from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Direction, Message
+from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Delivery, Direction, Message
 from messaging.selectors import (
     SWEEP_MAX_ENQUEUES,
     message_has_newer_inbound,
@@ -97,8 +97,9 @@ def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
-            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) ORDER BY sent_at DESC, id DESC LIMIT %s",
-            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, max(0, limit)],
+            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) AND delivery <> %s"  # a failed send never reached them
+            " ORDER BY sent_at DESC, id DESC LIMIT %s",
+            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, Delivery.FAILED, max(0, limit)],
         )
         rows = cursor.fetchall()
     # A lead's email quotes the history the transcript already holds: keep only its new text.
@@ -118,7 +119,7 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
     """
     calls: list[llm.LLMCall] = []
     text = reply_text(message.body)  # the lead's new text, once (both steps below read only it)
-    tag = classify_fast(body=text, subject=message.subject)
+    tag = classify_fast(body=text, subject=message.subject, channel=message.channel)
     source = "regex"
     if tag is None and message.lead.is_blacklisted:
         # An opted-out lead never gets a draft: a paid LLM call could change nothing.

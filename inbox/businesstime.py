@@ -31,14 +31,17 @@ class BusinessHours:
     def _day_window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime] | None:
         if day.weekday() not in self.weekdays or self.start >= self.end:
             return None
-        opens = dt.datetime.combine(day, self.start, tzinfo=self.zone)
-        closes = dt.datetime.combine(day, self.end, tzinfo=self.zone)
+        # Local wall times of that day, as UTC instants: Python subtracts and adds datetimes that
+        # share a tzinfo on the wall clock, which is an hour off across a DST change.
+        opens = dt.datetime.combine(day, self.start, tzinfo=self.zone).astimezone(dt.UTC)
+        closes = dt.datetime.combine(day, self.end, tzinfo=self.zone).astimezone(dt.UTC)
         return opens, closes
 
     def seconds_between(self, start: dt.datetime, end: dt.datetime) -> float:
         """Business seconds in [start, end) (aware datetimes)."""
         if end <= start:
             return 0.0
+        start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
         total = 0.0
         day = start.astimezone(self.zone).date()
         last = end.astimezone(self.zone).date()
@@ -57,6 +60,7 @@ class BusinessHours:
         if not self.weekdays or self.start >= self.end:
             return None
         remaining = seconds
+        start = start.astimezone(dt.UTC)
         day = start.astimezone(self.zone).date()
         for _ in range(370):
             window = self._day_window(day)
@@ -66,7 +70,7 @@ class BusinessHours:
                 if begin < closes:
                     available = (closes - begin).total_seconds()
                     if remaining <= available:
-                        return (begin + dt.timedelta(seconds=remaining)).astimezone(dt.UTC)
+                        return begin + dt.timedelta(seconds=remaining)
                     remaining -= available
             day += dt.timedelta(days=1)
         return None

@@ -24,6 +24,7 @@ class SlaBreach(models.Model):
     detected_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
     notified_at = models.DateTimeField(null=True, blank=True)
+    notify_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-detected_at"]

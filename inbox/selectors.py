@@ -15,21 +15,25 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import new_text
 from inbox.businesstime import BusinessHours
 from inbox.models import SlaBreach
-from leads.models import MACHINE_REPLY_SENTIMENTS, LeadStatus, Sentiment
+from leads.models import DRAFTABLE_SENTIMENTS, LeadStatus
 from messaging.models import Channel, Delivery, Direction, Message, Origin
 from messaging.selectors import SWEEP_MAX_MESSAGE_AGE
 from workspaces.models import Workspace
 
-# Inbound messages that start no clock: nobody is waiting for an answer to them.
-NO_CLOCK_SENTIMENTS = (*MACHINE_REPLY_SENTIMENTS, Sentiment.BLACKLIST)
-# Outbound messages that answer the lead (ours once sent, or written outside Leadline).
-ANSWER_DELIVERIES = (Delivery.NONE, Delivery.SENT)
+# Tags that start a clock: what expects an answer (the tags that get a draft), and messages not
+# classified yet. Machine replies, opt-outs, "not interested", neutral, booked... start none.
+CLOCK_SENTIMENTS = (*DRAFTABLE_SENTIMENTS, "")
+# Drafts an operator closed without answering: their message stops waiting.
+CLOSED_DRAFT_STATUSES = (DraftStatus.REJECTED, DraftStatus.SKIPPED)
+# A running clock is looked for this far back: older unanswered messages are history.
+CLOCK_LOOKBACK = dt.timedelta(days=7)
 REPORT_DAYS = 7
 HISTORY_DAYS = 14
 
@@ -52,28 +56,34 @@ class Clock:
 
 def _clock_starters(workspace_id: int):
     """Inbound messages of the workspace that start a clock when none is running."""
+    closed = Draft.objects.filter(
+        workspace_id=workspace_id, message_id=OuterRef("pk"), status__in=CLOSED_DRAFT_STATUSES
+    )
     return (
-        Message.objects.filter(workspace_id=workspace_id, direction=Direction.INBOUND)
-        .exclude(sentiment__in=NO_CLOCK_SENTIMENTS)
+        Message.objects.filter(workspace_id=workspace_id, direction=Direction.INBOUND, sentiment__in=CLOCK_SENTIMENTS)
         # History a sync imported: only a recent message (a webhook we missed) expects an answer.
         .exclude(origin=Origin.SYNC, sent_at__lt=F("created_at") - SWEEP_MAX_MESSAGE_AGE)
+        .exclude(Exists(closed))
     )
 
 
-def running_clocks(*, workspace_id: int) -> list[Clock]:
+def _answers(workspace_id: int):
+    """Outbound messages that answer a lead: ours once sent, and what GHL reports was sent from
+    its side (a person in the GHL inbox; GHL does not tell its workflow auto-replies apart).
+    Campaign emails (EmailBison ``EMAIL_SENT``) and our failed or unconfirmed sends are no answer."""
+    return Message.objects.filter(workspace_id=workspace_id, direction=Direction.OUTBOUND).filter(
+        Q(origin=Origin.SENT, delivery=Delivery.SENT) | (~Q(origin=Origin.SENT) & ~Q(ghl_message_id=""))
+    )
+
+
+def running_clocks(*, workspace_id: int, now: dt.datetime | None = None) -> list[Clock]:
     """One clock per lead still waiting for our answer, started by its first unanswered message."""
     last_answer = (
-        Message.objects.filter(
-            workspace_id=workspace_id,
-            lead_id=OuterRef("lead_id"),
-            direction=Direction.OUTBOUND,
-            delivery__in=ANSWER_DELIVERIES,
-        )
-        .order_by("-created_at")
-        .values("created_at")[:1]
+        _answers(workspace_id).filter(lead_id=OuterRef("lead_id")).order_by("-created_at").values("created_at")[:1]
     )
     rows = (
         _clock_starters(workspace_id)
+        .filter(created_at__gte=(now or timezone.now()) - CLOCK_LOOKBACK)
         .exclude(lead__status=LeadStatus.BLACKLISTED)
         .annotate(last_answer=Subquery(last_answer))
         .filter(Q(last_answer__isnull=True) | Q(created_at__gt=F("last_answer")))
@@ -103,9 +113,11 @@ def replies_since(*, workspace: Workspace, since: dt.datetime) -> list[Reply]:
         .filter(created_at__gte=since - dt.timedelta(days=HISTORY_DAYS))
         .values_list("id", flat=True)
     )
+    window = Q(created_at__gte=since - dt.timedelta(days=HISTORY_DAYS))
+    answers = _answers(workspace.pk).filter(window).values("id")
     messages = (
-        Message.objects.filter(workspace_id=workspace.pk, created_at__gte=since - dt.timedelta(days=HISTORY_DAYS))
-        .filter(Q(direction=Direction.INBOUND) | Q(direction=Direction.OUTBOUND, delivery__in=ANSWER_DELIVERIES))
+        Message.objects.filter(window, workspace_id=workspace.pk)
+        .filter(Q(direction=Direction.INBOUND) | Q(pk__in=answers))
         .order_by("lead_id", "created_at", "id")
         .values_list("id", "lead_id", "direction", "channel", "created_at")
     )
@@ -201,7 +213,7 @@ class QueueRow:
     subject: str
     content: str
     slots: list[str]
-    received_at: dt.datetime
+    received_at: dt.datetime  # when the lead's wait began (its first unanswered message)
     waited_s: float  # wall clock, received -> now
     business_waited_s: float
     sla_s: int
@@ -217,8 +229,9 @@ def review_queue(
     limit: int = 500,
 ) -> list[QueueRow]:
     """Ready drafts of ``workspace_ids``, the longest-waiting lead first (by when Leadline
-    received the message the draft answers). One query for the rows (plain values, no model
-    instances: the page lists hundreds) and one for the workspaces' hours."""
+    received the message the draft answers; the wait shown counts from the lead's running clock).
+    One query for the rows (plain values, no model instances: the page lists hundreds), one for
+    the workspaces, one per workspace for the clocks."""
     drafts = Draft.objects.filter(workspace_id__in=workspace_ids, status=DraftStatus.READY)
     if channel:
         drafts = drafts.filter(channel=channel)
@@ -240,12 +253,20 @@ def review_queue(
         "lead__email",
         "lead__phone_e164",
     )[:limit]
-    workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in=workspace_ids)}
+    values = list(values)
+    workspaces = {w.pk: w for w in Workspace.objects.filter(pk__in={v["workspace_id"] for v in values})}
     hours = {pk: BusinessHours.of(w) for pk, w in workspaces.items()}
+    # The lead waits since its first unanswered message (the SLA's clock), which may be older than
+    # the message this draft answers: one query per workspace on the page.
+    clock_starts = {
+        clock.lead_id: clock.started_at
+        for workspace_id in workspaces
+        for clock in running_clocks(workspace_id=workspace_id, now=now)
+    }
     rows = []
     for v in values:
         workspace = workspaces[v["workspace_id"]]
-        received = v["message__created_at"]
+        received = clock_starts.get(v["lead_id"], v["message__created_at"])
         business_waited = hours[workspace.pk].seconds_between(received, now)
         sla = sla_seconds(workspace=workspace, channel=v["channel"])
         body = v["message__body"]

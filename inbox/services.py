@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from core.http import HttpClient, ProviderError, RetryPolicy
@@ -34,6 +35,7 @@ SOURCE = IntegrationError.Source.SPEED_TO_LEAD
 BREACHED = "sla_breached"
 NOTIFY_FAILED = "notify_failed"
 NOTIFY_TIMEOUT_S = 5.0
+NOTIFY_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def sla_scan(*, now: dt.datetime | None = None) -> SlaScan:
 
 def workspace_sla_scan(*, workspace: Workspace, now: dt.datetime) -> SlaScan:
     hours = BusinessHours.of(workspace)
-    clocks = running_clocks(workspace_id=workspace.pk)
+    clocks = running_clocks(workspace_id=workspace.pk, now=now)
     new: list[SlaBreach] = []
     for clock in clocks:
         sla = sla_seconds(workspace=workspace, channel=clock.channel)
@@ -94,21 +96,47 @@ def workspace_sla_scan(*, workspace: Workspace, now: dt.datetime) -> SlaScan:
             ),
             context={"lead_ids": [lead_id for lead_id, _ in still_open][:50]},
         )
-        for breach in new:
-            sla_breach_notify(workspace=workspace, breach=breach)
     elif not still_open:
         integration_error_resolve(workspace=workspace, source=SOURCE, codes=[BREACHED])
+    if workspace.sla_notify_email or workspace.sla_notify_webhook_url:
+        _notes_enqueue(workspace=workspace, now=now)
     return SlaScan(breached=len(new), resolved=resolved, open=len(still_open))
+
+
+def _notes_enqueue(*, workspace: Workspace, now: dt.datetime) -> None:
+    """Hand each open breach not yet notified to its own task (a slow hook never holds the scan);
+    a note that failed is tried again at the next scans, up to NOTIFY_MAX_ATTEMPTS, within the hour."""
+    from inbox.tasks import sla_breach_notify as notify_task
+
+    pending = SlaBreach.objects.filter(
+        workspace_id=workspace.pk,
+        resolved_at__isnull=True,
+        notified_at__isnull=True,
+        notify_attempts__lt=NOTIFY_MAX_ATTEMPTS,
+        detected_at__gte=now - dt.timedelta(hours=1),
+    ).values_list("id", flat=True)
+    for breach_id in pending:
+        try:
+            notify_task.apply_async(args=[breach_id, workspace.pk], retry=False)
+        except Exception as exc:  # noqa: BLE001 - broker down: the next scan tries again
+            logger.warning("SLA note not enqueued (%s)", type(exc).__name__)
+            return
 
 
 def _notify_failed(workspace: Workspace, message: str) -> None:
     integration_error_record(workspace=workspace, source=SOURCE, code=NOTIFY_FAILED, message=message)
 
 
-def sla_breach_notify(*, workspace: Workspace, breach: SlaBreach) -> None:
-    """Tell someone outside the console; never raises (a failure is an IntegrationError)."""
-    if not (workspace.sla_notify_email or workspace.sla_notify_webhook_url):
-        return
+def sla_breach_notify(*, breach_id: int, workspace_id: int) -> None:
+    """Tell someone outside the console about one breach; never raises (a failure is an
+    IntegrationError, and the scan tries again)."""
+    workspace = Workspace.objects.get(pk=workspace_id)
+    counted = SlaBreach.objects.filter(
+        pk=breach_id, workspace_id=workspace_id, notified_at__isnull=True, notify_attempts__lt=NOTIFY_MAX_ATTEMPTS
+    ).update(notify_attempts=F("notify_attempts") + 1)
+    if not counted or not (workspace.sla_notify_email or workspace.sla_notify_webhook_url):
+        return  # notified already, out of attempts, or nobody to tell
+    breach = SlaBreach.objects.get(pk=breach_id, workspace_id=workspace_id)
     waited_min = round((breach.detected_at - breach.clock_started_at).total_seconds() / 60)
     note = {
         "workspace": workspace.slug,

@@ -1,6 +1,6 @@
 """Carrier opt-out keywords (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPT OUT)
-standing as a sentence of their own anywhere in a short text blacklist the lead, with the
-LLM down (the conftest points OpenAI at a closed port)."""
+standing as a clause of their own anywhere in a short SMS blacklist the lead, with the LLM down
+(the conftest points OpenAI at a closed port)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ OPT_OUTS = [
     "Revoke",
     "Not sure how you got this number.\nOPT OUT",
     "opt-out!",
+    "Stop, wrong number",
+    "Wrong number, stop",
+    "STOP - wrong number",
+    "Please stop",
+    "stop please",
+    "Great \u2014 stop",
 ]
 NOT_OPT_OUTS = [
     "I can't stop thinking about it, call me?",
@@ -33,6 +39,7 @@ NOT_OPT_OUTS = [
     "Can we cancel Tuesday and do Wednesday?",
     "We should stop by your office?",
     "Stop by any time. What are your hours?",
+    "Sure, end of day works?",
 ]
 
 
@@ -50,10 +57,16 @@ def test_a_keyword_sentence_blacklists_the_lead_without_the_llm(workspace, text)
 
 @pytest.mark.parametrize("text", NOT_OPT_OUTS)
 def test_the_words_inside_a_sentence_are_not_an_opt_out(text):
-    assert classify_fast(body=text) != Sentiment.BLACKLIST
+    assert classify_fast(body=text, channel="sms") != Sentiment.BLACKLIST
+
+
+def test_a_keyword_clause_in_an_email_is_left_to_the_llm():
+    """ "Can't make Tuesday. Cancel." in an email is about a meeting, not the carrier's opt-out."""
+    assert classify_fast(body="Can't make Tuesday. Cancel.", channel="email") is None
+    assert classify_fast(body="STOP", channel="email") == Sentiment.BLACKLIST  # the whole message still is
 
 
 def test_a_keyword_sentence_in_a_long_email_is_left_to_the_llm():
     long_text = "Thanks for the detailed proposal, we reviewed it with the team. " * 6 + "End."
     assert len(long_text) > 320
-    assert classify_fast(body=long_text) is None
+    assert classify_fast(body=long_text, channel="sms") is None

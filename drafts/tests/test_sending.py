@@ -526,3 +526,26 @@ def test_a_dead_sender_whose_list_cannot_be_read_fails_as_unsent_not_unconfirmed
     draft.refresh_from_db()
     assert draft.failure_reason == "no_sendable_sender"
     assert len(_posts(EB)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_send_is_not_in_the_conversation_the_next_draft_reads(ws, fake_openai):
+    from drafts.services import message_classify_and_draft
+
+    lead = lead_create(workspace=ws, timezone="UTC")
+    first = message_create(lead=lead, body="Interested, tell me more", sentiment="Interested")
+    for body, delivery in (("DELIVERED-REPLY-TEXT", Delivery.SENT), ("NEVER-LEFT-REPLY-TEXT", Delivery.FAILED)):
+        Message.objects.create(
+            workspace=ws,
+            lead=lead,
+            channel="sms",
+            direction="outbound",
+            body=body,
+            sent_at=first.sent_at + dt.timedelta(seconds=1),
+            origin="sent",
+            delivery=delivery,
+        )
+    later = message_create(lead=lead, body="Yes, can we book Tuesday?", sent_at=first.sent_at + dt.timedelta(seconds=5))
+    message_classify_and_draft(message_id=later.pk)
+    prompts = json.dumps(fake_openai.requests)
+    assert "DELIVERED-REPLY-TEXT" in prompts and "NEVER-LEFT-REPLY-TEXT" not in prompts

@@ -48,6 +48,16 @@ def test_business_seconds(start, end, seconds):
     assert HOURS.seconds_between(start, end) == seconds
 
 
+def test_hours_that_span_the_dst_change_count_real_seconds():
+    around_the_clock = BusinessHours(zone=NY, start=dt.time(0), end=dt.time(23, 59, 59), weekdays=frozenset(range(7)))
+    # Saturday 12:00 EST -> Monday 12:00 EDT across the spring-forward night: 47 real hours, all
+    # inside the hours but for the two 1-second gaps at 23:59:59.
+    start, end = ny(2030, 3, 9, 12, 0), ny(2030, 3, 11, 12, 0)
+    assert (end - start.astimezone(dt.UTC)).total_seconds() == 47 * 3600
+    assert around_the_clock.seconds_between(start, end) == 47 * 3600 - 2
+    assert around_the_clock.add(ny(2030, 3, 10, 1, 30), 3600) == ny(2030, 3, 10, 3, 30).astimezone(dt.UTC)
+
+
 def test_business_add_skips_nights_weekends_and_dst():
     assert HOURS.add(ny(2030, 6, 14, 16, 58), 5 * 60) == ny(2030, 6, 17, 9, 3).astimezone(dt.UTC)
     assert HOURS.add(ny(2030, 11, 1, 16, 58), 5 * 60) == ny(2030, 11, 4, 9, 3).astimezone(dt.UTC)
@@ -55,6 +65,22 @@ def test_business_add_skips_nights_weekends_and_dst():
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def notes_inline(monkeypatch):
+    """The SLA note task runs at once, in the test's transaction (what a worker would do)."""
+    from inbox.services import sla_breach_notify
+    from inbox.tasks import sla_breach_notify as task
+
+    sent = []
+
+    def run(args=None, **options):
+        sent.append(args[0])
+        sla_breach_notify(breach_id=args[0], workspace_id=args[1])
+
+    monkeypatch.setattr(task, "apply_async", run)
+    return sent
 
 
 @pytest.fixture
@@ -114,7 +140,7 @@ def test_an_answer_stops_the_clock_and_a_reopened_thread_starts_a_new_one(ws):
 # --- SLA breaches ----------------------------------------------------------------------------------
 
 
-def test_sla_breach_raised_over_a_weekend_and_dst_then_resolved_when_we_reply(ws, mailoutbox):
+def test_sla_breach_raised_over_a_weekend_and_dst_then_resolved_when_we_reply(ws, mailoutbox, notes_inline):
     ws.sla_notify_email = "manager@acme.test"
     ws.save()
     lead = lead_create(workspace=ws)
@@ -160,19 +186,31 @@ def test_a_breach_resolves_when_the_message_turns_out_to_be_a_machine_reply(ws):
 
 
 @responses.activate
-def test_the_webhook_notification_carries_no_text_and_a_failure_is_surfaced(ws):
-    ws.sla_notify_webhook_url = "https://hooks.acme.test/sla"
+def test_the_webhook_note_carries_no_text_keeps_its_secret_path_and_is_retried_a_few_times(ws, notes_inline):
+    hook = "https://hooks.acme.test/services/T000/B000/s3cr3tPathToken"
+    ws.sla_notify_webhook_url = hook
     ws.save()
-    responses.post("https://hooks.acme.test/sla", status=500)
-    responses.post("https://hooks.acme.test/sla", status=500)
+    responses.post(hook, status=500)
     lead = lead_create(workspace=ws)
     t = ny(2030, 6, 12, 10, 0)
     _msg(lead, t)
-    sla_scan(now=t + dt.timedelta(minutes=6))
+    for minute in (6, 7, 8, 9, 10):
+        sla_scan(now=t + dt.timedelta(minutes=minute))
     note = json.loads(responses.calls[0].request.body)
     assert note["lead_id"] == lead.pk and note["sla_minutes"] == 5 and "hello" not in json.dumps(note)
-    assert IntegrationError.objects.filter(workspace=ws, code="notify_failed", resolved_at=None).exists()
-    assert SlaBreach.objects.get().notified_at is None
+    error = IntegrationError.objects.get(workspace=ws, code="notify_failed", resolved_at=None)
+    assert "s3cr3tPathToken" not in error.message and "hooks.acme.test" in error.message
+    breach = SlaBreach.objects.get()
+    assert breach.notified_at is None and breach.notify_attempts == 3
+    assert len(notes_inline) == 3  # three attempts over three scans, then it stops
+
+    responses.replace(responses.POST, hook, status=200)
+    other = lead_create(workspace=ws)
+    _msg(other, t + dt.timedelta(minutes=10))
+    sla_scan(now=t + dt.timedelta(minutes=16))
+    assert SlaBreach.objects.get(lead=other).notified_at is not None
+    error.refresh_from_db()
+    assert error.resolved_at is not None
 
 
 # --- the report's figures ----------------------------------------------------------------------------
@@ -215,3 +253,26 @@ def test_report_waiting_and_oldest_wait_come_from_ready_drafts(ws):
     Draft.objects.create(workspace=ws, lead=lead, message=message, channel="sms", status="ready", content="hi")
     summary = speed_to_lead_summary(workspace=ws, now=now)
     assert summary["waiting"] == 1 and summary["oldest_wait_s"] == pytest.approx(42 * 60, abs=1)
+
+
+def test_only_messages_awaiting_an_answer_run_a_clock_and_campaign_emails_answer_nothing(ws):
+    from drafts.models import Draft
+
+    t = ny(2030, 6, 12, 10, 0)
+    _msg(lead_create(workspace=ws), t, sentiment="Not Interested")
+    _msg(lead_create(workspace=ws), t, sentiment="Neutral")
+    rejected_lead = lead_create(workspace=ws)
+    rejected = _msg(rejected_lead, t)
+    Draft.objects.create(workspace=ws, lead=rejected_lead, message=rejected, channel="sms", status="rejected")
+    campaign_lead = lead_create(workspace=ws)
+    waiting = _msg(campaign_lead, t, channel="email")
+    # An EmailBison campaign step (EMAIL_SENT) after the reply is no answer to it.
+    _msg(campaign_lead, t + dt.timedelta(minutes=1), direction="outbound", channel="email")
+    # A reply a person sent from GHL's own inbox is one.
+    ghl_lead = lead_create(workspace=ws)
+    _msg(ghl_lead, t)
+    _msg(ghl_lead, t + dt.timedelta(minutes=2), direction="outbound", ghl_message_id="ghl-out-77")
+    # History older than the lookback is not waited on.
+    _msg(lead_create(workspace=ws), t - dt.timedelta(days=9))
+
+    assert [c.message_id for c in running_clocks(workspace_id=ws.pk, now=t + dt.timedelta(minutes=5))] == [waiting.pk]

@@ -545,7 +545,10 @@ def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult
             # The tenant check of the view, again: the workspace's location may have changed.
             location = Workspace.objects.filter(pk=workspace_id).values_list("ghl_location_id", flat=True).first()
             problem = ghl_location_problem(
-                shape=ghl_payload_shape(event.body), location_id=delivery.location_id, workspace_location_id=location
+                shape=ghl_payload_shape(event.body),
+                location_id=delivery.location_id,
+                workspace_location_id=location,
+                payload=event.body,
             )
             if problem:
                 raise drf_serializers.ValidationError(problem)

@@ -32,7 +32,7 @@ from messaging.serializers import (
     Delivery,
     emailbison_delivery_parse,
     ghl_delivery_parse,
-    ghl_location_id_peek,
+    ghl_location_ids_peek,
     ghl_location_problem,
     ghl_payload_shape,
     validation_error_text,
@@ -319,8 +319,8 @@ class GhlWebhookView(WebhookView):
     def check_delivery(
         self, *, workspace: WebhookWorkspace, raw: bytes, payload: Any, request: Request
     ) -> Refusal | None:
-        location = ghl_location_id_peek(payload)
-        if workspace.ghl_location_id and location and location != workspace.ghl_location_id:
+        locations = ghl_location_ids_peek(payload)
+        if workspace.ghl_location_id and any(location != workspace.ghl_location_id for location in locations):
             # Another tenant's data with this tenant's secret: nothing is written.
             return Refusal(403, "locationId: does not belong to this workspace", "tenant_mismatch", store=False)
         shape = ghl_payload_shape(payload)
@@ -336,7 +336,10 @@ class GhlWebhookView(WebhookView):
             except SignatureError as exc:
                 return Refusal(401, str(exc), "bad_signature", store=True, reprocessable=False)
         problem = ghl_location_problem(
-            shape=shape, location_id=location, workspace_location_id=workspace.ghl_location_id
+            shape=shape,
+            location_id=locations[0] if locations else "",
+            workspace_location_id=workspace.ghl_location_id,
+            payload=payload,
         )
         if problem:
             return Refusal(400, problem, "missing_location", store=True)

@@ -11,6 +11,8 @@ or truncated, never a reason to refuse the delivery.
 from __future__ import annotations
 
 import email.utils
+import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,7 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 from rest_framework import serializers
 
+from core.redaction import REDACTED, SENSITIVE_KEYS
 from core.timeparse import parse_instant
 from leads.services import LeadIdentity, phone_normalize
 from messaging.models import Channel, Direction
@@ -142,6 +145,67 @@ class BodyField(serializers.CharField):
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+
+
+# --- Body ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _clean_text(text: str) -> str:
+    # PostgreSQL text/jsonb refuse NUL; lone surrogates cannot be encoded.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _clean_json(value: Any, *, escaped: bool, depth: int = 0) -> Any:
+    """Storable JSON: secret-named keys masked; NUL and lone surrogates removed when escapes were used."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if escaped:
+                key = _clean_text(key)
+            if key.lower() in SENSITIVE_KEYS and item not in (None, ""):
+                out[key] = REDACTED
+            else:
+                out[key] = _clean_json(item, escaped=escaped, depth=depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_clean_json(item, escaped=escaped, depth=depth + 1) for item in value]
+    if escaped and isinstance(value, str):
+        return _clean_text(value)
+    return value
+
+
+class MalformedBody(Exception):
+    """The body is not JSON Leadline accepts; the message is the 400 answer's error."""
+
+
+def webhook_json_load(raw: bytes) -> Any:
+    """A webhook body as storable JSON. Raises ``MalformedBody``."""
+    try:
+        payload = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise MalformedBody("body: malformed JSON (nested too deeply)") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedBody(f"body: malformed JSON{where}") from exc
+    # Only \u escapes can smuggle NUL or lone surrogates past the UTF-8 decoder.
+    return _clean_json(payload, escaped=b"\\u" in raw)
 
 
 # --- GHL ---------------------------------------------------------------------------
@@ -626,6 +690,14 @@ def ghl_delivery_parse(payload: Any) -> Delivery:
     serializer = GhlMarketplaceMessageSerializer(data=payload)
     serializer.is_valid(raise_exception=True)
     return serializer.to_delivery()
+
+
+GHL_FOREIGN_LOCATION_ERROR = "locationId: does not belong to this workspace"
+
+
+def ghl_location_foreign(*, location_ids: tuple[str, ...], workspace_location_id: str) -> bool:
+    """Whether the body names another location than the workspace's (403, nothing written)."""
+    return bool(workspace_location_id) and any(location != workspace_location_id for location in location_ids)
 
 
 def ghl_location_ids_peek(payload: Any) -> tuple[str, ...]:

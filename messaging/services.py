@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,7 +19,13 @@ from rest_framework import serializers as drf_serializers
 from leads.models import Lead, Sentiment
 from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
 from messaging.models import Direction, Message, WebhookEvent
-from messaging.selectors import messages_awaiting_work, webhook_event_original
+from messaging.selectors import (
+    DEDUPE_WINDOW,  # noqa: F401 - re-exported: part of this module's interface
+    message_body_duplicate_get,
+    message_body_hash,
+    messages_awaiting_work,
+    webhook_event_original,
+)
 from messaging.serializers import (
     Delivery,
     DeliveryAction,
@@ -36,8 +40,6 @@ from workspaces.models import IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
 logger = logging.getLogger(__name__)
-
-DEDUPE_WINDOW = timedelta(seconds=60)
 
 
 class IngestStatus:
@@ -58,13 +60,6 @@ class IngestResult:
 
 
 # --- Messages ----------------------------------------------------------------------------
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-def message_body_hash(body: str) -> str:
-    """sha256 of the body with whitespace collapsed (providers re-wrap lines)."""
-    return hashlib.sha256(_WHITESPACE.sub(" ", body or "").strip().encode()).hexdigest()
 
 
 @transaction.atomic(savepoint=False)
@@ -127,17 +122,12 @@ def message_ingest(
             return existing, False
     else:
         advisory_xact_lock(f"message:{lead.pk}:{parsed.direction}:{body_hash}")
-        existing = (
-            Message.objects.filter(
-                workspace_id=workspace_id,
-                lead=lead,
-                direction=parsed.direction,
-                body_hash=body_hash,
-                sent_at__gte=parsed.sent_at - DEDUPE_WINDOW,
-                sent_at__lte=parsed.sent_at + DEDUPE_WINDOW,
-            )
-            .order_by("id")
-            .first()
+        existing = message_body_duplicate_get(
+            workspace_id=workspace_id,
+            lead_id=lead.pk,
+            direction=parsed.direction,
+            body_hash=body_hash,
+            sent_at=parsed.sent_at,
         )
         if existing is not None:
             return existing, False

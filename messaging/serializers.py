@@ -1,6 +1,8 @@
 """Provider payloads → ``Delivery`` (what the ingestion service needs).
 
-One DRF serializer per payload shape. Structural problems (wrong types,
+One DRF serializer per provider event shape; GHL workflow bodies, which people
+type themselves, get one tolerant reading by aliases instead
+(``ghl_workflow_read`` → ``GhlWorkflowReading``). Structural problems (wrong types,
 missing required fields) raise ``serializers.ValidationError``; the view turns
 the first one into ``400 {"error": "<field.path>: <reason>"}``. Soft problems
 that must not lose an inbound message (an invalid contact email, an

@@ -20,7 +20,6 @@ from leads.models import Lead, Sentiment
 from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
 from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import (
-    DEDUPE_WINDOW,  # noqa: F401 - re-exported: part of this module's interface
     message_body_duplicate_get,
     message_body_hash,
     messages_awaiting_work,

@@ -55,30 +55,22 @@ def writes_nothing(enqueued, django_capture_on_commit_callbacks):
     assert callbacks == [] and enqueued.calls == []
 
 
-@pytest.fixture
-def superuser_client(django_user_model):
-    user = django_user_model.objects.create_superuser("ops", "ops@example.com", "pw-123456789")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def _url(workspace) -> str:
     return reverse("admin:workspaces_workspace_tool", args=[workspace.pk, "webhook-check"])
 
 
-def test_workspace_change_page_links_to_the_dry_run(superuser_client, workspace):
-    page = superuser_client.get(reverse("admin:workspaces_workspace_change", args=[workspace.pk]))
+def test_workspace_change_page_links_to_the_dry_run(admin_client_logged, workspace):
+    page = admin_client_logged.get(reverse("admin:workspaces_workspace_change", args=[workspace.pk]))
     assert page.status_code == 200 and _url(workspace) in page.content.decode()
-    form = superuser_client.get(_url(workspace))
+    form = admin_client_logged.get(_url(workspace))
     assert form.status_code == 200 and 'name="body"' in form.content.decode()
 
 
 def test_dry_run_page_shows_the_reading_and_writes_nothing(
-    superuser_client, workspace, enqueued, django_capture_on_commit_callbacks
+    admin_client_logged, workspace, enqueued, django_capture_on_commit_callbacks
 ):
     with writes_nothing(enqueued, django_capture_on_commit_callbacks):
-        response = superuser_client.post(_url(workspace), {"body": json.dumps(WORKFLOW_BODY)})
+        response = admin_client_logged.post(_url(workspace), {"body": json.dumps(WORKFLOW_BODY)})
     assert response.status_code == 200
     rows = dict(response.context["preview"].rows)
     assert response.context["preview"].outcome == "created"
@@ -94,11 +86,11 @@ def test_dry_run_page_shows_the_reading_and_writes_nothing(
 
 
 def test_dry_run_page_shows_the_precise_refusal_and_writes_nothing(
-    superuser_client, workspace, enqueued, django_capture_on_commit_callbacks
+    admin_client_logged, workspace, enqueued, django_capture_on_commit_callbacks
 ):
     with writes_nothing(enqueued, django_capture_on_commit_callbacks):
-        response = superuser_client.post(_url(workspace), {"body": json.dumps(AMBIGUOUS_BODY)})
-        malformed = superuser_client.post(_url(workspace), {"body": '{"type": "InboundMessage",'})
+        response = admin_client_logged.post(_url(workspace), {"body": json.dumps(AMBIGUOUS_BODY)})
+        malformed = admin_client_logged.post(_url(workspace), {"body": '{"type": "InboundMessage",'})
     error = "two different contact ids: contactId='abc', contact_id='xyz'; found keys: locationId, contactId"
     assert response.context["preview"].error.startswith(error)
     assert escape(error) in response.content.decode()
@@ -107,13 +99,13 @@ def test_dry_run_page_shows_the_precise_refusal_and_writes_nothing(
 
 
 def test_dry_run_matches_the_existing_lead_and_sees_the_duplicate(
-    superuser_client, workspace, enqueued, django_capture_on_commit_callbacks
+    admin_client_logged, workspace, enqueued, django_capture_on_commit_callbacks
 ):
     body = ghl_inbound(contactId="known-1", messageId="m-known", dateAdded=iso_ago(minutes=1))
     stored = post(Client(), "ghl", body).json()
     enqueued.calls.clear()
     with writes_nothing(enqueued, django_capture_on_commit_callbacks):
-        response = superuser_client.post(_url(workspace), {"body": json.dumps(body)})
+        response = admin_client_logged.post(_url(workspace), {"body": json.dumps(body)})
     preview = response.context["preview"]
     rows = dict(preview.rows)
     assert preview.outcome == "duplicate" and rows["duplicate of"] == f"message #{stored['message_id']}"
@@ -136,14 +128,12 @@ def test_dry_run_page_needs_the_change_permission_on_workspaces(django_user_mode
     assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
 
 
-def test_dry_run_page_of_an_unknown_workspace_or_tool(superuser_client, workspace):
-    missing = superuser_client.get(
-        reverse("admin:workspaces_workspace_tool", args=[workspace.pk + 1000, "webhook-check"])
-    )
-    assert missing.status_code == 302  # the admin's "does not exist" redirect
-    assert (
-        superuser_client.get(reverse("admin:workspaces_workspace_tool", args=[workspace.pk, "nope"])).status_code == 404
-    )
+def test_dry_run_page_of_an_unknown_workspace_or_tool(admin_client_logged, workspace):
+    def url(workspace_id, tool):
+        return reverse("admin:workspaces_workspace_tool", args=[workspace_id, tool])
+
+    assert admin_client_logged.get(url(workspace.pk + 1000, "webhook-check")).status_code == 302  # "does not exist"
+    assert admin_client_logged.get(url(workspace.pk, "nope")).status_code == 404
 
 
 def test_webhook_check_command_prints_the_reading_and_writes_nothing(

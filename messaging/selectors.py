@@ -246,7 +246,9 @@ def _lead_match_reason(*, lead: Lead, identity: LeadIdentity, phone_e164: str) -
 
 
 def _with_source(value: str, source: str) -> str:
-    return f"{value}   (from {source})" if source else value
+    if not source:
+        return value
+    return f"{value}   ({source})" if source.startswith("default") else f"{value}   (from {source})"
 
 
 def ghl_delivery_preview(*, workspace: Workspace, raw: bytes) -> WebhookPreview:
@@ -281,11 +283,13 @@ def ghl_delivery_preview(*, workspace: Workspace, raw: bytes) -> WebhookPreview:
         workspace_location_id=workspace.ghl_location_id,
         payload=payload,
     )
-    if problem:
-        return WebhookPreview(400, "refused", problem, rows=tuple(rows), notes=tuple(notes))
     reading = ghl_workflow_read(payload) if shape == GHL_CUSTOM_WEBHOOK else None
     if reading is not None:
         notes.extend(reading.notes)
+    if problem:
+        if reading is not None and reading.problems:
+            notes.append(f"with a location, the body would still be refused: {reading.refusal}")
+        return WebhookPreview(400, "refused", problem, rows=tuple(rows), notes=tuple(notes))
     try:
         delivery = reading.to_delivery() if reading is not None else ghl_delivery_parse(payload)
     except drf_serializers.ValidationError as exc:

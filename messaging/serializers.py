@@ -548,7 +548,7 @@ def ghl_workflow_read(payload: dict[str, Any]) -> GhlWorkflowReading:
         direction = directions[0][1]
         reader.sources["direction"] = directions[0][0]
     else:
-        reader.sources["direction"] = "default (inbound)"
+        reader.sources["direction"] = "default: inbound"
 
     contact_id = reader.one("contact id", CONTACT_ID_ALIASES)
     email_found = [
@@ -580,7 +580,7 @@ def ghl_workflow_read(payload: dict[str, Any]) -> GhlWorkflowReading:
             break
         reader.notes.append(f"{alias} is not a date Leadline reads: skipped")
     if sent_at is None:
-        reader.sources["time"] = "default (now)"
+        reader.sources["time"] = "default: now"
 
     full_name = reader.first("full name", FULL_NAME_ALIASES, truncate=400)
     first_name = reader.first("first name", FIRST_NAME_ALIASES, truncate=200)
@@ -603,7 +603,7 @@ def ghl_workflow_read(payload: dict[str, Any]) -> GhlWorkflowReading:
             reader.problems.append(f"no message text: looked for {', '.join(TEXT_ALIASES)}")
         if not channel and phone:
             channel = Channel.SMS
-            reader.sources["channel"] = "default (sms: the body gives a phone)"
+            reader.sources["channel"] = "default: sms, the body gives a phone"
         elif not channel and not refused & {"channel", "phone"}:
             reader.problems.append(
                 f"no channel: looked for {', '.join(CHANNEL_ALIASES)} (SMS is assumed only when a phone is given)"

@@ -225,6 +225,9 @@ def test_the_reading_says_where_each_piece_came_from():
     )
     assert reading.problems == ()
     assert reading.sources["contact id"] == "contact.id" and reading.sources["message text"] == "message"
-    assert reading.sources["channel"].startswith("default (sms") and reading.sources["time"] == "date_created"
+    assert (
+        reading.sources["channel"] == "default: sms, the body gives a phone"
+        and reading.sources["time"] == "date_created"
+    )
     delivery = reading.to_delivery()
     assert (delivery.identity.first_name, delivery.identity.last_name) == ("Al", "Bo")

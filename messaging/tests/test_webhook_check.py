@@ -77,7 +77,7 @@ def test_dry_run_page_shows_the_reading_and_writes_nothing(
     assert rows["lead"].startswith("new lead")
     assert rows["contact id"] == "dry-1   (from contact.id)"
     assert rows["phone"] == "+14155550177   (from contact.phone)"
-    assert rows["channel"] == "sms   (from default (sms: the body gives a phone))"
+    assert rows["channel"] == "sms   (default: sms, the body gives a phone)"
     assert rows["text"] == "Can we talk tomorrow at 10?   (from message)"
     assert rows["time"] == "2026-01-02T03:04:05+00:00   (from dateAdded)"
     assert rows["dedupe key"].startswith("body hash ") and "within ±60 s" in rows["dedupe key"]
@@ -96,6 +96,21 @@ def test_dry_run_page_shows_the_precise_refusal_and_writes_nothing(
     assert escape(error) in response.content.decode()
     assert (response.context["preview"].status, response.context["preview"].outcome) == (400, "refused")
     assert malformed.context["preview"].error == "body: malformed JSON at line 1 column 27"
+
+
+def test_dry_run_names_the_other_problems_behind_a_missing_location(
+    admin_client_logged, workspace, enqueued, django_capture_on_commit_callbacks
+):
+    body = {"contactId": "a", "contact": {"id": "b"}, "body": "{{message.body}}"}
+    with writes_nothing(enqueued, django_capture_on_commit_callbacks):
+        preview = admin_client_logged.post(_url(workspace), {"body": json.dumps(body)}).context["preview"]
+    assert preview.error.startswith("no location id: looked for locationId, location.id")
+    assert preview.notes[-1] == (
+        "with a location, the body would still be refused: two different contact ids: contactId='a', "
+        "contact.id='b'; no message text: looked for body, message, message.body, messageBody; "
+        "no channel: looked for messageType, message.type, channel (SMS is assumed only when a phone is given); "
+        "found keys: contactId, contact.id, body; blank or unrendered merge fields: body"
+    )
 
 
 def test_dry_run_matches_the_existing_lead_and_sees_the_duplicate(

@@ -333,8 +333,11 @@ def ghl_delivery_preview(*, workspace: Workspace, raw: bytes) -> WebhookPreview:
     duplicate_of = ""
     if parsed.ghl_message_id:
         dedupe_key = f"GHL message id {parsed.ghl_message_id} (unique in the workspace)"
-        known = Message.objects.filter(workspace_id=workspace.pk, ghl_message_id=parsed.ghl_message_id)
-        known_id = known.values_list("id", flat=True).first()
+        known_id = (
+            Message.objects.filter(workspace_id=workspace.pk, ghl_message_id=parsed.ghl_message_id)
+            .values_list("id", flat=True)
+            .first()
+        )
         duplicate_of = f"message #{known_id}" if known_id else ""
     else:
         body_hash = message_body_hash(parsed.body)

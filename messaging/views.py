@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 
 from core.redaction import REDACTED, redact_data
 from messaging.models import WebhookEvent
-from messaging.selectors import WebhookWorkspace, webhook_workspace_get
+from messaging.selectors import MAX_ERROR_LENGTH, WebhookWorkspace, webhook_workspace_get
 from messaging.serializers import (
     GHL_CUSTOM_WEBHOOK,
     GHL_FOREIGN_LOCATION_ERROR,
@@ -227,7 +227,7 @@ class WebhookView(APIView):
         try:
             delivery = self.parse(payload)
         except drf_serializers.ValidationError as exc:
-            error = validation_error_text(exc.detail)[:500]
+            error = validation_error_text(exc.detail)[:MAX_ERROR_LENGTH]
             webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
                 status=WebhookEvent.Status.REJECTED, error=error,

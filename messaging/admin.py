@@ -4,11 +4,17 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
 from messaging.models import Message, WebhookEvent
+from messaging.selectors import ghl_delivery_preview
 from messaging.services import WebhookEventNotReprocessable, webhook_event_reprocess
+from workspaces.admin import WorkspaceTool, workspace_tool_register
 from workspaces.admin_scoping import WorkspaceScopedAdmin
+from workspaces.models import Workspace
+from workspaces.selectors import workspace_webhook_urls
 
 
 @admin.register(WebhookEvent)
@@ -109,3 +115,22 @@ class MessageAdmin(WorkspaceScopedAdmin):
     raw_id_fields = ("lead", "draft_source")
     date_hierarchy = "sent_at"
     readonly_fields = ("body_hash", "created_at", "work_enqueued_at", "work_enqueue_count", "classified_at")
+
+
+def webhook_check_view(request: HttpRequest, *, workspace: Workspace, context: dict) -> HttpResponse:
+    """Dry run of a pasted GHL body for one workspace (the ``webhook_check`` command's twin).
+
+    Reached through ``WorkspaceAdmin`` (its queryset and change permission); writes nothing.
+    """
+    body = request.POST.get("body", "") if request.method == "POST" else ""
+    preview = ghl_delivery_preview(workspace=workspace, raw=body.encode()) if request.method == "POST" else None
+    context = {
+        **context,
+        "body": body,
+        "preview": preview,
+        "webhook_url": workspace_webhook_urls(workspace=workspace).get("ghl", ""),
+    }
+    return TemplateResponse(request, "admin/messaging/webhook_check.html", context)
+
+
+workspace_tool_register(WorkspaceTool(name="webhook-check", label="Webhook dry run", view=webhook_check_view))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -10,10 +12,27 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q
+from rest_framework import serializers as drf_serializers
 
 from core.sql import table
-from leads.models import MACHINE_REPLY_SENTIMENTS
+from leads.models import MACHINE_REPLY_SENTIMENTS, Lead
+from leads.services import LeadIdentity, lead_match, phone_normalize
 from messaging.models import Direction, Message, Origin, WebhookEvent
+from messaging.serializers import (
+    GHL_CUSTOM_WEBHOOK,
+    GHL_FOREIGN_LOCATION_ERROR,
+    GHL_MARKETPLACE,
+    DeliveryAction,
+    MalformedBody,
+    ghl_delivery_parse,
+    ghl_location_foreign,
+    ghl_location_ids_peek,
+    ghl_location_problem,
+    ghl_payload_shape,
+    ghl_workflow_read,
+    validation_error_text,
+    webhook_json_load,
+)
 from workspaces.models import Workspace
 
 # --- Workspace lookup for the webhook path ---------------------------------------------
@@ -168,6 +187,35 @@ def message_has_newer_inbound(message: Message) -> bool:
         return bool(cursor.fetchone()[0])
 
 
+# --- Deduplication of messages without a provider id -----------------------------------
+
+DEDUPE_WINDOW = timedelta(seconds=60)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def message_body_hash(body: str) -> str:
+    """sha256 of the body with whitespace collapsed (providers re-wrap lines)."""
+    return hashlib.sha256(_WHITESPACE.sub(" ", body or "").strip().encode()).hexdigest()
+
+
+def message_body_duplicate_get(
+    *, workspace_id: int, lead_id: int, direction: str, body_hash: str, sent_at: datetime
+) -> Message | None:
+    """The lead's same-direction message with this body hash sent within ``DEDUPE_WINDOW``."""
+    return (
+        Message.objects.filter(
+            workspace_id=workspace_id,
+            lead_id=lead_id,
+            direction=direction,
+            body_hash=body_hash,
+            sent_at__gte=sent_at - DEDUPE_WINDOW,
+            sent_at__lte=sent_at + DEDUPE_WINDOW,
+        )
+        .order_by("id")
+        .first()
+    )
+
+
 def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key: str) -> WebhookEvent | None:
     return (
         WebhookEvent.objects.filter(workspace_id=workspace_id, provider=provider, idempotency_key=idempotency_key)
@@ -189,3 +237,153 @@ def message_emailbison_sender_id(message: Message) -> str:
         if sender_id not in (None, ""):
             return str(sender_id)[:64]
     return ""
+
+
+# --- Dry run of a GHL delivery (the operators' webhook check) -----------------------------
+
+# The 400 answer's error is cut to this length (the view and the dry run alike).
+MAX_ERROR_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class WebhookPreview:
+    """What ``POST /webhooks/ghl/<slug>/`` would do with a body, worked out without writing.
+
+    ``rows`` is the reading (label, value) shown by the admin page and the
+    ``webhook_check`` command; ``error`` the precise refusal when ``outcome``
+    is ``refused``.
+    """
+
+    status: int  # the HTTP status the webhook would answer
+    outcome: str  # created / duplicate / ignored / refused
+    error: str = ""
+    rows: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _lead_match_reason(*, lead: Lead, identity: LeadIdentity, phone_e164: str) -> str:
+    if identity.ghl_contact_id and lead.ghl_contact_id == identity.ghl_contact_id:
+        return "GHL contact id"
+    if identity.email and lead.email.lower() == identity.email:
+        return "email"
+    return "phone" if phone_e164 else "?"
+
+
+def _with_source(value: str, source: str) -> str:
+    if not source:
+        return value
+    return f"{value}   ({source})" if source.startswith("default") else f"{value}   (from {source})"
+
+
+def ghl_delivery_preview(*, workspace: Workspace, raw: bytes) -> WebhookPreview:
+    """The dry run of a GHL body for ``workspace``: the same checks and reading as the webhook
+    (size, JSON, tenant location, required location, strict marketplace serializer or the
+    tolerant workflow reading), then the lead it would match and whether it would be a
+    duplicate. Reads only: no row is written and nothing is enqueued."""
+    notes = ["not checked by the dry run: the webhook secret (header X-Webhook-Secret or ?secret=)"]
+    if workspace.verify_ghl_signatures:
+        notes.append("this workspace verifies GHL signatures: a marketplace event must be signed (not checked here)")
+    if not workspace.is_active:
+        notes.append("this workspace is inactive: its webhooks answer 404")
+    cap = settings.WEBHOOK_MAX_BODY_BYTES
+    if len(raw) > cap:
+        return WebhookPreview(413, "refused", f"body: larger than {cap} bytes", notes=tuple(notes))
+    try:
+        payload = webhook_json_load(raw)
+    except MalformedBody as exc:
+        return WebhookPreview(400, "refused", str(exc), notes=tuple(notes))
+    shape = ghl_payload_shape(payload)
+    locations = ghl_location_ids_peek(payload)
+    if ghl_location_foreign(location_ids=locations, workspace_location_id=workspace.ghl_location_id):
+        return WebhookPreview(403, "refused", GHL_FOREIGN_LOCATION_ERROR, notes=tuple(notes))
+    rows: list[tuple[str, str]] = [
+        ("shape", {GHL_MARKETPLACE: "marketplace event (strict)", GHL_CUSTOM_WEBHOOK: "workflow body (tolerant)"}.get(
+            shape, "not a JSON object"
+        ))
+    ]  # fmt: skip
+    problem = ghl_location_problem(
+        shape=shape,
+        location_id=locations[0] if locations else "",
+        workspace_location_id=workspace.ghl_location_id,
+        payload=payload,
+    )
+    reading = ghl_workflow_read(payload) if shape == GHL_CUSTOM_WEBHOOK else None
+    if reading is not None:
+        notes.extend(reading.notes)
+    if problem:
+        if reading is not None and reading.problems:
+            notes.append(f"with a location, the body would still be refused: {reading.refusal}")
+        return WebhookPreview(400, "refused", problem, rows=tuple(rows), notes=tuple(notes))
+    try:
+        delivery = reading.to_delivery() if reading is not None else ghl_delivery_parse(payload)
+    except drf_serializers.ValidationError as exc:
+        error = validation_error_text(exc.detail)[:MAX_ERROR_LENGTH]
+        return WebhookPreview(400, "refused", error, rows=tuple(rows), notes=tuple(notes))
+
+    def source(piece: str, marketplace_field: str) -> str:
+        return reading.sources.get(piece, "") if reading is not None else marketplace_field
+
+    rows.append(("event type", delivery.event_type))
+    if delivery.action != DeliveryAction.MESSAGE or delivery.message is None or delivery.identity is None:
+        rows.append(("ignored because", delivery.note))
+        return WebhookPreview(200, "ignored", rows=tuple(rows), notes=tuple(notes))
+
+    identity = delivery.identity.normalised()
+    phone_e164 = phone_normalize(raw=identity.phone_raw) if identity.phone_raw else ""
+    lead = lead_match(workspace_id=workspace.pk, identity=identity, phone_e164=phone_e164)
+    if lead is None:
+        rows.append(("lead", "new lead (no lead of this workspace has this contact id, email or phone)"))
+    else:
+        name = " ".join(part for part in (lead.first_name, lead.last_name) if part) or "(no name)"
+        reason = _lead_match_reason(lead=lead, identity=identity, phone_e164=phone_e164)
+        rows.append(("lead", f"existing lead #{lead.pk} {name}, matched by {reason}"))
+    parsed = delivery.message
+    rows += [
+        ("contact id", _with_source(identity.ghl_contact_id or "(none)", source("contact id", "contactId"))),
+        ("email", _with_source(identity.email or "(none)", source("email", "email/from/to"))),
+        ("phone", _with_source(phone_e164 or identity.phone_raw or "(none)", source("phone", "phone"))),
+    ]
+    if identity.phone_raw and not phone_e164:
+        notes.append("the phone is not a valid number: kept as given, no E.164")
+    rows += [
+        ("channel", _with_source(parsed.channel, source("channel", "messageType"))),
+        ("direction", _with_source(parsed.direction, source("direction", "type"))),
+        ("text", _with_source(parsed.body, source("message text", "body"))),
+        ("time", _with_source(parsed.sent_at.isoformat(), source("time", "dateAdded"))),
+    ]
+    if parsed.subject:
+        rows.append(("subject", parsed.subject))
+
+    duplicate_of = ""
+    if parsed.ghl_message_id:
+        dedupe_key = f"GHL message id {parsed.ghl_message_id} (unique in the workspace)"
+        known_id = (
+            Message.objects.filter(workspace_id=workspace.pk, ghl_message_id=parsed.ghl_message_id)
+            .values_list("id", flat=True)
+            .first()
+        )
+        duplicate_of = f"message #{known_id}" if known_id else ""
+    else:
+        body_hash = message_body_hash(parsed.body)
+        window = int(DEDUPE_WINDOW.total_seconds())
+        dedupe_key = f"body hash {body_hash[:12]}… of the lead's {parsed.direction} messages within ±{window} s"
+        if lead is not None:
+            known = message_body_duplicate_get(
+                workspace_id=workspace.pk,
+                lead_id=lead.pk,
+                direction=parsed.direction,
+                body_hash=body_hash,
+                sent_at=parsed.sent_at,
+            )
+            duplicate_of = f"message #{known.pk}" if known else ""
+    rows.append(("dedupe key", dedupe_key))
+    if delivery.idempotency_key:
+        rows.append(("idempotency key", delivery.idempotency_key))
+        original = webhook_event_original(
+            workspace_id=workspace.pk, provider=WebhookEvent.Provider.GHL, idempotency_key=delivery.idempotency_key
+        )
+        duplicate_of = duplicate_of or (f"webhook event #{original.pk}" if original else "")
+    if duplicate_of:
+        rows.append(("duplicate of", duplicate_of))
+        return WebhookPreview(200, "duplicate", rows=tuple(rows), notes=tuple(notes))
+    return WebhookPreview(200, "created", rows=tuple(rows), notes=tuple(notes))

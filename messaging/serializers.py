@@ -1,6 +1,8 @@
 """Provider payloads → ``Delivery`` (what the ingestion service needs).
 
-One DRF serializer per payload shape. Structural problems (wrong types,
+One DRF serializer per provider event shape; GHL workflow bodies, which people
+type themselves, get one tolerant reading by aliases instead
+(``ghl_workflow_read`` → ``GhlWorkflowReading``). Structural problems (wrong types,
 missing required fields) raise ``serializers.ValidationError``; the view turns
 the first one into ``400 {"error": "<field.path>: <reason>"}``. Soft problems
 that must not lose an inbound message (an invalid contact email, an
@@ -11,6 +13,9 @@ or truncated, never a reason to refuse the delivery.
 from __future__ import annotations
 
 import email.utils
+import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,8 +26,9 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 from rest_framework import serializers
 
+from core.redaction import REDACTED, SENSITIVE_KEYS
 from core.timeparse import parse_instant
-from leads.services import LeadIdentity
+from leads.services import LeadIdentity, phone_normalize
 from messaging.models import Channel, Direction
 
 MAX_ID_LENGTH = 64
@@ -109,7 +115,10 @@ def _first_email(value: Any) -> str:
 
 def _sent_at(value: Any) -> datetime:
     # ISO 8601 (naive read as UTC) or epoch s/ms; junk (Unicode digits, huge numbers) gives None.
-    parsed = parse_instant(value, naive_as_utc=True)
+    return _sent_at_clamped(parse_instant(value, naive_as_utc=True))
+
+
+def _sent_at_clamped(parsed: datetime | None) -> datetime:
     now = timezone.now()
     # A date far in the future would pin the lead's rollups: clamp to now.
     if parsed is None or parsed > now:
@@ -138,6 +147,67 @@ class BodyField(serializers.CharField):
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
+
+
+# --- Body ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _clean_text(text: str) -> str:
+    # PostgreSQL text/jsonb refuse NUL; lone surrogates cannot be encoded.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _clean_json(value: Any, *, escaped: bool, depth: int = 0) -> Any:
+    """Storable JSON: secret-named keys masked; NUL and lone surrogates removed when escapes were used."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if escaped:
+                key = _clean_text(key)
+            if key.lower() in SENSITIVE_KEYS and item not in (None, ""):
+                out[key] = REDACTED
+            else:
+                out[key] = _clean_json(item, escaped=escaped, depth=depth + 1)
+        return out
+    if isinstance(value, list):
+        return [_clean_json(item, escaped=escaped, depth=depth + 1) for item in value]
+    if escaped and isinstance(value, str):
+        return _clean_text(value)
+    return value
+
+
+class MalformedBody(Exception):
+    """The body is not JSON Leadline accepts; the message is the 400 answer's error."""
+
+
+def webhook_json_load(raw: bytes) -> Any:
+    """A webhook body as storable JSON. Raises ``MalformedBody``."""
+    try:
+        payload = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise MalformedBody("body: malformed JSON (nested too deeply)") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedBody(f"body: malformed JSON{where}") from exc
+    # Only \u escapes can smuggle NUL or lone surrogates past the UTF-8 decoder.
+    return _clean_json(payload, escaped=b"\\u" in raw)
 
 
 # --- GHL ---------------------------------------------------------------------------
@@ -212,87 +282,356 @@ class GhlMarketplaceMessageSerializer(serializers.Serializer):
         )
 
 
-class GhlCustomLocationSerializer(serializers.Serializer):
-    id = serializers.CharField(max_length=MAX_ID_LENGTH)
-    name = LenientCharField(truncate=200)
+# --- GHL workflow / Custom Webhook: one tolerant reading ------------------------------
+#
+# Workflow bodies are typed by people (merge fields in a Custom Webhook), so the same
+# piece arrives under several names. Each piece has an ordered alias list (documented
+# in docs/webhooks.md). Identity and message pieces must agree wherever they are given:
+# two different values are refused, never guessed. Time and the soft contact fields
+# (names, timezone, subject) take the first usable alias instead. Blank strings and
+# merge fields GHL left unrendered ("{{contact.id}}") count as missing.
+
+CONTACT_ID_ALIASES = ("contactId", "contact_id", "contact.id", "contact.contactId")
+TEXT_ALIASES = ("body", "message", "message.body", "messageBody")
+MESSAGE_ID_ALIASES = ("messageId", "message.id")
+CHANNEL_ALIASES = ("messageType", "message.type", "channel")
+TIME_ALIASES = ("dateAdded", "message.dateAdded", "message.timestamp", "date_created")
+LOCATION_ALIASES = ("locationId", "location.id")
+DIRECTION_ALIASES = ("direction", "message.direction")
+EMAIL_ALIASES = ("email", "contact.email")
+PHONE_ALIASES = ("phone", "contact.phone")
+FIRST_NAME_ALIASES = ("firstName", "first_name", "contact.firstName", "contact.first_name")
+LAST_NAME_ALIASES = ("lastName", "last_name", "contact.lastName", "contact.last_name")
+FULL_NAME_ALIASES = ("fullName", "full_name", "contact.fullName", "contact.full_name", "contact.name")
+TIMEZONE_ALIASES = ("timezone", "contact.timezone")
+SUBJECT_ALIASES = ("subject", "message.subject")
+CONVERSATION_ID_ALIASES = ("conversationId", "message.conversationId")
+# Objects whose keys are aliases (``message`` is also the text when it is a string).
+_CONTAINERS = ("message", "contact", "location")
+
+GHL_WORKFLOW_EVENT = "CustomWebhook"
+# GHL conversation message types: numeric (workflow bodies), named, or TYPE_* (API enums).
+GHL_CHANNEL_NAMES = {"2": Channel.SMS, "sms": Channel.SMS, "3": Channel.EMAIL, "email": Channel.EMAIL}
+
+_MERGE_FIELDS_ONLY = re.compile(r"\s*(?:\{\{[^{}]*\}\}\s*)+")
+_SPACES = re.compile(r"\s+")
+_MAX_FOUND_KEYS = 25
 
 
-class GhlCustomMessageSerializer(serializers.Serializer):
-    type = serializers.JSONField(required=False, allow_null=True)
-    body = BodyField()
-    direction = serializers.ChoiceField(choices=Direction.values, required=False)
+def ghl_value_missing(text: str) -> bool:
+    """A blank value, or only merge fields GHL did not render (``{{contact.id}}``)."""
+    return not text.strip() or ("{{" in text and _MERGE_FIELDS_ONLY.fullmatch(text) is not None)
 
 
-# GHL conversation message types (numeric in workflow payloads).
-GHL_CUSTOM_TYPE_CHANNELS = {2: Channel.SMS, 3: Channel.EMAIL, "sms": Channel.SMS, "email": Channel.EMAIL}
+def _channel_of(value: str) -> str:
+    """``sms`` / ``email``, or ``other:<value>`` for a channel Leadline does not handle."""
+    key = value.strip().lower().removeprefix("type_")
+    return GHL_CHANNEL_NAMES.get(key) or f"other:{value.strip()[:32]}"
 
 
-class GhlCustomWebhookSerializer(serializers.Serializer):
-    """GHL workflow "Custom Webhook" action body (snake_case, unsigned, no message id)."""
+def _found_keys(payload: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for key, value in payload.items():
+        if key in _CONTAINERS and isinstance(value, dict):
+            keys.extend(f"{key}.{child}" for child in value)
+        else:
+            keys.append(key)
+    shown = [key[:40] for key in keys[:_MAX_FOUND_KEYS]]
+    if len(keys) > _MAX_FOUND_KEYS:
+        shown.append(f"… {len(keys) - _MAX_FOUND_KEYS} more")
+    return shown
 
-    contact_id = LenientCharField(max_length=MAX_ID_LENGTH)
-    first_name = LenientCharField(truncate=200)
-    last_name = LenientCharField(truncate=200)
-    full_name = LenientCharField(truncate=400)
-    email = LenientCharField(truncate=320)
-    phone = LenientCharField(truncate=64)
-    timezone = LenientCharField(truncate=64)
-    tags = serializers.JSONField(required=False, allow_null=True)
-    location = GhlCustomLocationSerializer(required=False)
-    workflow = serializers.JSONField(required=False, allow_null=True)
-    message = GhlCustomMessageSerializer()
-    customData = serializers.JSONField(required=False, allow_null=True)
-    date_created = serializers.JSONField(required=False, allow_null=True)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not (attrs.get("contact_id") or attrs.get("email") or attrs.get("phone")):
-            raise serializers.ValidationError({"contact_id": "is required (or email / phone)"})
-        return attrs
+@dataclass(frozen=True)
+class GhlWorkflowReading:
+    """How Leadline reads one GHL workflow / Custom Webhook body.
+
+    ``sources`` names the alias each piece came from (or why it defaulted);
+    ``problems`` is empty when the body is accepted; ``notes`` are tolerated
+    oddities (an unparseable date, an invalid email) shown by the dry run.
+    """
+
+    event_type: str
+    direction: str
+    channel: str  # sms / email, "other:<value>" (ignored), "" when unknown
+    text: str
+    contact_id: str
+    email: str
+    phone: str
+    first_name: str
+    last_name: str
+    full_name: str
+    timezone: str
+    message_id: str
+    conversation_id: str
+    subject: str
+    location_id: str
+    sent_at: datetime | None  # None: the body gives no usable time (now is used)
+    sources: dict[str, str]
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    found_keys: tuple[str, ...]
+    blank_keys: tuple[str, ...]
+
+    @property
+    def refusal(self) -> str:
+        """The 400 answer's error ("" when the body is accepted)."""
+        if not self.problems:
+            return ""
+        parts = [*self.problems, f"found keys: {', '.join(self.found_keys) or 'none'}"]
+        if self.blank_keys:
+            parts.append(f"blank or unrendered merge fields: {', '.join(self.blank_keys)}")
+        return "; ".join(parts)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"message:{self.message_id}" if self.message_id else ""
 
     def to_delivery(self) -> Delivery:
-        data = self.validated_data
-        msg = data["message"]
-        raw_type = msg.get("type")
-        if raw_type is not None and (isinstance(raw_type, bool) or not isinstance(raw_type, (int, str))):
-            raise serializers.ValidationError({"message": {"type": "must be a number or a string"}})
-        channel_key = raw_type.strip().lower() if isinstance(raw_type, str) else raw_type
-        if isinstance(channel_key, str) and channel_key.isdigit():
-            channel_key = int(channel_key)
-        channel = Channel.SMS if raw_type in (None, "") else GHL_CUSTOM_TYPE_CHANNELS.get(channel_key)
-        location_id = (data.get("location") or {}).get("id", "")
-        if channel is None:
+        """The delivery to ingest. Raises ``serializers.ValidationError`` with the refusal."""
+        if self.problems:
+            raise serializers.ValidationError(self.refusal)
+        if self.channel.startswith("other:"):
             return Delivery(
-                event_type="CustomWebhook",
+                event_type=self.event_type,
                 action=DeliveryAction.IGNORE,
-                location_id=location_id,
-                note=f"message.type {str(raw_type)[:32]!r} is not SMS or Email",
+                idempotency_key=self.idempotency_key,
+                location_id=self.location_id,
+                note=f"{self.sources['channel']} {self.channel.removeprefix('other:')!r} is not SMS or Email",
             )
-        first, last = data.get("first_name") or "", data.get("last_name") or ""
-        if not (first or last) and data.get("full_name"):
-            first, _, last = data["full_name"].partition(" ")
+        first, last = self.first_name, self.last_name
+        if not (first or last) and self.full_name:
+            first, _, last = self.full_name.partition(" ")
         identity = LeadIdentity(
-            ghl_contact_id=data.get("contact_id") or "",
-            email=_soft_email(data.get("email")),
-            phone_raw=data.get("phone") or "",
+            ghl_contact_id=self.contact_id,
+            email=self.email,
+            phone_raw=self.phone,
             first_name=first,
             last_name=last,
-            timezone=data.get("timezone") or "",
+            timezone=self.timezone,
         )
-        if identity.normalised().is_empty:
-            raise serializers.ValidationError({"contact_id": "is required (or a valid email / phone)"})
         message = ParsedMessage(
-            channel=channel,
-            direction=msg.get("direction") or Direction.INBOUND,
-            body=msg["body"],
-            sent_at=_sent_at(data.get("date_created")),
+            channel=self.channel,
+            direction=self.direction,
+            body=self.text,
+            subject=self.subject,
+            sent_at=_sent_at_clamped(self.sent_at),
+            ghl_message_id=self.message_id,
+            ghl_conversation_id=self.conversation_id,
         )
         return Delivery(
-            event_type="CustomWebhook",
+            event_type=self.event_type,
             action=DeliveryAction.MESSAGE,
+            idempotency_key=self.idempotency_key,
             identity=identity,
             message=message,
-            location_id=location_id,
+            location_id=self.location_id,
         )
+
+
+class _AliasReader:
+    """Looks pieces up by alias in one body; collects problems, notes and blank aliases."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = payload
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.blank: list[str] = []
+        self.sources: dict[str, str] = {}
+        # Pieces given but refused (wrong type, ambiguous, too long): not also reported missing.
+        self.refused: set[str] = set()
+
+    def _raw(self, alias: str) -> Any:
+        head, _, child = alias.partition(".")
+        value = self.payload.get(head)
+        if not child:
+            # ``message`` as an object is a container, not the text.
+            return None if head in _CONTAINERS and isinstance(value, dict) else value
+        return value.get(child) if isinstance(value, dict) else None
+
+    def values(self, aliases: tuple[str, ...], *, strict: bool, piece: str = "") -> list[tuple[str, str]]:
+        """(alias, value) for every alias that holds a usable value, in alias order.
+
+        Numbers are read as text. Another type is a problem when ``strict``
+        (identity and message pieces), silently skipped otherwise.
+        """
+        found = []
+        for alias in aliases:
+            value = self._raw(alias)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                if strict:
+                    kinds = "a string, a number or an object" if alias in _CONTAINERS else "a string or a number"
+                    self.problems.append(f"{alias}: must be {kinds}, not {_json_type(value)}")
+                    self.refused.add(piece)
+                continue
+            text = value if isinstance(value, str) else str(value)
+            if ghl_value_missing(text):
+                self.blank.append(alias)
+                continue
+            found.append((alias, text))
+        return found
+
+    def one(
+        self,
+        piece: str,
+        aliases: tuple[str, ...],
+        *,
+        same: Any = str.strip,
+        show_values: bool = True,
+        max_length: int | None = MAX_ID_LENGTH,
+    ) -> str:
+        """The piece's value; all aliases that give it must agree (compared by ``same``)."""
+        found = self.values(aliases, strict=True, piece=piece)
+        if not found:
+            return ""
+        if len({same(value) for _, value in found}) > 1:
+            given = (f"{alias}={value.strip()[:40]!r}" if show_values else alias for alias, value in found)
+            self.problems.append(f"two different {piece}s: {', '.join(given)}")
+            self.refused.add(piece)
+            return ""
+        alias, value = found[0]
+        if max_length is not None and len(value.strip()) > max_length:
+            self.problems.append(f"{alias}: longer than {max_length} characters")
+            self.refused.add(piece)
+            return ""
+        self.sources[piece] = alias
+        return value.strip() if max_length is not None else value
+
+    def first(self, piece: str, aliases: tuple[str, ...], *, truncate: int) -> str:
+        """The first usable value in alias order (soft pieces: no refusal)."""
+        for alias, value in self.values(aliases, strict=False):
+            self.sources[piece] = alias
+            return value.strip()[:truncate]
+        return ""
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _phone_key(raw: str) -> str:
+    return phone_normalize(raw=raw) or raw.strip()
+
+
+def _text_key(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def ghl_workflow_read(payload: dict[str, Any]) -> GhlWorkflowReading:
+    """Read a GHL body that is not a marketplace message event. Never raises."""
+    reader = _AliasReader(payload)
+    found_keys = tuple(_found_keys(payload))
+
+    event_type = GHL_WORKFLOW_EVENT
+    directions: list[tuple[str, str, str]] = []  # (alias, direction, value as given)
+    raw_type = payload.get("type")
+    if isinstance(raw_type, str) and raw_type in GHL_MESSAGE_EVENTS:
+        event_type = raw_type
+        directions.append(("type", GHL_MESSAGE_EVENTS[raw_type].value, raw_type))
+    elif raw_type not in (None, "") and not (isinstance(raw_type, str) and ghl_value_missing(raw_type)):
+        reader.notes.append("type is not InboundMessage / OutboundMessage: not read (the channel goes in messageType)")
+    for alias, value in reader.values(DIRECTION_ALIASES, strict=True, piece="direction"):
+        direction = value.strip().lower()
+        if direction not in Direction.values:
+            reader.problems.append(f"{alias}: must be inbound or outbound, not {value.strip()[:20]!r}")
+        else:
+            directions.append((alias, direction, value.strip()[:20]))
+    direction = Direction.INBOUND
+    if len({direction for _, direction, _ in directions}) > 1:
+        given = ", ".join(f"{alias}={value!r}" for alias, _, value in directions)
+        reader.problems.append(f"two different directions: {given}")
+    elif directions:
+        direction = directions[0][1]
+        reader.sources["direction"] = directions[0][0]
+    else:
+        reader.sources["direction"] = "default: inbound"
+
+    contact_id = reader.one("contact id", CONTACT_ID_ALIASES)
+    email_found = [
+        (alias, _soft_email(value)) for alias, value in reader.values(EMAIL_ALIASES, strict=True, piece="email")
+    ]
+    for alias, address in email_found:
+        if not address:
+            reader.notes.append(f"{alias} is not a valid email address: ignored")
+    emails = [(alias, address) for alias, address in email_found if address]
+    email = ""
+    if len({address for _, address in emails}) > 1:
+        reader.problems.append(f"two different emails: {', '.join(alias for alias, _ in emails)}")
+        reader.refused.add("email")
+    elif emails:
+        email = emails[0][1]
+        reader.sources["email"] = emails[0][0]
+    phone = reader.one("phone", PHONE_ALIASES, same=_phone_key, show_values=False, max_length=64)
+    text = reader.one("message text", TEXT_ALIASES, same=_text_key, show_values=False, max_length=None)
+    message_id = reader.one("message id", MESSAGE_ID_ALIASES)
+    location_id = reader.one("location id", LOCATION_ALIASES)
+    channel_found = reader.one("channel", CHANNEL_ALIASES, same=_channel_of, max_length=64)
+    channel = _channel_of(channel_found) if channel_found else ""
+
+    sent_at = None
+    for alias, value in reader.values(TIME_ALIASES, strict=False):
+        sent_at = parse_instant(value, naive_as_utc=True)
+        if sent_at is not None:
+            reader.sources["time"] = alias
+            break
+        reader.notes.append(f"{alias} is not a date Leadline reads: skipped")
+    if sent_at is None:
+        reader.sources["time"] = "default: now"
+
+    full_name = reader.first("full name", FULL_NAME_ALIASES, truncate=400)
+    first_name = reader.first("first name", FIRST_NAME_ALIASES, truncate=200)
+    last_name = reader.first("last name", LAST_NAME_ALIASES, truncate=200)
+    timezone_name = reader.first("timezone", TIMEZONE_ALIASES, truncate=64)
+    subject = reader.first("subject", SUBJECT_ALIASES, truncate=998)
+    conversation_id = reader.first("conversation id", CONVERSATION_ID_ALIASES, truncate=MAX_ID_LENGTH)
+
+    refused = reader.refused
+    if not channel.startswith("other:"):
+        # What is missing matters only for a message Leadline would store; a piece given
+        # but refused above is not reported missing as well.
+        if not (contact_id or email or phone or refused & {"contact id", "email", "phone"}):
+            invalid = "".join(f", {alias} is not a valid email address" for alias, found in email_found if not found)
+            reader.problems.append(
+                f"no contact: looked for {', '.join(CONTACT_ID_ALIASES)} "
+                f"(or {', '.join(EMAIL_ALIASES + PHONE_ALIASES)}){invalid}"
+            )
+        if not text and "message text" not in refused:
+            reader.problems.append(f"no message text: looked for {', '.join(TEXT_ALIASES)}")
+        if not channel and phone:
+            channel = Channel.SMS
+            reader.sources["channel"] = "default: sms, the body gives a phone"
+        elif not channel and not refused & {"channel", "phone"}:
+            reader.problems.append(
+                f"no channel: looked for {', '.join(CHANNEL_ALIASES)} (SMS is assumed only when a phone is given)"
+            )
+
+    return GhlWorkflowReading(
+        event_type=event_type,
+        direction=direction,
+        channel=channel,
+        text=text,
+        contact_id=contact_id,
+        email=email,
+        phone=phone,
+        first_name=first_name,
+        last_name=last_name,
+        full_name=full_name,
+        timezone=timezone_name,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        subject=subject,
+        location_id=location_id,
+        sent_at=sent_at,
+        sources=reader.sources,
+        problems=tuple(reader.problems),
+        notes=tuple(reader.notes),
+        found_keys=found_keys,
+        blank_keys=tuple(dict.fromkeys(reader.blank)),
+    )
 
 
 GHL_MARKETPLACE = "marketplace"
@@ -300,22 +639,16 @@ GHL_CUSTOM_WEBHOOK = "custom"
 
 
 def ghl_payload_shape(payload: Any) -> str:
-    """``marketplace`` (a string ``type``, no ``message``), ``custom`` (workflow Custom Webhook) or ""."""
+    """``marketplace`` (a string ``type``, no ``message``), ``custom`` (any other object: the
+    workflow / Custom Webhook bodies, read tolerantly) or "" (not a JSON object)."""
     if not isinstance(payload, dict):
         return ""
     if isinstance(payload.get("type"), str) and "message" not in payload:
         return GHL_MARKETPLACE
-    if isinstance(payload.get("message"), dict) or "contact_id" in payload:
-        return GHL_CUSTOM_WEBHOOK
-    return ""
+    return GHL_CUSTOM_WEBHOOK
 
 
-def ghl_location_field(shape: str) -> str:
-    """The name of the location field in a body of this shape (for error messages)."""
-    return "location.id" if shape == GHL_CUSTOM_WEBHOOK else "locationId"
-
-
-def ghl_location_problem(*, shape: str, location_id: str, workspace_location_id: str) -> str:
+def ghl_location_problem(*, shape: str, location_id: str, workspace_location_id: str, payload: Any = None) -> str:
     """Why a GHL body's location does not fit the workspace ("" when it does).
 
     A workspace with a GHL location only takes bodies naming that location:
@@ -325,47 +658,74 @@ def ghl_location_problem(*, shape: str, location_id: str, workspace_location_id:
     if not workspace_location_id or not shape:
         return ""
     if not location_id:
-        return f"{ghl_location_field(shape)}: is required (this workspace has a GHL location)"
+        if shape == GHL_MARKETPLACE:
+            return "locationId: is required (this workspace has a GHL location)"
+        found = ", ".join(_found_keys(payload)) if isinstance(payload, dict) else ""
+        return (
+            f"no location id: looked for {', '.join(LOCATION_ALIASES)} (required: this workspace has a GHL "
+            f"location); found keys: {found or 'none'}"
+        )
     if location_id != workspace_location_id:
-        return f"{ghl_location_field(shape)}: does not belong to this workspace"
+        return f"{'locationId' if shape == GHL_MARKETPLACE else 'location id'}: does not belong to this workspace"
     return ""
 
 
 def ghl_delivery_parse(payload: Any) -> Delivery:
-    """Parse a GHL body. Raises ``serializers.ValidationError`` naming the field."""
+    """Parse a GHL body. Raises ``serializers.ValidationError`` naming the field.
+
+    Marketplace message events go through the strict serializer (the fast
+    path, unchanged); every other object through the tolerant reading.
+    """
     if not isinstance(payload, dict):
         raise serializers.ValidationError({"payload": "must be a JSON object"})
-    event_type = payload.get("type")
-    shape = ghl_payload_shape(payload)
-    if shape == GHL_MARKETPLACE:
+    if ghl_payload_shape(payload) != GHL_MARKETPLACE:
+        return ghl_workflow_read(payload).to_delivery()
+    event_type = payload["type"]
+    if event_type not in GHL_MESSAGE_EVENTS:
         location = payload.get("locationId")
-        location_id = location.strip()[:MAX_ID_LENGTH] if isinstance(location, str) else ""
-        if event_type not in GHL_MESSAGE_EVENTS:
-            return Delivery(
-                event_type=event_type[:64],
-                action=DeliveryAction.IGNORE,
-                location_id=location_id,
-                note="event type not handled",
-            )
-        serializer = GhlMarketplaceMessageSerializer(data=payload)
-    elif shape == GHL_CUSTOM_WEBHOOK:
-        serializer = GhlCustomWebhookSerializer(data=payload)
-    else:
-        raise serializers.ValidationError({"type": "is required (InboundMessage / OutboundMessage) or message.body"})
+        return Delivery(
+            event_type=event_type[:64],
+            action=DeliveryAction.IGNORE,
+            location_id=location.strip()[:MAX_ID_LENGTH] if isinstance(location, str) else "",
+            note="event type not handled",
+        )
+    serializer = GhlMarketplaceMessageSerializer(data=payload)
     serializer.is_valid(raise_exception=True)
     return serializer.to_delivery()
 
 
-def ghl_location_id_peek(payload: Any) -> str:
-    """The location id a GHL body claims, before full validation (tenant check first)."""
+GHL_FOREIGN_LOCATION_ERROR = "locationId: does not belong to this workspace"
+
+
+def ghl_location_foreign(*, location_ids: tuple[str, ...], workspace_location_id: str) -> bool:
+    """Whether the body names another location than the workspace's (403, nothing written)."""
+    return bool(workspace_location_id) and any(location != workspace_location_id for location in location_ids)
+
+
+def ghl_location_ids_peek(payload: Any) -> tuple[str, ...]:
+    """The location ids a GHL body claims, before full validation (tenant check first).
+
+    A marketplace event: ``locationId`` (else ``location.id``), as given. Any
+    other body: every rendered value of ``locationId`` and ``location.id``.
+    """
     if not isinstance(payload, dict):
-        return ""
-    location = payload.get("locationId")
-    if location is None and isinstance(payload.get("location"), dict):
-        location = payload["location"].get("id")
-    if isinstance(location, (str, int)) and not isinstance(location, bool):
-        return str(location).strip()
-    return ""
+        return ()
+    if ghl_payload_shape(payload) == GHL_MARKETPLACE:
+        location = payload.get("locationId")
+        if location is None and isinstance(payload.get("location"), dict):
+            location = payload["location"].get("id")
+        if isinstance(location, (str, int)) and not isinstance(location, bool) and str(location).strip():
+            return (str(location).strip(),)
+        return ()
+    nested = payload.get("location")
+    candidates = (payload.get("locationId"), nested.get("id") if isinstance(nested, dict) else None)
+    found = []
+    for value in candidates:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value)
+            if not ghl_value_missing(text) and text.strip() not in found:
+                found.append(text.strip())
+    return tuple(found)
 
 
 # --- EmailBison ----------------------------------------------------------------------

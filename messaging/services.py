@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,7 +19,12 @@ from rest_framework import serializers as drf_serializers
 from leads.models import Lead, Sentiment
 from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
 from messaging.models import Direction, Message, WebhookEvent
-from messaging.selectors import messages_awaiting_work, webhook_event_original
+from messaging.selectors import (
+    message_body_duplicate_get,
+    message_body_hash,
+    messages_awaiting_work,
+    webhook_event_original,
+)
 from messaging.serializers import (
     Delivery,
     DeliveryAction,
@@ -36,8 +39,6 @@ from workspaces.models import IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
 logger = logging.getLogger(__name__)
-
-DEDUPE_WINDOW = timedelta(seconds=60)
 
 
 class IngestStatus:
@@ -58,13 +59,6 @@ class IngestResult:
 
 
 # --- Messages ----------------------------------------------------------------------------
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-def message_body_hash(body: str) -> str:
-    """sha256 of the body with whitespace collapsed (providers re-wrap lines)."""
-    return hashlib.sha256(_WHITESPACE.sub(" ", body or "").strip().encode()).hexdigest()
 
 
 @transaction.atomic(savepoint=False)
@@ -127,17 +121,12 @@ def message_ingest(
             return existing, False
     else:
         advisory_xact_lock(f"message:{lead.pk}:{parsed.direction}:{body_hash}")
-        existing = (
-            Message.objects.filter(
-                workspace_id=workspace_id,
-                lead=lead,
-                direction=parsed.direction,
-                body_hash=body_hash,
-                sent_at__gte=parsed.sent_at - DEDUPE_WINDOW,
-                sent_at__lte=parsed.sent_at + DEDUPE_WINDOW,
-            )
-            .order_by("id")
-            .first()
+        existing = message_body_duplicate_get(
+            workspace_id=workspace_id,
+            lead_id=lead.pk,
+            direction=parsed.direction,
+            body_hash=body_hash,
+            sent_at=parsed.sent_at,
         )
         if existing is not None:
             return existing, False
@@ -545,7 +534,10 @@ def webhook_event_reprocess(*, event_id: int, workspace_id: int) -> IngestResult
             # The tenant check of the view, again: the workspace's location may have changed.
             location = Workspace.objects.filter(pk=workspace_id).values_list("ghl_location_id", flat=True).first()
             problem = ghl_location_problem(
-                shape=ghl_payload_shape(event.body), location_id=delivery.location_id, workspace_location_id=location
+                shape=ghl_payload_shape(event.body),
+                location_id=delivery.location_id,
+                workspace_location_id=location,
+                payload=event.body,
             )
             if problem:
                 raise drf_serializers.ValidationError(problem)

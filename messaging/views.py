@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import threading
 import time
 from collections import Counter
@@ -24,18 +23,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.redaction import REDACTED, SENSITIVE_KEYS, redact_data
+from core.redaction import REDACTED, redact_data
 from messaging.models import WebhookEvent
-from messaging.selectors import WebhookWorkspace, webhook_workspace_get
+from messaging.selectors import MAX_ERROR_LENGTH, WebhookWorkspace, webhook_workspace_get
 from messaging.serializers import (
     GHL_CUSTOM_WEBHOOK,
+    GHL_FOREIGN_LOCATION_ERROR,
     Delivery,
+    MalformedBody,
     emailbison_delivery_parse,
     ghl_delivery_parse,
-    ghl_location_id_peek,
+    ghl_location_foreign,
+    ghl_location_ids_peek,
     ghl_location_problem,
     ghl_payload_shape,
     validation_error_text,
+    webhook_json_load,
 )
 from messaging.services import webhook_delivery_ingest, webhook_event_log
 from messaging.signatures import (
@@ -89,63 +92,6 @@ def _refusal_note(*, reason: str, provider: str, slug: str, request: Request) ->
 
 
 # --- Body handling -----------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def _clean_text(text: str) -> str:
-    # PostgreSQL text/jsonb refuse NUL; lone surrogates cannot be encoded.
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _clean_json(value: Any, *, escaped: bool, depth: int = 0) -> Any:
-    """Storable JSON: secret-named keys masked; NUL and lone surrogates removed when escapes were used."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if escaped:
-                key = _clean_text(key)
-            if key.lower() in SENSITIVE_KEYS and item not in (None, ""):
-                out[key] = REDACTED
-            else:
-                out[key] = _clean_json(item, escaped=escaped, depth=depth + 1)
-        return out
-    if isinstance(value, list):
-        return [_clean_json(item, escaped=escaped, depth=depth + 1) for item in value]
-    if escaped and isinstance(value, str):
-        return _clean_text(value)
-    return value
-
-
-class _MalformedBody(Exception):
-    pass
-
-
-def _load_json(raw: bytes) -> Any:
-    try:
-        payload = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError as exc:
-        raise _MalformedBody("body: malformed JSON (nested too deeply)") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise _MalformedBody(f"body: malformed JSON{where}") from exc
-    # Only \u escapes can smuggle NUL or lone surrogates past the UTF-8 decoder.
-    return _clean_json(payload, escaped=b"\\u" in raw)
 
 
 def _read_body(django_request: Any, limit: int) -> bytes:
@@ -255,8 +201,8 @@ class WebhookView(APIView):
             )
         headers = _storable_headers(request)
         try:
-            payload = _load_json(raw)
-        except _MalformedBody as exc:
+            payload = webhook_json_load(raw)
+        except MalformedBody as exc:
             webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type="", body=None, headers=headers,
                 status=WebhookEvent.Status.REJECTED, error=str(exc),
@@ -281,7 +227,7 @@ class WebhookView(APIView):
         try:
             delivery = self.parse(payload)
         except drf_serializers.ValidationError as exc:
-            error = validation_error_text(exc.detail)[:500]
+            error = validation_error_text(exc.detail)[:MAX_ERROR_LENGTH]
             webhook_event_log(
                 workspace_id=workspace.id, provider=self.provider, event_type=event_type, body=body, headers=headers,
                 status=WebhookEvent.Status.REJECTED, error=error,
@@ -319,10 +265,10 @@ class GhlWebhookView(WebhookView):
     def check_delivery(
         self, *, workspace: WebhookWorkspace, raw: bytes, payload: Any, request: Request
     ) -> Refusal | None:
-        location = ghl_location_id_peek(payload)
-        if workspace.ghl_location_id and location and location != workspace.ghl_location_id:
+        locations = ghl_location_ids_peek(payload)
+        if ghl_location_foreign(location_ids=locations, workspace_location_id=workspace.ghl_location_id):
             # Another tenant's data with this tenant's secret: nothing is written.
-            return Refusal(403, "locationId: does not belong to this workspace", "tenant_mismatch", store=False)
+            return Refusal(403, GHL_FOREIGN_LOCATION_ERROR, "tenant_mismatch", store=False)
         shape = ghl_payload_shape(payload)
         if workspace.verify_ghl_signatures:
             headers = request._request.headers
@@ -336,7 +282,10 @@ class GhlWebhookView(WebhookView):
             except SignatureError as exc:
                 return Refusal(401, str(exc), "bad_signature", store=True, reprocessable=False)
         problem = ghl_location_problem(
-            shape=shape, location_id=location, workspace_location_id=workspace.ghl_location_id
+            shape=shape,
+            location_id=locations[0] if locations else "",
+            workspace_location_id=workspace.ghl_location_id,
+            payload=payload,
         )
         if problem:
             return Refusal(400, problem, "missing_location", store=True)

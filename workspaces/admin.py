@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from django import forms
 from django.contrib import admin
-from django.urls import NoReverseMatch, reverse
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from core.redaction import mask_secret
@@ -116,6 +123,28 @@ def _admin_changelist_link(app_label: str, model: str, workspace: Workspace, lab
 workspace_page_panels: list = []
 
 
+@dataclass(frozen=True)
+class WorkspaceTool:
+    """A page about one workspace that an app above ``workspaces`` adds to this admin
+    (registered from its own admin module, since this layer must not import it).
+
+    ``view(request, workspace=..., context=...)`` gets the workspace loaded through
+    ``WorkspaceAdmin.get_object`` (the admin's queryset, so its scoping applies), already
+    checked for the change permission, and the admin's base template context.
+    """
+
+    name: str  # URL segment: /admin/workspaces/workspace/<id>/tools/<name>/
+    label: str
+    view: Callable[..., HttpResponse]
+
+
+WORKSPACE_TOOLS: dict[str, WorkspaceTool] = {}
+
+
+def workspace_tool_register(tool: WorkspaceTool) -> None:
+    WORKSPACE_TOOLS[tool.name] = tool
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(WorkspaceScopedAdmin):
     workspace_field = None  # the workspace itself
@@ -208,6 +237,33 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
             .order_by("slug")  # GROUP BY drops Meta.ordering: autocomplete pages need an order
         )
 
+    def get_urls(self):
+        tool_url = path(
+            "<path:object_id>/tools/<slug:tool>/",
+            self.admin_site.admin_view(self.tool_view),
+            name=f"{self.opts.app_label}_{self.opts.model_name}_tool",
+        )
+        # Before the default URLs: their catch-all "<path:object_id>/" would take it.
+        return [tool_url, *super().get_urls()]
+
+    def tool_view(self, request: HttpRequest, object_id: str, tool: str) -> HttpResponse:
+        spec = WORKSPACE_TOOLS.get(tool)
+        if spec is None:
+            raise Http404(f"no workspace tool {tool!r}")
+        workspace = self.get_object(request, unquote(object_id))
+        if workspace is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, workspace):
+            raise PermissionDenied
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": workspace,
+            "title": f"{spec.label}: {workspace.slug}",
+            "tool": spec,
+        }
+        return spec.view(request, workspace=workspace, context=context)
+
     def get_inlines(self, request, obj):
         inlines = list(self.inlines)
         try:
@@ -259,6 +315,9 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
             _admin_changelist_link("messaging", "webhookevent", obj, "Webhook events"),
             _admin_changelist_link("workspaces", "integrationerror", obj, "Integration errors"),
         ]
+        for name, tool in WORKSPACE_TOOLS.items():
+            url = reverse("admin:workspaces_workspace_tool", args=[obj.pk, name])
+            links.append(format_html('<a href="{}">{}</a>', url, tool.label))
         return format_html_join(" · ", "{}", ((link,) for link in links if link))
 
 

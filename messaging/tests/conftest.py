@@ -40,3 +40,13 @@ def enqueued(monkeypatch):
     recorder = EnqueueRecorder()
     monkeypatch.setattr(classify_and_draft, "apply_async", recorder)
     return recorder
+
+
+@pytest.fixture
+def admin_client_logged(django_user_model):
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser("ops", "ops@example.com", "pw-123456789")
+    client = Client()
+    client.force_login(user)
+    return client

@@ -9,14 +9,6 @@ from workspaces.models import Membership
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_logged(django_user_model):
-    user = django_user_model.objects.create_superuser("ops", "ops@example.com", "pw-123456789")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def test_webhook_event_list_filters_by_workspace_and_never_shows_bodies(
     admin_client_logged, workspace, other_workspace, enqueued
 ):

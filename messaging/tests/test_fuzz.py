@@ -69,6 +69,25 @@ CUSTOM_PATHS = [
     ["contact_id"], ["email"], ["phone"], ["first_name"], ["full_name"], ["location"], ["location", "id"],
     ["message"], ["message", "type"], ["message", "body"], ["message", "direction"], ["date_created"], ["tags"],
 ]  # fmt: skip
+# A workflow body spelled with the other aliases of the tolerant reading (docs/webhooks.md).
+WORKFLOW_PATHS = [
+    ["type"], ["locationId"], ["contactId"], ["contact"], ["contact", "id"], ["contact", "phone"], ["message"],
+    ["messageBody"], ["messageType"], ["channel"], ["dateAdded"], ["message", "timestamp"], ["direction"],
+    ["messageId"],
+]  # fmt: skip
+
+
+def ghl_workflow() -> dict:
+    return {
+        "type": "InboundMessage",
+        "locationId": "LOC_ACME_123",
+        "contact": {"id": "wf-fuzz", "phone": "+14155550199", "email": "fuzz@example.com"},
+        "messageBody": "Is Friday possible?",
+        "messageType": "SMS",
+        "dateAdded": "2026-01-01T10:00:00Z",
+    }
+
+
 EB_PATHS = [
     ["event"], ["event", "type"], ["data"], ["data", "reply"], ["data", "reply", "id"],
     ["data", "reply", "text_body"], ["data", "reply", "html_body"], ["data", "reply", "date_received"],
@@ -103,13 +122,17 @@ def _check(response, before):
 
 @FUZZ
 @given(
-    base=st.sampled_from(["marketplace", "custom"]),
+    base=st.sampled_from(["marketplace", "custom", "workflow"]),
     path_index=st.integers(min_value=0, max_value=20),
     value=json_values | st.just(_DELETE),
 )
 def test_fuzz_ghl_fields(workspace, enqueued, base, path_index, value):
-    paths = GHL_PATHS if base == "marketplace" else CUSTOM_PATHS
-    payload = _mutate(ghl_inbound() if base == "marketplace" else ghl_custom(), paths[path_index % len(paths)], value)
+    paths, build = {
+        "marketplace": (GHL_PATHS, ghl_inbound),
+        "custom": (CUSTOM_PATHS, ghl_custom),
+        "workflow": (WORKFLOW_PATHS, ghl_workflow),
+    }[base]
+    payload = _mutate(build(), paths[path_index % len(paths)], value)
     before = _counts()
     _check(post(Client(), "ghl", payload), before)
 

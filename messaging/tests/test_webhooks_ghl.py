@@ -119,9 +119,9 @@ def test_invalid_phone_keeps_raw_only(client, workspace, enqueued):
         (ghl_inbound(contactId=None), "contactId"),
         ({k: v for k, v in ghl_inbound().items() if k != "messageType"}, "messageType"),
         (ghl_inbound(body=["not", "text"]), "body"),
-        (ghl_custom(message={"type": 2}), "message.body"),
-        (ghl_custom(contact_id="", email="", phone=""), "contact_id"),
-        ({"hello": "world"}, "type"),
+        (ghl_custom(message={"type": 2}), "no message text: looked for body, message, message.body, messageBody"),
+        (ghl_custom(contact_id="", email="", phone=""), "no contact: looked for contactId, contact_id, contact.id"),
+        ({"hello": "world"}, "no location id: looked for locationId, location.id"),
         ([1, 2, 3], "payload"),
     ],
 )
@@ -314,9 +314,10 @@ def test_crash_during_ingest_logs_a_failed_event_with_the_error_type_only(worksp
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({k: v for k, v in ghl_custom().items() if k != "location"}, "location.id"),
-        (ghl_custom(location={"name": "Acme"}), "location.id"),
-        (ghl_custom(location={"id": "  "}), "location.id"),
+        ({k: v for k, v in ghl_custom().items() if k != "location"}, "no location id: looked for locationId"),
+        (ghl_custom(location={"name": "Acme"}), "no location id"),
+        (ghl_custom(location={"id": "  "}), "no location id"),
+        (ghl_custom(location={"id": "{{location.id}}"}), "no location id"),
         ({"type": "ContactCreate"}, "locationId"),
         ({k: v for k, v in ghl_inbound().items() if k != "locationId"}, "locationId"),
     ],
@@ -336,7 +337,7 @@ def test_reprocess_rechecks_the_location(workspace, enqueued):
     event = WebhookEvent.objects.create(workspace=workspace, provider="ghl", body=body, status="failed")
     webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
     event.refresh_from_db()
-    assert event.status == "rejected" and event.error.startswith("location.id")
+    assert event.status == "rejected" and event.error.startswith("no location id")
     assert Message.objects.count() == 0
 
 

@@ -5,6 +5,7 @@ a local fake GHL. Screenshots land in test-artifacts/inbox/ (gitignored)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from django.contrib.auth import get_user_model
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from core.testing.fake_outbox import fake_outbox_server
 from core.testing.processes import celery_worker, live_database_url, wait_until
@@ -47,6 +49,15 @@ def browser():
         driver.quit()
 
 
+def _midday_zone() -> str:
+    """A fixed-offset zone where it is about noon now: the SMS goes out inside the lead's send
+    window whatever time the test runs."""
+    offset = 12 - dt.datetime.now(dt.UTC).hour  # -11 .. 12
+    if offset == 0:
+        return "Etc/UTC"
+    return f"Etc/GMT-{offset}" if offset > 0 else f"Etc/GMT+{-offset}"  # Etc/ signs are inverted
+
+
 def _shot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
@@ -62,7 +73,6 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
                 "name": "Acme Roofing",
                 "ghl_location_id": "LOCINBOXBROWSER1",
                 "ghl_token": "pit-inbox-browser-token",
-                "sms_send_window": "00:00-23:59",
             },
         )
         drafts = []
@@ -70,7 +80,7 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             ("Dana", "Yes! Can you come Tuesday to look at the roof?", "Hi Dana, Tuesday 10:00 or 14:00 works."),
             ("Eli", "How much for a full replacement?", "Hi Eli, happy to quote: could we call Wednesday?"),
         ):
-            lead = lead_create(workspace=workspace, first_name=first, timezone="UTC")
+            lead = lead_create(workspace=workspace, first_name=first, timezone=_midday_zone())
             message = message_create(lead=lead, body=text, sentiment="Interested")
             drafts.append(
                 Draft.objects.create(
@@ -94,6 +104,8 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             browser.find_element(By.NAME, "username").send_keys("operator")
             browser.find_element(By.NAME, "password").send_keys(PASSWORD)
             browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+            # A click returns before the next page has loaded: wait for the page itself.
+            WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "inbox-link"))
             assert "Inbox: 2 waiting" in browser.page_source
             _shot(browser, "01-inbox")
 
@@ -103,6 +115,7 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             box.send_keys("Hi Dana, Tuesday 10:00 works for our roofer. See you then!")
             _shot(browser, "02-edited")
             row.find_element(By.CSS_SELECTOR, "button[value=send]").click()
+            WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".messagelist"))
             assert f'id="draft-{drafts[0].pk}"' not in browser.page_source  # it left the queue
             assert "approved: it is being sent" in browser.page_source
             _shot(browser, "03-after-send")
@@ -115,5 +128,6 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
         link = browser.find_element(By.LINK_TEXT, f"message #{sent.sent_message_id}")
         _shot(browser, "04-draft-sent")
         link.click()
+        WebDriverWait(browser, 30).until(lambda d: "/admin/messaging/message/" in d.current_url)
         assert "Hi Dana, Tuesday 10:00 works" in browser.page_source
         _shot(browser, "05-sent-message")

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from drafts.models import Draft
 from drafts.tests.factories import lead_create, message_create
@@ -82,6 +83,8 @@ def test_operator_of_a_sees_only_a_in_a_real_browser(live_server, browser):
     browser.find_element(By.NAME, "username").send_keys("op-a")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # A click returns before the next page has loaded: wait for the logged-in page itself.
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "logout-form"))
     assert "Log out" in browser.page_source or "logout" in browser.page_source
     _shot(browser, "01-index")
 

@@ -48,6 +48,7 @@ def main() -> int:
 def _setup(args, fake):
     from django.contrib.auth import get_user_model
 
+    from core.testing.clock import midday_zone
     from drafts.models import Draft, DraftStatus
     from leads.models import Lead
     from messaging.models import Channel, Message, WebhookEvent
@@ -62,7 +63,6 @@ def _setup(args, fake):
             "ghl_token": "pit-bench-send-token-0000",
             "emailbison_base_url": fake.emailbison_base_url,
             "emailbison_token": "eb-bench-send-token-0000",
-            "sms_send_window": "00:00-23:59",  # the bench measures sending, not quiet hours
         },
     )
     drafts = {}
@@ -74,7 +74,7 @@ def _setup(args, fake):
             email=f"lead{n}@example.com",
             phone_e164=f"+1415555{n:04d}",
             ghl_contact_id=f"benchcontact{n:08d}",
-            timezone="UTC",
+            timezone=midday_zone(),
         )
         inbound = Message.objects.create(
             workspace=workspace,

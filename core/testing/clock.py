@@ -51,3 +51,12 @@ def clock_shift_start(*, children: bool = False) -> timedelta | None:
         paths = [str(_SITE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return shift
+
+
+def midday_zone() -> str:
+    """An IANA fixed-offset zone where it is about noon right now: a lead there is inside any
+    daytime SMS send window whatever time the test runs (tests not about quiet hours use it)."""
+    offset = 12 - datetime.now(UTC).hour  # -11 .. 12
+    if offset == 0:
+        return "Etc/UTC"
+    return f"Etc/GMT-{offset}" if offset > 0 else f"Etc/GMT+{-offset}"  # Etc/ signs are inverted

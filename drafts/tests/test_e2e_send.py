@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from core.testing.clock import midday_zone
 from core.testing.processes import celery_worker, live_database_url, wait_until
 from drafts.models import Draft, DraftStatus
 from drafts.tests.factories import lead_create, message_create
@@ -50,7 +51,7 @@ def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
     from drafts.tasks import draft_send
 
     broker = os.environ.get("TEST_REDIS_URL") or os.environ["CELERY_BROKER_URL"]
-    lead = lead_create(workspace=workspace, timezone="UTC")
+    lead = lead_create(workspace=workspace, timezone=midday_zone())
     message = message_create(lead=lead, body="Call me", sentiment="Interested")
     draft = Draft.objects.create(
         workspace=workspace, lead=lead, message=message, channel="sms", status=DraftStatus.APPROVED, content="Hi!"

@@ -18,6 +18,7 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from core.testing.clock import midday_zone
 from drafts.models import Draft, DraftStatus
 from drafts.sending import Outcome, draft_approve_and_send, draft_send, drafts_send_due, send_lease
 from drafts.tests.factories import lead_create, message_create
@@ -54,7 +55,9 @@ def ws(workspace):
 def _draft(
     ws, *, channel=Channel.SMS, status=DraftStatus.APPROVED, lead=None, content="Tuesday 10am works?", **lead_fields
 ):
-    lead = lead or lead_create(workspace=ws, timezone=lead_fields.pop("timezone", "UTC"), **lead_fields)
+    # A lead where it is midday: inside the SMS window whatever time the suite runs (the quiet
+    # hours tests give their own zone and freeze the clock).
+    lead = lead or lead_create(workspace=ws, timezone=lead_fields.pop("timezone", midday_zone()), **lead_fields)
     message = message_create(lead=lead, body="Yes, call me", channel=channel, sentiment="Interested")
     return Draft.objects.create(
         workspace=ws,
@@ -532,7 +535,7 @@ def test_a_dead_sender_whose_list_cannot_be_read_fails_as_unsent_not_unconfirmed
 def test_a_failed_send_is_not_in_the_conversation_the_next_draft_reads(ws, fake_openai):
     from drafts.services import message_classify_and_draft
 
-    lead = lead_create(workspace=ws, timezone="UTC")
+    lead = lead_create(workspace=ws, timezone=midday_zone())
     first = message_create(lead=lead, body="Interested, tell me more", sentiment="Interested")
     for body, delivery in (("DELIVERED-REPLY-TEXT", Delivery.SENT), ("NEVER-LEFT-REPLY-TEXT", Delivery.FAILED)):
         Message.objects.create(

@@ -5,7 +5,6 @@ a local fake GHL. Screenshots land in test-artifacts/inbox/ (gitignored)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from core.testing.clock import midday_zone
 from core.testing.fake_outbox import fake_outbox_server
 from core.testing.processes import celery_worker, live_database_url, wait_until
 from drafts.models import Draft, DraftStatus
@@ -49,15 +49,6 @@ def browser():
         driver.quit()
 
 
-def _midday_zone() -> str:
-    """A fixed-offset zone where it is about noon now: the SMS goes out inside the lead's send
-    window whatever time the test runs."""
-    offset = 12 - dt.datetime.now(dt.UTC).hour  # -11 .. 12
-    if offset == 0:
-        return "Etc/UTC"
-    return f"Etc/GMT-{offset}" if offset > 0 else f"Etc/GMT+{-offset}"  # Etc/ signs are inverted
-
-
 def _shot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
@@ -80,7 +71,7 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             ("Dana", "Yes! Can you come Tuesday to look at the roof?", "Hi Dana, Tuesday 10:00 or 14:00 works."),
             ("Eli", "How much for a full replacement?", "Hi Eli, happy to quote: could we call Wednesday?"),
         ):
-            lead = lead_create(workspace=workspace, first_name=first, timezone=_midday_zone())
+            lead = lead_create(workspace=workspace, first_name=first, timezone=midday_zone())
             message = message_create(lead=lead, body=text, sentiment="Interested")
             drafts.append(
                 Draft.objects.create(

@@ -17,6 +17,20 @@ def _no_network_by_default(monkeypatch):
     monkeypatch.setattr(settings, "OPENAI_API_KEY", "sk-test-not-a-real-key", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _rate_limits_per_test(monkeypatch):
+    """Each test starts with fresh, per-process rate limiters (a 429 in one test must not make the
+    next wait); a test that wants the Redis-shared limiter sets ``RATE_LIMIT_REDIS_URL`` itself."""
+    from django.conf import settings
+
+    from core.ratelimit import shared_limiters_clear
+
+    monkeypatch.setattr(settings, "RATE_LIMIT_REDIS_URL", "", raising=False)
+    shared_limiters_clear()
+    yield
+    shared_limiters_clear()
+
+
 @pytest.fixture
 def workspace(db):
     from workspaces.services import workspace_configure

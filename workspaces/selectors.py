@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,17 @@ def workspace_webhook_urls(*, workspace: Workspace) -> dict[str, str]:
         "emailbison": f"{base}/webhooks/emailbison/{workspace.slug}/",
         "admin": f"{base}{reverse('admin:workspaces_workspace_change', args=[workspace.pk])}",
     }
+
+
+# Report sections owned by apps above this one (e.g. ``last_sync`` from ghl), registered from
+# their AppConfig.ready: a section nobody registered reports None.
+ReportSection = Callable[..., Any]
+_report_sections: dict[str, ReportSection] = {}
+
+
+def report_section_register(name: str, section: ReportSection) -> None:
+    """Add ``name`` to ``workspace_report``: ``section(workspace=...)`` gives its value."""
+    _report_sections[name] = section
 
 
 def _iso(value) -> str | None:
@@ -59,10 +71,10 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         "drafts": drafts,
         "open_errors": open_errors,
         "availability": availability_summary(workspace=workspace),
-        "last_sync": _last_sync(workspace=workspace),
+        "last_sync": _section("last_sync", workspace=workspace),
     }
 
 
-def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
-    """The latest GHL sync run. GHL sync (``ghl.SyncRun``) is not built yet: always None until it is."""
-    return None
+def _section(name: str, *, workspace: Workspace) -> Any:
+    section = _report_sections.get(name)
+    return section(workspace=workspace) if section is not None else None

@@ -29,7 +29,7 @@ from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Mod
 from django.utils import timezone
@@ -277,7 +277,6 @@ def sync_run_execute(
             thread.start()
         for thread in threads:
             thread.join()
-        close_old_connections()
     return _run_shard_done(run_id=run.pk, totals=totals)
 
 

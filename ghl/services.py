@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from core.http import Deadline, ProviderError
 from core.redaction import redact_text
+from core.timeparse import safe_zoneinfo
 from ghl.client import (
     ContactUpsert,
     GhlAuthError,
@@ -436,7 +437,7 @@ def _contact_changes(*, lead: Lead, contact: GhlContact) -> tuple[dict, list[Lea
     elif phone_problem:
         problems.append(LeadProblem("invalid_phone", f"GHL contact phone: {phone_problem}"))
         changes["phone_raw"] = contact.phone[:64]
-    if contact.timezone:
+    if contact.timezone and safe_zoneinfo(contact.timezone) is not None:
         changes["timezone"] = contact.timezone
     return {k: v for k, v in changes.items() if getattr(lead, k) != v}, problems
 

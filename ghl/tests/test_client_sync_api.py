@@ -20,6 +20,7 @@ from ghl.client import (
     GhlClient,
     GhlForbiddenLocation,
     GhlInvalidInput,
+    GhlNotFound,
     GhlPitContextError,
     GhlRateLimited,
     GhlServerError,
@@ -139,6 +140,26 @@ def test_invalid_input_error_carries_no_phone_or_email():
     text = str(info.value)
     assert "7946" not in text and "jo@example.com" not in text
     assert "invalid country calling code" in text
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected", "code"),
+    [
+        (401, "Invalid JWT", GhlAuthError, "auth_failed"),
+        (403, "Forbidden resource", GhlAuthError, "auth_failed"),
+        (403, "The token does not have access to this location.", GhlForbiddenLocation, "forbidden_location"),
+        (404, "Not found", GhlNotFound, "not_found"),
+        (422, ["phone must be a valid phone number"], GhlInvalidInput, "invalid_input"),
+        (500, "Internal server error", GhlServerError, "server_error"),
+    ],
+)
+@responses.activate
+def test_errors_are_typed_by_status_and_message(status, message, expected, code, sleeps):
+    responses.post(f"{API}/conversations/messages", status=status, json={"statusCode": status, "message": message})
+    with pytest.raises(expected) as info:
+        make_client().message_send(contact_id=CONTACT, message="hi", deadline=30)
+    assert type(info.value) is expected and info.value.code == code and info.value.status == status
+    assert len(responses.calls) == 1
 
 
 @responses.activate

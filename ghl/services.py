@@ -281,6 +281,13 @@ def sync_run_execute(
     return _run_shard_done(run_id=run.pk, totals=totals)
 
 
+def sync_run_abort(*, run_id: int, reason: str) -> None:
+    """End a run that stops before finishing (the command interrupted): the next may start at once."""
+    SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).update(
+        status=SyncRun.Status.FAILED, finished_at=timezone.now(), error=reason[:2000]
+    )
+
+
 def _run_fail(*, run: SyncRun, code: str, message: str) -> None:
     message = redact_text(message, extra_secrets=[run.workspace.ghl_token])
     SyncRun.objects.filter(pk=run.pk).update(

@@ -330,3 +330,29 @@ def test_concurrent_sync_of_many_leads(fake, settings):
     run = sync_run_execute(run_id=run.pk, concurrency=4)
     assert (run.status, run.leads_ok, run.messages_imported) == ("succeeded", 12, 12)
     assert Message.objects.filter(workspace=ws).count() == 12
+
+
+def test_an_interrupted_command_does_not_leave_its_run_running(workspace, fake, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ghl.management.commands.sync_all.sync_run_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        call_command("sync_all", "--workspace", workspace.slug, stdout=io.StringIO())
+    run = SyncRun.objects.get(workspace=workspace)
+    assert (run.status, run.error) == ("failed", "interrupted")
+    sync_run_start(workspace=workspace, trigger="test")  # free to start again
+
+
+def test_the_sync_task_runs_a_queued_run_to_the_end(workspace, fake):
+    from ghl.tasks import ghl_sync_run
+
+    fake.add_contact(C1, messages=[msg("t0000000000000000001", "outbound", timezone.now() - dt.timedelta(days=2))])
+    Lead.objects.create(workspace=workspace, ghl_contact_id=C1)
+    run = sync_run_start(workspace=workspace, trigger="admin")
+    ghl_sync_run.apply(args=[run.pk, 0])
+    run.refresh_from_db()
+    assert (run.status, run.leads_ok, run.messages_imported) == ("succeeded", 1, 1)
+    ghl_sync_run.apply(args=[run.pk, 0])  # redelivered: the finished run is left alone
+    run.refresh_from_db()
+    assert run.leads_ok == 1 and run.shards_done == 1

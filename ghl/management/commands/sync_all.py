@@ -7,7 +7,14 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from ghl.services import LeadSyncOutcome, SyncAlreadyRunning, SyncCannotRun, sync_run_execute, sync_run_start
+from ghl.services import (
+    LeadSyncOutcome,
+    SyncAlreadyRunning,
+    SyncCannotRun,
+    sync_run_abort,
+    sync_run_execute,
+    sync_run_start,
+)
 from workspaces.models import Workspace
 
 
@@ -47,6 +54,9 @@ class Command(BaseCommand):
             run = sync_run_execute(run_id=run.pk, concurrency=concurrency, on_lead=on_lead)
         except SyncCannotRun as exc:
             raise CommandError(f"sync of {ws.slug} could not run: {exc}") from exc
+        except BaseException:  # Ctrl-C or a crash: the run must not stay "running"
+            sync_run_abort(run_id=run.pk, reason="interrupted")
+            raise
         finally:
             bar.close()
         wall = time.monotonic() - started

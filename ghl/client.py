@@ -371,7 +371,7 @@ class GhlClient:
         answer = self.api.json_of(response)
         found = answer.get("contact") if isinstance(answer, dict) else None
         contact_id = found.get("id") if isinstance(found, dict) else None
-        if not isinstance(contact_id, str) or not CONTACT_ID_RE.match(contact_id):
+        if not isinstance(contact_id, str) or not CONTACT_ID_RE.fullmatch(contact_id):
             raise ProviderBadResponse("upsert answer has no valid 'contact.id'", provider="ghl")
         return UpsertResult(contact_id=contact_id, created=bool(answer.get("new")))
 
@@ -521,7 +521,7 @@ def contact_id_clean(raw: object) -> str | None:
     if not isinstance(raw, str):
         return None
     value = raw.strip()
-    return value if CONTACT_ID_RE.match(value) else None
+    return value if CONTACT_ID_RE.fullmatch(value) else None
 
 
 def _sms_dnd(contact: dict) -> bool:

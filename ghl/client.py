@@ -208,12 +208,6 @@ class UpsertResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class SendResult:
-    message_id: str
-    conversation_id: str
-
-
 class GhlClient:
     """Authenticated calls on ``GHL_API_BASE_URL``; public widget calls on ``GHL_BACKEND_BASE_URL``."""
 
@@ -429,22 +423,43 @@ class GhlClient:
             last_message_id = page.last_message_id
 
     def message_send(
-        self, *, contact_id: str, message: str, channel: str = "SMS", deadline: Deadline | float | None = None
-    ) -> SendResult:
-        """``POST /conversations/messages`` ``{type, contactId, message}``: a write, never retried blindly."""
-        contact_id = _checked_contact_id(contact_id)
+        self,
+        *,
+        contact_id: str,
+        message_type: str = "SMS",
+        message: str = "",
+        subject: str = "",
+        html: str = "",
+        reply_message_id: str = "",
+        deadline: Deadline | float | None = None,
+    ) -> dict:
+        """``POST /conversations/messages``: send an SMS or an email to a contact.
+
+        A write: never retried blindly (only a connect timeout or a 429, which GHL certainly
+        did not process). A contact id that cannot be a GHL id is refused before any call.
+        Answers ``{conversationId, messageId, msg}``.
+        """
+        body: dict[str, str] = {"type": message_type, "contactId": _checked_contact_id(contact_id)}
+        if message:
+            body["message"] = message
+        if subject:
+            body["subject"] = subject
+        if html:
+            body["html"] = html
+        if reply_message_id:
+            body["replyMessageId"] = reply_message_id
         response = self.api.request(
             "POST",
             "/conversations/messages",
-            json={"type": channel, "contactId": contact_id, "message": message},
+            json=body,
             headers={"Version": CONVERSATIONS_API_VERSION},
             deadline=deadline,
+            idempotent=False,
         )
         answer = self.api.json_of(response)
-        message_id = answer.get("messageId") if isinstance(answer, dict) else None
-        if not message_id:
-            raise ProviderBadResponse("send answer has no 'messageId'", provider="ghl")
-        return SendResult(message_id=str(message_id), conversation_id=str(answer.get("conversationId") or ""))
+        if not isinstance(answer, dict) or not (answer.get("messageId") or answer.get("conversationId")):
+            raise ProviderBadResponse("message send answer has no messageId", provider="ghl")
+        return answer
 
     # --- booking widget page ---
 

@@ -318,6 +318,9 @@ def test_every_contacts_and_conversations_request_matches_the_openapi_specs():
     pages = client.conversation_messages_pages(conversation_id=CONV, max_pages=2)
     list(pages)
     client.message_send(contact_id=CONTACT, message="hello")
+    client.message_send(
+        contact_id=CONTACT, message_type="Email", subject="Re: roof", html="<p>hi</p>", reply_message_id="r" * 20
+    )
     templates = {check_request(specs, call.request, API) for call in responses.calls}
     assert templates == {
         "/contacts/{contactId}",

@@ -81,7 +81,7 @@ LEAD_ERROR_CODES = (
     "ghl_error",
     "internal_error",
 )
-RUN_ERROR_CODES = ("auth_failed", "forbidden_location", "sync_not_configured")
+RUN_ERROR_CODES = ("auth_failed", "forbidden_location", "sync_not_configured", "enqueue_failed")
 ERROR_LEADS_KEPT = 20
 STALE_RUN_GRACE = timedelta(minutes=5)
 
@@ -392,14 +392,14 @@ def _lead_link_contact(*, client: GhlClient, lead: Lead, deadline: Deadline) -> 
         deadline=deadline,
     )
     try:
+        # Only while still unlinked: a webhook may have linked the lead meanwhile (its id stays).
         with transaction.atomic():
-            linked = Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id, ghl_contact_id="").update(
+            Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id, ghl_contact_id="").update(
                 ghl_contact_id=result.contact_id, updated_at=timezone.now()
             )
     except IntegrityError:
         problems.append(LeadProblem("contact_conflict", "GHL answered with a contact another lead is linked to"))
         return LeadSyncOutcome(lead_id=lead.pk, status="failed", problems=tuple(problems))
-    del linked  # 0: linked concurrently (a webhook): that contact id stays
     return LeadSyncOutcome(lead_id=lead.pk, status="ok", problems=tuple(problems))
 
 

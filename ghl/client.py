@@ -305,6 +305,55 @@ class GhlClient:
             found.update(parse_free_slots(body))
         return sorted(s for s in found if start <= s <= end)
 
+    # --- conversations: send ---
+
+    def message_send(
+        self,
+        *,
+        contact_id: str,
+        message_type: str = "SMS",
+        message: str = "",
+        subject: str = "",
+        html: str = "",
+        reply_message_id: str = "",
+        deadline: Deadline | float | None = None,
+    ) -> dict:
+        """``POST /conversations/messages``: send an SMS or an email to a contact.
+
+        A write: never retried blindly (only a connect timeout or a 429, which GHL certainly
+        did not process). Answers ``{conversationId, messageId, msg}``.
+        """
+        body: dict[str, str] = {"type": message_type, "contactId": contact_id}
+        if message:
+            body["message"] = message
+        if subject:
+            body["subject"] = subject
+        if html:
+            body["html"] = html
+        if reply_message_id:
+            body["replyMessageId"] = reply_message_id
+        response = self.api.request(
+            "POST",
+            "/conversations/messages",
+            json=body,
+            headers={"Version": CONVERSATIONS_API_VERSION},
+            deadline=deadline,
+            idempotent=False,
+        )
+        answer = self.api.json_of(response)
+        if not isinstance(answer, dict) or not (answer.get("messageId") or answer.get("conversationId")):
+            raise ProviderBadResponse("message send answer has no messageId", provider="ghl")
+        return answer
+
+    # --- booking widget page ---
+
+    def booking_page_calendar_id(self, *, url: str, deadline: Deadline | float | None = None) -> str | None:
+        """Fetch a booking widget page and return the calendar id embedded in it, if any."""
+        response = self.public.request(
+            "GET", url, headers={"Accept": "text/html,application/json"}, deadline=deadline, rate_limited=False
+        )
+        return calendar_id_from_page(response.content.decode("utf-8", errors="replace"))
+
     @property
     def requests_sent(self) -> int:
         return self.api.requests_sent + self.public.requests_sent
@@ -421,54 +470,6 @@ class GhlClient:
             if not page.next_page or not page.last_message_id or page.last_message_id == last_message_id:
                 return
             last_message_id = page.last_message_id
-
-    def message_send(
-        self,
-        *,
-        contact_id: str,
-        message_type: str = "SMS",
-        message: str = "",
-        subject: str = "",
-        html: str = "",
-        reply_message_id: str = "",
-        deadline: Deadline | float | None = None,
-    ) -> dict:
-        """``POST /conversations/messages``: send an SMS or an email to a contact.
-
-        A write: never retried blindly (only a connect timeout or a 429, which GHL certainly
-        did not process). A contact id that cannot be a GHL id is refused before any call.
-        Answers ``{conversationId, messageId, msg}``.
-        """
-        body: dict[str, str] = {"type": message_type, "contactId": _checked_contact_id(contact_id)}
-        if message:
-            body["message"] = message
-        if subject:
-            body["subject"] = subject
-        if html:
-            body["html"] = html
-        if reply_message_id:
-            body["replyMessageId"] = reply_message_id
-        response = self.api.request(
-            "POST",
-            "/conversations/messages",
-            json=body,
-            headers={"Version": CONVERSATIONS_API_VERSION},
-            deadline=deadline,
-            idempotent=False,
-        )
-        answer = self.api.json_of(response)
-        if not isinstance(answer, dict) or not (answer.get("messageId") or answer.get("conversationId")):
-            raise ProviderBadResponse("message send answer has no messageId", provider="ghl")
-        return answer
-
-    # --- booking widget page ---
-
-    def booking_page_calendar_id(self, *, url: str, deadline: Deadline | float | None = None) -> str | None:
-        """Fetch a booking widget page and return the calendar id embedded in it, if any."""
-        response = self.public.request(
-            "GET", url, headers={"Accept": "text/html,application/json"}, deadline=deadline, rate_limited=False
-        )
-        return calendar_id_from_page(response.content.decode("utf-8", errors="replace"))
 
 
 # --- parsing helpers (pure) --------------------------------------------------------

@@ -84,43 +84,49 @@ def redact_pii(text: str) -> str:
 
 
 class GhlError(ProviderError):
-    """Base of GHL's typed errors (``code`` is what IntegrationError groups by)."""
+    """Base of GHL's typed errors. ``kind`` names the type (what the sync groups IntegrationErrors
+    by); ``code`` stays the HTTP layer's generic code that other callers already rely on."""
 
-    code = "ghl_error"
+    kind = "ghl_error"
 
 
 class GhlAuthError(GhlError, ProviderAuthError):
-    code = "auth_failed"
+    kind = "auth_failed"
 
 
 class GhlForbiddenLocation(GhlError, ProviderAuthError):
     """403 "The token does not have access to this location."."""
 
-    code = "forbidden_location"
+    kind = "forbidden_location"
 
 
 class GhlNotFound(GhlError, ProviderNotFound):
-    code = "not_found"
+    kind = "not_found"
 
 
 class GhlInvalidInput(GhlError, ProviderHTTPError):
     """400/422: GHL refused the input (bad contact id, phone, email...)."""
 
-    code = "invalid_input"
+    kind = "invalid_input"
 
 
 class GhlRateLimited(GhlError, ProviderRateLimited):
-    code = "rate_limited"
+    kind = "rate_limited"
 
 
 class GhlPitContextError(GhlError, ProviderRateLimited):
     """Too many open point-in-time search contexts: retried after at least 30 s."""
 
-    code = "pit_context"
+    kind = "pit_context"
 
 
 class GhlServerError(GhlError, ProviderHTTPError):
-    code = "server_error"
+    kind = "server_error"
+
+
+def error_kind(exc: ProviderError) -> str:
+    """The GHL error type of ``exc`` (its layer code for errors that are not GHL answers)."""
+    return exc.kind if isinstance(exc, GhlError) else exc.code
 
 
 def _typed(cls: type[GhlError], error: ProviderError, *, retry_after: float | None = None) -> GhlError:

@@ -45,6 +45,7 @@ from ghl.client import (
     GhlForbiddenLocation,
     GhlMessage,
     contact_id_clean,
+    error_kind,
     redact_pii,
 )
 from ghl.models import SyncRun
@@ -232,8 +233,8 @@ def sync_run_execute(
         raise
     except ProviderError as exc:
         message = f"GHL could not be reached: {exc}"
-        _run_fail(run=run, code=exc.code, message=message)
-        raise SyncCannotRun(message, code=exc.code) from exc
+        _run_fail(run=run, code=error_kind(exc), message=message)
+        raise SyncCannotRun(message, code=error_kind(exc)) from exc
     integration_error_resolve(workspace=workspace, source=IntegrationError.Source.GHL, codes=RUN_ERROR_CODES)
 
     leads = Lead.objects.filter(workspace=workspace)
@@ -366,7 +367,7 @@ def lead_sync(*, client: GhlClient, workspace: Workspace, lead_id: int, incremen
         return _lead_link_contact(client=client, lead=lead, deadline=deadline)
     except ProviderError as exc:
         return LeadSyncOutcome(
-            lead_id=lead_id, status="failed", problems=(LeadProblem(exc.code, redact_pii(str(exc))),)
+            lead_id=lead_id, status="failed", problems=(LeadProblem(error_kind(exc), redact_pii(str(exc))),)
         )
     except Exception as exc:  # one lead's failure never stops the others
         logger.exception("sync of lead %s failed", lead_id)

@@ -123,7 +123,7 @@ def test_403_location_error_is_typed_and_redacted():
     )
     with pytest.raises(GhlForbiddenLocation) as info:
         make_client().contact_get(contact_id=CONTACT)
-    assert info.value.code == "forbidden_location"
+    assert info.value.kind == "forbidden_location" and info.value.code == "auth_failed"
     assert TOKEN not in str(info.value)
     assert len(responses.calls) == 1  # not retried
 
@@ -158,7 +158,7 @@ def test_errors_are_typed_by_status_and_message(status, message, expected, code,
     responses.post(f"{API}/conversations/messages", status=status, json={"statusCode": status, "message": message})
     with pytest.raises(expected) as info:
         make_client().message_send(contact_id=CONTACT, message="hi", deadline=30)
-    assert type(info.value) is expected and info.value.code == code and info.value.status == status
+    assert type(info.value) is expected and info.value.kind == code and info.value.status == status
     assert len(responses.calls) == 1
 
 

@@ -68,6 +68,7 @@ class LocalWindowLimiter:
             raise ValueError("limit and interval_s must be positive")
         self.capacity = float(limit)
         self.interval_s = float(interval_s)
+        self._margin_fixed = margin_s is not None
         self.margin_s = default_margin_s(interval_s) if margin_s is None else margin_s
         self._log: deque[float] = deque()
         self._paused_until = 0.0
@@ -111,7 +112,8 @@ class LocalWindowLimiter:
                 self.capacity = float(int(limit))
             if interval_ms and interval_ms > 0:
                 self.interval_s = interval_ms / 1000.0
-                self.margin_s = default_margin_s(self.interval_s)
+                if not self._margin_fixed:
+                    self.margin_s = default_margin_s(self.interval_s)
             if remaining is not None and remaining >= 0:
                 self._prune(now)
                 spent = int(self.capacity) - int(remaining)

@@ -450,18 +450,18 @@ class HttpClient:
         connect_timeout_s: float = 3.05,
         read_timeout_s: float = 15.0,
         retry: RetryPolicy | None = None,
+        classify_error: Callable[[requests.Response, ProviderError], ProviderError] | None = None,
         rate_limiter: RateLimiter | None = None,
         secrets: Iterable[str] = (),
         session: requests.Session | None = None,
-        classify_error: Callable[[requests.Response, ProviderError], ProviderError] | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
+        self.classify_error = classify_error
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.retry = retry or RetryPolicy()
         self.rate_limiter = rate_limiter
-        self.classify_error = classify_error
         self.secrets = tuple(s for s in secrets if s)
         self.session = session or requests.Session()
         for prefix in ("http://", "https://"):

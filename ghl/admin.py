@@ -36,7 +36,7 @@ class SyncRunAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.action(description="Sync all now (GHL)")
+@admin.action(description="Sync all now (GHL)", permissions=("change",))
 def sync_all_now(modeladmin, request, queryset):
     """Queue a full GHL sync of each selected workspace (a Celery task under soft/hard limits)."""
     for workspace in queryset:

@@ -21,17 +21,6 @@ def workspace_webhook_urls(*, workspace: Workspace) -> dict[str, str]:
     }
 
 
-# Report sections owned by apps above this one (e.g. ``last_sync`` from ghl), registered from
-# their AppConfig.ready: a section nobody registered reports None.
-ReportSection = Callable[..., Any]
-_report_sections: dict[str, ReportSection] = {}
-
-
-def report_section_register(name: str, section: ReportSection) -> None:
-    """Add ``name`` to ``workspace_report``: ``section(workspace=...)`` gives its value."""
-    _report_sections[name] = section
-
-
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
@@ -71,10 +60,22 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         "drafts": drafts,
         "open_errors": open_errors,
         "availability": availability_summary(workspace=workspace),
-        "last_sync": _section("last_sync", workspace=workspace),
+        "last_sync": _last_sync(workspace=workspace),
     }
 
 
-def _section(name: str, *, workspace: Workspace) -> Any:
-    section = _report_sections.get(name)
+# Report sections owned by apps above this one (e.g. ``last_sync`` from ghl), registered from
+# their AppConfig.ready: a section nobody registered reports None.
+ReportSection = Callable[..., Any]
+_report_sections: dict[str, ReportSection] = {}
+
+
+def report_section_register(name: str, section: ReportSection) -> None:
+    """Add ``name`` to ``workspace_report``: ``section(workspace=...)`` gives its value."""
+    _report_sections[name] = section
+
+
+def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
+    """The latest GHL sync run (``ghl.SyncRun``, registered by the ghl app), or None."""
+    section = _report_sections.get("last_sync")
     return section(workspace=workspace) if section is not None else None

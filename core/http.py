@@ -37,9 +37,10 @@ import random
 import socket
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import backoff
 import requests
@@ -271,7 +272,7 @@ class DeadlineAdapter(HTTPAdapter):
 # --- Rate limiting -----------------------------------------------------------
 
 
-class RateLimiter(Protocol):
+class RateLimiter(typing.Protocol):
     """What :class:`HttpClient` asks of a rate limiter (``TokenBucket``, ``core.ratelimit``)."""
 
     capacity: float  # requests per interval, as last known

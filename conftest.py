@@ -46,6 +46,23 @@ def fake_dns(monkeypatch):
     return resolver
 
 
+@pytest.fixture(autouse=True)
+def _rate_limits_per_test(monkeypatch):
+    """Each test starts with fresh, per-process rate limiters (a 429 in one test must not make the
+    next wait), and so do the processes it starts (workers, gunicorn: no limiter state shared in
+    Redis across tests or runs); a test that wants the Redis-shared limiter sets
+    ``RATE_LIMIT_REDIS_URL`` itself."""
+    from django.conf import settings
+
+    from core.ratelimit import shared_limiters_clear
+
+    monkeypatch.setattr(settings, "RATE_LIMIT_REDIS_URL", "", raising=False)
+    monkeypatch.setenv("RATE_LIMIT_REDIS_URL", "")
+    shared_limiters_clear()
+    yield
+    shared_limiters_clear()
+
+
 @pytest.fixture
 def workspace(db):
     from workspaces.services import workspace_configure

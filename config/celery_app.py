@@ -3,11 +3,20 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init
 
+from config.beat import beat_schedule
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("leadline")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _install_beat_schedule(sender: Celery, **kwargs) -> None:
+    """Beat runs the project's schedule on any database: django-celery-beat writes
+    ``beat_schedule`` into its tables when beat starts (config/beat.py)."""
+    sender.conf.beat_schedule = beat_schedule()
 
 
 def _close_old_connections(task=None, **kwargs) -> None:

@@ -211,6 +211,20 @@ GHL_REQUESTS_PER_10S = env.int("GHL_REQUESTS_PER_10S", default=90)
 GHL_MAX_429_RETRIES = env.int("GHL_MAX_429_RETRIES", default=5)
 GHL_FETCH_TIMEOUT_S = env.float("GHL_FETCH_TIMEOUT_S", default=15.0)
 SYNC_ALL_CONCURRENCY = env.int("SYNC_ALL_CONCURRENCY", default=3)
+# One lead's sync (all its GHL calls, rate-limit waits included) must end within this.
+GHL_SYNC_LEAD_DEADLINE_S = env.float("GHL_SYNC_LEAD_DEADLINE_S", default=180.0)
+# The "Sync all now" / periodic sync task's limits (a workspace of 80 leads takes ~25 s at GHL's limit).
+GHL_SYNC_TASK_SOFT_TIME_LIMIT_S = env.int("GHL_SYNC_TASK_SOFT_TIME_LIMIT_S", default=1800)
+GHL_SYNC_TASK_TIME_LIMIT_S = env.int("GHL_SYNC_TASK_TIME_LIMIT_S", default=1860)
+# "Sync all now" splits a run into this many Celery tasks (worker processes taking part).
+GHL_SYNC_SHARDS = env.int("GHL_SYNC_SHARDS", default=1)
+# Periodic incremental sync of every active GHL workspace, every this many seconds; 0 (default) = off.
+GHL_SYNC_INTERVAL_S = env.int("GHL_SYNC_INTERVAL_S", default=0)
+# Where rate limiters keep their shared state: every process and host on the same Redis shares
+# each limit. Defaults to the broker when it is Redis; empty (the filesystem broker) = per process.
+RATE_LIMIT_REDIS_URL = env.str(
+    "RATE_LIMIT_REDIS_URL", default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
 
 AVAILABILITY_REFRESH_MINUTES = env.int("AVAILABILITY_REFRESH_MINUTES", default=10)
 AVAILABILITY_FETCH_TIMEOUT_S = env.float("AVAILABILITY_FETCH_TIMEOUT_S", default=8.0)

@@ -15,8 +15,13 @@ What it guarantees, whatever the server does:
 - ``Retry-After`` (seconds or HTTP date) is honoured when it fits in the
   remaining deadline, otherwise the call gives up at once instead of sleeping
   past its deadline;
-- an optional :class:`TokenBucket` paces requests and adapts to the
-  ``X-RateLimit-*`` headers the server announces;
+- an optional rate limiter (the :class:`RateLimiter` hook: the in-process
+  :class:`TokenBucket` here, or the windows of ``core.ratelimit`` shared
+  through Redis) paces requests and adapts to the ``X-RateLimit-*`` headers the
+  server announces; a 429 pauses it for ``Retry-After``, or, without one,
+  drains it and waits for the announced window, with jitter;
+- an optional ``classify_error`` hook lets a provider client turn an answer
+  into its own typed error (e.g. a retryable "too many contexts" 400);
 - failures surface as typed :class:`ProviderError` subclasses carrying the
   status and a message redacted with :func:`core.redaction.redact_text` (the
   client's own secrets included), never the token or the request headers;
@@ -39,7 +44,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -450,6 +456,21 @@ class GuardedAdapter(DeadlineAdapter):
 # --- Rate limiting -----------------------------------------------------------
 
 
+class RateLimiter(typing.Protocol):
+    """What :class:`HttpClient` asks of a rate limiter (``TokenBucket``, ``core.ratelimit``)."""
+
+    capacity: float  # requests per interval, as last known
+    interval_s: float
+
+    def acquire(self, *, deadline: Deadline | None = None, provider: str = "") -> float: ...
+
+    def update_from_headers(self, headers: Mapping[str, str]) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+
 class TokenBucket:
     """Thread-safe token bucket: ``capacity`` requests per ``interval_s``, refilled continuously.
 
@@ -529,6 +550,12 @@ class TokenBucket:
             self._refill(time.monotonic())
             self._tokens = min(self._tokens, 0.0)
 
+    def pause(self, seconds: float) -> None:
+        """No token for ``seconds`` (the server named a wait)."""
+        with self._lock:
+            self._refill(time.monotonic())
+            self._tokens = min(self._tokens, -max(0.0, seconds) * self.rate)
+
 
 _buckets: dict[str, TokenBucket] = {}
 _buckets_lock = threading.Lock()
@@ -571,20 +598,21 @@ def parse_retry_after(value: str | None) -> float | None:
     return None
 
 
-def _wait_gen(*, policy: RetryPolicy, deadline: Deadline, bucket: TokenBucket | None):
+def _wait_gen(*, policy: RetryPolicy, deadline: Deadline, bucket: RateLimiter | None):
     """backoff wait generator: receives each failure, yields the seconds to sleep.
 
     Exponential with full jitter, except when the server named a wait
-    (``Retry-After``, or a 429 with an announced rate-limit interval).
+    (``Retry-After``), or answered 429 without one: then the announced
+    rate-limit window, with up to 20 % jitter so waiting clients do not return
+    in lockstep.
     """
     exc = yield  # primed by backoff with None
     attempt = 0
     while True:
         if exc is not None and getattr(exc, "retry_after", None) is not None:
             wait = exc.retry_after + random.uniform(0, 0.1 * exc.retry_after + 0.05)
-        elif isinstance(exc, ProviderRateLimited) and bucket is not None:
-            wait = bucket.interval_s / max(bucket.capacity, 1.0) * random.uniform(1.0, 2.0)
-            wait = max(wait, random.uniform(0, policy.base_s * policy.factor**attempt))
+        elif isinstance(exc, ProviderRateLimited) and exc.status == 429 and bucket is not None:
+            wait = bucket.interval_s * random.uniform(1.0, 1.2)
         else:
             wait = random.uniform(0, min(policy.max_wait_s, policy.base_s * policy.factor**attempt))
         attempt += 1
@@ -610,13 +638,15 @@ class HttpClient:
         connect_timeout_s: float = 3.05,
         read_timeout_s: float = 15.0,
         retry: RetryPolicy | None = None,
-        rate_limiter: TokenBucket | None = None,
+        classify_error: Callable[[requests.Response, ProviderError], ProviderError] | None = None,
+        rate_limiter: RateLimiter | None = None,
         secrets: Iterable[str] = (),
         session: requests.Session | None = None,
         outbound_guard: bool = False,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
+        self.classify_error = classify_error
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.retry = retry or RetryPolicy()
@@ -810,7 +840,10 @@ class HttpClient:
             self.rate_limiter.update_from_headers(response.headers)
         if 200 <= response.status_code < 300:
             return response
-        raise self._status_error(response, err)
+        error = self._status_error(response, err)
+        if self.classify_error is not None:
+            error = self.classify_error(response, error)
+        raise error
 
     def _send(
         self,
@@ -877,7 +910,12 @@ class HttpClient:
                 retry_after = _reset_seconds(response.headers.get("X-RateLimit-Reset"))
             self.rate_limited_answers += 1
             if self.rate_limiter is not None:
-                self.rate_limiter.drain()
+                # The server's named wait holds for every caller of the limiter; without
+                # one, the limiter is drained so every caller waits for the window.
+                if retry_after is not None:
+                    self.rate_limiter.pause(retry_after)
+                else:
+                    self.rate_limiter.drain()
             return ProviderRateLimited(message, status=status, retry_after=retry_after, **err)
         if status in (401, 403):
             return ProviderAuthError(message, status=status, **err)

@@ -51,6 +51,7 @@ class ParsedMessage:
     ghl_conversation_id: str = ""
     emailbison_reply_id: str = ""
     provider_interested: bool | None = None
+    origin: str = "webhook"  # messaging.models.Origin: "sync" for history a GHL sync imported
 
 
 @dataclass(frozen=True)

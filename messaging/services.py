@@ -96,6 +96,7 @@ def message_ingest(
         ghl_conversation_id=parsed.ghl_conversation_id,
         emailbison_reply_id=parsed.emailbison_reply_id,
         provider_interested=parsed.provider_interested,
+        origin=parsed.origin,
     )
     if mark_work_enqueued:
         # Written with the row (no extra UPDATE per webhook); cleared after

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -76,6 +77,18 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
     }
 
 
+# Report sections owned by apps above this one (e.g. ``last_sync`` from ghl), registered from
+# their AppConfig.ready: a section nobody registered reports None.
+ReportSection = Callable[..., Any]
+_report_sections: dict[str, ReportSection] = {}
+
+
+def report_section_register(name: str, section: ReportSection) -> None:
+    """Add ``name`` to ``workspace_report``: ``section(workspace=...)`` gives its value."""
+    _report_sections[name] = section
+
+
 def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
-    """The latest GHL sync run. GHL sync (``ghl.SyncRun``) is not built yet: always None until it is."""
-    return None
+    """The latest GHL sync run (``ghl.SyncRun``, registered by the ghl app), or None."""
+    section = _report_sections.get("last_sync")
+    return section(workspace=workspace) if section is not None else None

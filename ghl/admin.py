@@ -6,10 +6,11 @@ from django.contrib import admin, messages
 from ghl.models import SyncRun
 from ghl.services import SyncAlreadyRunning, sync_run_start_queued
 from workspaces.admin import WorkspaceAdmin
+from workspaces.admin_scoping import WorkspaceScopedAdmin
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(WorkspaceScopedAdmin):
     list_display = (
         "workspace",
         "status",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def clock_shift_start(*, children: bool = False) -> timedelta | None:
     import time_machine
 
     _traveller = time_machine.travel(datetime.now(UTC) + shift, tick=True)
-    _traveller.start()
+    coordinates = _traveller.start()
+    # The travel starts ticking a moment after its destination was computed (a cold import can
+    # take 0.1 s): correct that, so every process runs exactly ``shift`` ahead of the real clock
+    # and clocks of different processes agree (a worker's timestamps vs the test's).
+    real_now = time_machine.escape_hatch.time.time()
+    coordinates.shift(shift.total_seconds() - (time.time() - real_now))
     if children:
         paths = [str(_SITE_DIR), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

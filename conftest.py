@@ -97,3 +97,12 @@ def other_workspace(db):
         },
     )
     return ws
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium through selenium (core/testing/browser.py)."""
+    from core.testing.browser import chromium
+
+    with chromium() as driver:
+        yield driver

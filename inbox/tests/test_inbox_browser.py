@@ -6,17 +6,13 @@ a local fake GHL. Screenshots land in test-artifacts/inbox/ (gitignored)."""
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from core.testing.browser import needs_chromium, screenshot
 from core.testing.clock import midday_zone
 from core.testing.fake_outbox import fake_outbox_server
 from core.testing.processes import celery_worker, live_database_url, wait_until
@@ -24,34 +20,13 @@ from drafts.models import Draft, DraftStatus
 from drafts.tests.factories import lead_create, message_create
 from workspaces.services import workspace_configure
 
-CHROMIUM = os.environ.get("LEADLINE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("LEADLINE_CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "inbox"
 PASSWORD = "inbox-browser-pass-0123"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)) and not os.environ.get("CI"):
-    pytestmark.append(pytest.mark.skip(reason="needs Debian chromium + chromium-driver (.ci/run installs them)"))
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 
-@pytest.fixture
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _shot(driver, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+def _shot(driver, name: str):
+    return screenshot(driver, "inbox", name)
 
 
 def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, settings):

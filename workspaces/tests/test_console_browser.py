@@ -5,47 +5,21 @@ screenshots land in test-artifacts/console/ (gitignored) for a person to look at
 from __future__ import annotations
 
 import io
-import os
-import shutil
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from core.testing.browser import needs_chromium, screenshot
 from drafts.models import Draft
 from drafts.tests.factories import lead_create, message_create
 from workspaces.models import Workspace
 
-CHROMIUM = os.environ.get("LEADLINE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("LEADLINE_CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "console"
 PASSWORD = "op-a-browser-pass-0123"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)) and not os.environ.get("CI"):
-    pytestmark.append(pytest.mark.skip(reason="needs Debian chromium + chromium-driver (.ci/run installs them)"))
-
-
-@pytest.fixture
-def browser():
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), needs_chromium]
 
 
 def _two_tenants():
@@ -67,11 +41,8 @@ def _two_tenants():
     return a, b, seen
 
 
-def _shot(driver, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    return path
+def _shot(driver, name: str):
+    return screenshot(driver, "console", name)
 
 
 def test_operator_of_a_sees_only_a_in_a_real_browser(live_server, browser):

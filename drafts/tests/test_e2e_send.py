@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import redis
 
 from core.testing.clock import midday_zone
 from core.testing.processes import celery_worker, live_database_url, wait_until
@@ -80,6 +81,10 @@ def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
         outbound = Message.objects.get(draft_source=draft)
         assert outbound.delivery == Delivery.SENDING
 
+        # kombu restores unacknowledged tasks under a Redis mutex that expires after 5 minutes; a
+        # worker killed earlier in the suite may have left it held: this test is about our
+        # redelivery, not that wait.
+        redis.Redis.from_url(broker).delete("unacked_mutex")
         second_log = tmp_path / "second-worker.log"
         with celery_worker(env=env, concurrency=1, log_path=second_log):
             # The unacknowledged task comes back to the new worker: it finds the claimed send.

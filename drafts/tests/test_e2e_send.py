@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -85,6 +86,9 @@ def test_worker_killed_mid_send_never_sends_twice(workspace, tmp_path):
         # worker killed earlier in the suite may have left it held: this test is about our
         # redelivery, not that wait.
         redis.Redis.from_url(broker).delete("unacked_mutex")
+        # A starting worker restores the unacknowledged tasks older than the visibility timeout
+        # (2 s here) once; the next sweep comes ~100 s later. Let the timeout pass first.
+        time.sleep(2.5)
         second_log = tmp_path / "second-worker.log"
         with celery_worker(env=env, concurrency=1, log_path=second_log):
             # The unacknowledged task comes back to the new worker: it finds the claimed send.

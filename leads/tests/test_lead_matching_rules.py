@@ -1,0 +1,41 @@
+"""Lead rules that the mutation run (docs/testing.md) found unchecked."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from leads.models import Lead, LeadStatus, Sentiment
+from leads.services import lead_blacklist, lead_open_sql
+
+pytestmark = pytest.mark.django_db
+
+
+def _lead_is_open(lead: Lead, *, workspace_id: int | None = None) -> bool:
+    sql, params = lead_open_sql(lead_id=lead.pk, workspace_id=workspace_id or lead.workspace_id)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        return cursor.fetchone()[0]
+
+
+def test_the_open_lead_condition_is_false_once_the_lead_opted_out(workspace, other_workspace):
+    lead = Lead.objects.create(workspace=workspace, email="open@x.io")
+    by_status = Lead.objects.create(workspace=workspace, email="s@x.io", status=LeadStatus.BLACKLISTED)
+    by_sentiment = Lead.objects.create(workspace=workspace, email="t@x.io", sentiment=Sentiment.BLACKLIST)
+
+    assert _lead_is_open(lead) is True
+    assert _lead_is_open(by_status) is False
+    assert _lead_is_open(by_sentiment) is False
+    # Another workspace's lead id never decides for this workspace.
+    assert _lead_is_open(by_status, workspace_id=other_workspace.pk) is True
+
+
+def test_blacklisting_a_lead_read_before_another_request_blacklisted_it(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="late@x.io")
+    read_earlier = Lead.objects.get(pk=lead.pk)
+    lead_blacklist(lead=lead, reason="UNSUBSCRIBED")
+
+    result = lead_blacklist(lead=read_earlier, reason="EMAIL_BOUNCED")
+
+    assert (result.status, result.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
+    assert result.is_blacklisted

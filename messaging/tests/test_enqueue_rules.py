@@ -1,0 +1,124 @@
+"""Enqueueing rules (the sweeper, broker back-off) that the mutation run (docs/testing.md) found unchecked."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from drafts.models import Draft, DraftStatus
+from drafts.services import DRAFT_ABANDON_AFTER
+from leads.models import Lead, Sentiment
+from messaging import services
+from messaging.models import Message
+from messaging.selectors import SWEEP_MAX_ENQUEUES
+from messaging.services import message_sweep_unprocessed, message_work_enqueue
+from workspaces.models import IntegrationError
+
+pytestmark = pytest.mark.django_db
+
+
+def _lost_inbound(workspace, *, stored_s_ago: float, now=None) -> Message:
+    """An inbound message whose classify+draft work was never enqueued."""
+    now = now or timezone.now()
+    lead = Lead.objects.create(workspace=workspace, email=f"lost{Message.objects.count()}@x.io")
+    message = Message.objects.create(
+        workspace=workspace, lead=lead, channel="sms", direction="inbound", body="hello", sent_at=now
+    )
+    Message.objects.filter(pk=message.pk).update(created_at=now - timedelta(seconds=stored_s_ago))
+    return message
+
+
+def test_a_workspace_with_nothing_lost_does_not_stop_the_sweep_of_the_next(workspace, other_workspace, enqueued):
+    first, second = sorted([workspace, other_workspace], key=lambda ws: ws.pk)
+    lost = _lost_inbound(second, stored_s_ago=120)
+
+    assert message_sweep_unprocessed() == 1
+    assert enqueued.calls == [lost.pk]
+
+
+def test_the_sweeper_enqueues_at_most_limit_messages_per_workspace(workspace, enqueued):
+    for _ in range(3):
+        _lost_inbound(workspace, stored_s_ago=120)
+
+    assert message_sweep_unprocessed(limit=2) == 2
+    assert len(enqueued.calls) == 2
+
+
+def test_the_default_grace_leaves_the_webhooks_own_enqueue_15_seconds(workspace, enqueued):
+    now = timezone.now()
+    just_stored = _lost_inbound(workspace, stored_s_ago=14.5, now=now)
+    past_grace = _lost_inbound(workspace, stored_s_ago=15.5, now=now)
+
+    assert message_sweep_unprocessed(now=now) == 1
+    assert enqueued.calls == [past_grace.pk]
+    assert just_stored.pk not in enqueued.calls
+
+
+def test_the_sweeper_tries_the_broker_even_while_webhooks_back_off(workspace, enqueued):
+    """A webhook's broker failure makes webhooks skip the broker for a few seconds; the
+    sweeper (the only way lost work comes back) does not wait for that."""
+    failed = _lost_inbound(workspace, stored_s_ago=120)
+    enqueued.fail_with = OperationalError("Connection refused")
+    assert message_work_enqueue(message_id=failed.pk, workspace_id=workspace.pk) is False
+    enqueued.fail_with = None
+
+    assert message_sweep_unprocessed() == 1
+    assert enqueued.calls == [failed.pk]
+
+
+def _inbound_with_open_draft(workspace, **message_fields) -> Message:
+    """A classified inbound message whose draft waits for a task that was lost."""
+    message = _lost_inbound(workspace, stored_s_ago=120)
+    Message.objects.filter(pk=message.pk).update(
+        sentiment=Sentiment.INTERESTED, classified_at=timezone.now(), **message_fields
+    )
+    Draft.objects.create(
+        workspace=workspace, lead=message.lead, message=message, channel="sms", status=DraftStatus.PENDING
+    )
+    return message
+
+
+def test_the_sweeper_hands_back_lost_drafts_within_its_limit_and_counts_them(workspace, enqueued, settings):
+    first = _inbound_with_open_draft(workspace)
+    _inbound_with_open_draft(workspace)
+    later = timezone.now() + timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 60)
+
+    assert message_sweep_unprocessed() == 0  # the drafts are not stale yet
+    assert message_sweep_unprocessed(now=later, limit=1) == 1
+    assert enqueued.calls == [first.pk]
+
+
+def test_the_sweeper_logs_what_it_did(workspace, enqueued, settings, caplog):
+    caplog.set_level(logging.INFO, logger="messaging.services")
+    gave_up = _inbound_with_open_draft(
+        workspace, work_enqueue_count=SWEEP_MAX_ENQUEUES, work_enqueued_at=timezone.now()
+    )
+    much_later = timezone.now() + DRAFT_ABANDON_AFTER + timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 60)
+    assert message_sweep_unprocessed(now=much_later) == 0
+    assert Draft.objects.get(message=gave_up).status == DraftStatus.FAILED
+    lost = _lost_inbound(workspace, stored_s_ago=120)
+    assert message_sweep_unprocessed() == 1
+    assert enqueued.calls == [lost.pk]
+    enqueued.fail_with = OperationalError("Connection refused")
+    Message.objects.filter(pk=lost.pk).update(work_enqueued_at=None)
+    assert message_sweep_unprocessed() == 0
+
+    assert caplog.messages[0] == f"sweeper: 1 abandoned drafts failed in workspace {workspace.pk}"
+    assert "sweeper: enqueued classify_and_draft for 1 messages" in caplog.messages
+    assert caplog.messages[-1] == "sweeper: broker unavailable after 0 enqueues; next run retries"
+
+
+def test_a_fresh_process_tries_the_broker_then_records_its_first_failure(workspace, enqueued, monkeypatch):
+    monkeypatch.setattr(services, "broker_health", services._BrokerHealth())  # as a new worker process starts
+    message = _lost_inbound(workspace, stored_s_ago=120)
+
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is True
+    enqueued.fail_with = OperationalError("Connection refused")
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk, force=True) is False
+
+    assert enqueued.calls == [message.pk]
+    assert IntegrationError.objects.get(workspace=workspace, source="broker").code == "enqueue_failed"

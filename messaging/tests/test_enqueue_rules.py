@@ -122,3 +122,56 @@ def test_a_fresh_process_tries_the_broker_then_records_its_first_failure(workspa
 
     assert enqueued.calls == [message.pk]
     assert IntegrationError.objects.get(workspace=workspace, source="broker").code == "enqueue_failed"
+
+
+class _Clock:
+    """Stands in for ``time`` in messaging.services: the broker back-off reads ``monotonic()``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_broker_outage_is_recorded_again_exactly_once_a_minute(workspace, enqueued, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(services, "time", clock)
+    message = _lost_inbound(workspace, stored_s_ago=120)
+    enqueued.fail_with = OperationalError("Connection refused")
+
+    def fail_at(t: float) -> int:
+        clock.now = t
+        assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk, force=True) is False
+        return IntegrationError.objects.get(workspace=workspace, source="broker").count
+
+    assert fail_at(1000.0) == 1
+    assert fail_at(1000.0 + services.BROKER_ERROR_RECORD_EVERY_S - 0.5) == 1
+    assert fail_at(1000.0 + services.BROKER_ERROR_RECORD_EVERY_S) == 2
+
+
+def test_a_broker_outage_says_what_failed_in_the_error_and_the_log(workspace, enqueued, caplog):
+    message = _lost_inbound(workspace, stored_s_ago=120)
+    enqueued.fail_with = OperationalError("Connection refused " + "x" * 600)
+
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is False
+
+    error = IntegrationError.objects.get(workspace=workspace, source="broker")
+    assert error.code == "enqueue_failed"
+    assert error.message.startswith("Could not enqueue classify_and_draft: OperationalError: Connection refused x")
+    assert len(error.message) == 500
+    assert caplog.messages == ["classify_and_draft not enqueued (broker): OperationalError; the sweeper will retry"]
+
+
+def test_an_outage_that_cannot_be_recorded_is_still_only_logged(workspace, enqueued, monkeypatch, caplog):
+    def database_down(**kwargs):
+        raise RuntimeError("database down too")
+
+    monkeypatch.setattr(services, "integration_error_record", database_down)
+    message = _lost_inbound(workspace, stored_s_ago=120)
+    enqueued.fail_with = OperationalError("Connection refused")
+
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is False
+
+    assert caplog.messages[-1] == "could not record the broker error"
+    assert caplog.records[-1].exc_info[0] is RuntimeError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -10,8 +11,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from leads.models import Lead, Sentiment
-from messaging.models import Message
-from messaging.services import message_provider_interest_note, message_sweep_unprocessed
+from messaging.models import Message, WebhookEvent
+from messaging.services import broker_health, message_provider_interest_note, message_sweep_unprocessed
 from messaging.tests.factories import emailbison, post
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +62,7 @@ def test_late_interest_with_the_broker_down_is_left_to_the_sweeper_at_once(
     enqueued.fail_with = None
     Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=2))
     assert message_sweep_unprocessed() == 1
-    assert enqueued.calls[-1] == message.pk
+    assert enqueued.calls == [message.pk, message.pk]  # the reply's own work, then the sweeper's
 
 
 def test_noting_interest_answers_the_message_as_written(workspace, enqueued, django_capture_on_commit_callbacks):
@@ -72,3 +73,30 @@ def test_noting_interest_answers_the_message_as_written(workspace, enqueued, dja
 
     assert (noted.provider_interested, noted.sentiment, noted.work_enqueue_count) == (True, Sentiment.INTERESTED, 0)
     assert noted.work_enqueued_at is None
+
+
+def test_a_rejected_delivery_is_stored_whole_for_the_admin(workspace, enqueued):
+    payload = emailbison("LEAD_REPLIED")
+    del payload["data"]["reply"]["id"]
+
+    response = post(Client(), "emailbison", payload, **{"X-Request-Id": "req-42"})
+
+    assert response.status_code == 400
+    event = WebhookEvent.objects.get(workspace=workspace)
+    assert (event.provider, event.event_type, event.status) == ("emailbison", "LEAD_REPLIED", "rejected")
+    assert event.body == payload
+    assert event.headers.get("X-Request-Id") == "req-42"
+    assert event.processed_at is not None and event.reprocessable is True
+
+
+def test_late_interest_is_enqueued_even_while_webhooks_back_off_from_the_broker(
+    workspace, enqueued, django_capture_on_commit_callbacks
+):
+    client = Client()
+    replied, message = _reply_classified_neutral(client, django_capture_on_commit_callbacks)
+    broker_health.down_until = math.inf  # a webhook's enqueue just failed: webhooks skip the broker
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "emailbison", _interested(replied))
+
+    assert enqueued.calls == [message.pk, message.pk]  # the reply's own work, then the upgrade's

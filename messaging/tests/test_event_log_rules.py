@@ -1,0 +1,63 @@
+"""Webhook event log rules that the mutation run (docs/testing.md) found unchecked."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from messaging.models import Message, WebhookEvent
+from messaging.services import WebhookEventNotReprocessable, webhook_event_log, webhook_event_reprocess
+from messaging.tests.factories import ghl_inbound, post
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_body_that_is_not_json_is_stored_without_an_event_type(workspace):
+    assert post(Client(), "ghl", b'{"type": "InboundMessage",').status_code == 400
+
+    event = WebhookEvent.objects.get(workspace=workspace)
+    assert (event.status, event.event_type, event.body) == ("rejected", "", None)
+
+
+def test_an_event_log_that_cannot_be_written_is_logged_and_the_answer_stands(workspace, monkeypatch, caplog):
+    def database_down(**fields):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(WebhookEvent.objects, "create", database_down)
+
+    logged = webhook_event_log(
+        workspace_id=workspace.pk, provider="ghl", event_type="x", body={}, headers={}, status="rejected", error="e"
+    )
+
+    assert logged is None
+    assert caplog.messages == ["could not log the rejected webhook delivery"]
+    assert caplog.records[0].exc_info[0] is RuntimeError
+
+
+def test_reprocessing_rewrites_only_that_event(workspace, enqueued):
+    post(Client(), "ghl", ghl_inbound(contactId=None))  # rejected: no contact
+    other = WebhookEvent.objects.get()
+    event = WebhookEvent.objects.create(
+        workspace=workspace, provider="ghl", body=ghl_inbound(), status="failed", error="OperationalError"
+    )
+
+    result = webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+
+    event.refresh_from_db()
+    assert (result.status, event.status, event.message_id) == ("created", "processed", Message.objects.get().pk)
+    assert WebhookEvent.objects.get(pk=other.pk).status == "rejected"
+
+
+def test_reprocessing_never_reaches_another_workspaces_event(workspace, other_workspace, enqueued):
+    event = WebhookEvent.objects.create(workspace=workspace, provider="ghl", body=ghl_inbound(), status="failed")
+
+    with pytest.raises(WebhookEvent.DoesNotExist):
+        webhook_event_reprocess(event_id=event.pk, workspace_id=other_workspace.pk)
+    assert Message.objects.count() == 0
+
+
+def test_a_refused_reprocess_names_the_event(workspace):
+    event = WebhookEvent.objects.create(workspace=workspace, provider="ghl", body=ghl_inbound(), reprocessable=False)
+
+    with pytest.raises(WebhookEventNotReprocessable, match=f"webhook event #{event.pk} failed its signature checks"):
+        webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)

@@ -44,8 +44,21 @@ def test_reprocessing_rewrites_only_that_event(workspace, enqueued):
     result = webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
 
     event.refresh_from_db()
-    assert (result.status, event.status, event.message_id) == ("created", "processed", Message.objects.get().pk)
+    message = Message.objects.get()
+    assert (result.status, result.event_id, event.status) == ("created", event.pk, "processed")
+    assert (event.message_id, event.lead_id, event.error) == (message.pk, message.lead_id, "")
+    assert event.processed_at is not None
     assert WebhookEvent.objects.get(pk=other.pk).status == "rejected"
+
+
+def test_reprocessing_a_body_that_is_still_invalid_rejects_that_event(workspace):
+    event = WebhookEvent.objects.create(workspace=workspace, provider="ghl", body={"type": "InboundMessage"})
+
+    result = webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+
+    event.refresh_from_db()
+    assert (result.status, result.message_id, result.lead_id, result.event_id) == ("ignored", None, None, event.pk)
+    assert event.status == "rejected" and event.error and event.processed_at is not None
 
 
 def test_reprocessing_never_reaches_another_workspaces_event(workspace, other_workspace, enqueued):

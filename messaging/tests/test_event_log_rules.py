@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from messaging.models import Message, WebhookEvent
-from messaging.services import WebhookEventNotReprocessable, webhook_event_log, webhook_event_reprocess
+from messaging.services import IngestResult, WebhookEventNotReprocessable, webhook_event_log, webhook_event_reprocess
 from messaging.tests.factories import ghl_inbound, post
 
 pytestmark = pytest.mark.django_db
@@ -45,10 +45,22 @@ def test_reprocessing_rewrites_only_that_event(workspace, enqueued):
 
     event.refresh_from_db()
     message = Message.objects.get()
-    assert (result.status, result.event_id, event.status) == ("created", event.pk, "processed")
+    assert result == IngestResult("created", message.pk, message.lead_id, event.pk)
+    assert event.status == "processed"
     assert (event.message_id, event.lead_id, event.error) == (message.pk, message.lead_id, "")
     assert event.processed_at is not None
     assert WebhookEvent.objects.get(pk=other.pk).status == "rejected"
+
+
+def test_reprocessing_a_delivery_that_is_ignored_answers_no_message_and_no_lead(workspace, enqueued):
+    event = WebhookEvent.objects.create(
+        workspace=workspace, provider="ghl", body=ghl_inbound(messageType="CALL"), status="failed"
+    )
+
+    result = webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+
+    assert result == IngestResult("ignored", None, None, event.pk)
+    assert WebhookEvent.objects.get(pk=event.pk).status == "ignored"
 
 
 def test_reprocessing_a_body_that_is_still_invalid_rejects_that_event(workspace):

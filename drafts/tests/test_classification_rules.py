@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drafts import classification, llm
-from drafts.classification import classify_with_llm
+from drafts.classification import classify_fast, classify_with_llm
 from leads.models import Sentiment
 
 
@@ -103,3 +103,8 @@ def test_an_answer_cut_short_twice_is_a_max_output_tokens_error(fake_openai):
     assert str(failure.value) == "max_output_tokens: classification incomplete twice"
     assert failure.value.call.max_output_tokens == 1024
     assert [call.status for call in failure.value.calls] == ["incomplete", "incomplete"]
+
+
+def test_only_the_first_200_characters_of_a_subject_are_read():
+    assert classify_fast(body="hello", subject="-" * 197 + "OOO") == Sentiment.OUT_OF_OFFICE
+    assert classify_fast(body="hello", subject="-" * 198 + "OOO") is None

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from leads.models import Lead, LeadStatus, Sentiment
-from leads.services import lead_blacklist, lead_open_sql
+from leads.services import lead_blacklist, lead_open_sql, lead_sentiment_set
 
 pytestmark = pytest.mark.django_db
 
@@ -39,3 +39,30 @@ def test_blacklisting_a_lead_read_before_another_request_blacklisted_it(workspac
 
     assert (result.status, result.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
     assert result.is_blacklisted
+
+
+def test_a_classification_sets_the_leads_sentiment_unless_the_condition_holds(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="tag@x.io")
+
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.INTERESTED) is True
+    assert lead.sentiment == Sentiment.INTERESTED and lead.updated_at is not None
+    assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
+
+    # "Unless" holds: the lead is left alone.
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless_sql="TRUE") is False
+    assert lead.sentiment == Sentiment.INTERESTED
+    assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
+    # Unless it does not.
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless_sql="FALSE") is True
+    assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.NEUTRAL
+
+
+def test_an_opt_out_ignores_the_unless_condition_and_is_final(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="out@x.io")
+
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST, unless_sql="TRUE") is True
+    assert (lead.status, lead.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
+
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.INTERESTED) is False
+    row = Lead.objects.get(pk=lead.pk)
+    assert (row.status, row.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)

@@ -6,7 +6,14 @@ import pytest
 from django.test import Client
 
 from messaging.models import Message, WebhookEvent
-from messaging.services import IngestResult, WebhookEventNotReprocessable, webhook_event_log, webhook_event_reprocess
+from messaging.serializers import ghl_delivery_parse
+from messaging.services import (
+    IngestResult,
+    WebhookEventNotReprocessable,
+    webhook_delivery_ingest,
+    webhook_event_log,
+    webhook_event_reprocess,
+)
 from messaging.tests.factories import ghl_inbound, post
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +93,33 @@ def test_a_refused_reprocess_names_the_event(workspace):
 
     with pytest.raises(WebhookEventNotReprocessable, match=f"webhook event #{event.pk} failed its signature checks"):
         webhook_event_reprocess(event_id=event.pk, workspace_id=workspace.pk)
+
+
+def test_a_replayed_delivery_is_logged_as_a_duplicate_of_its_original(workspace, enqueued):
+    payload = ghl_inbound(webhookId="wh-replayed-1")
+    first = post(Client(), "ghl", payload, **{"X-Request-Id": "req-1"}).json()
+
+    second = post(Client(), "ghl", payload, **{"X-Request-Id": "req-2"}).json()
+
+    assert second == {**first, "status": "duplicate"}
+    original, copy = WebhookEvent.objects.order_by("id")
+    assert (copy.provider, copy.event_type, copy.status) == ("ghl", "InboundMessage", "duplicate")
+    assert copy.error == f"duplicate of webhook event #{original.pk}"
+    assert (copy.message_id, copy.lead_id) == (original.message_id, original.lead_id)
+    assert copy.body == payload and copy.headers.get("X-Request-Id") == "req-2"
+    assert copy.processed_at is not None
+
+
+def test_ingesting_a_replayed_delivery_answers_the_copys_event(workspace, enqueued):
+    delivery = ghl_delivery_parse(ghl_inbound(webhookId="wh-replayed-2"))
+
+    def ingest():
+        return webhook_delivery_ingest(
+            workspace_id=workspace.pk, provider="ghl", delivery=delivery, body={}, headers={}
+        )
+
+    first = ingest()
+    second = ingest()
+
+    copy = WebhookEvent.objects.order_by("id").last()
+    assert second == IngestResult("duplicate", first.message_id, first.lead_id, copy.pk)

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from leads.models import Lead, LeadStatus, Sentiment
-from leads.services import lead_blacklist, lead_open_sql, lead_sentiment_set
+from leads.services import lead_blacklist, lead_open_sql, lead_sentiment_set, phone_normalize
 
 pytestmark = pytest.mark.django_db
 
@@ -66,3 +66,10 @@ def test_an_opt_out_ignores_the_unless_condition_and_is_final(workspace):
     assert lead_sentiment_set(lead=lead, sentiment=Sentiment.INTERESTED) is False
     row = Lead.objects.get(pk=lead.pk)
     assert (row.status, row.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
+
+
+def test_a_phone_number_is_read_up_to_64_characters():
+    spaced = "+1" + " " * 50 + "415 555 2671"
+    assert len(spaced) == 64
+    assert phone_normalize(raw=spaced, region="US") == "+14155552671"
+    assert phone_normalize(raw=spaced.replace("+1 ", "+1  "), region="US") == ""  # 65 characters

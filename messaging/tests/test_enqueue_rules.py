@@ -17,6 +17,7 @@ from messaging.models import Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES
 from messaging.services import message_sweep_unprocessed, message_work_enqueue
 from workspaces.models import IntegrationError
+from workspaces.services import integration_error_record
 
 pytestmark = pytest.mark.django_db
 
@@ -175,3 +176,29 @@ def test_an_outage_that_cannot_be_recorded_is_still_only_logged(workspace, enque
 
     assert caplog.messages[-1] == "could not record the broker error"
     assert caplog.records[-1].exc_info[0] is RuntimeError
+
+
+def test_broker_successes_look_for_an_open_broker_error_at_most_once_a_minute(workspace, enqueued, monkeypatch):
+    """Every webhook's enqueue succeeds: closing the broker error must not cost a write each time."""
+    clock = _Clock()
+    monkeypatch.setattr(services, "time", clock)
+    message = _lost_inbound(workspace, stored_s_ago=120)
+
+    def enqueue_at(t: float, *, fail: bool = False) -> None:
+        clock.now = t
+        enqueued.fail_with = OperationalError("Connection refused") if fail else None
+        message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk, force=True)
+
+    def open_errors() -> int:
+        return IntegrationError.objects.filter(workspace=workspace, source="broker", resolved_at=None).count()
+
+    enqueue_at(1000.0)
+    enqueue_at(1010.0, fail=True)
+    assert open_errors() == 1
+    enqueue_at(1020.0)  # the first success after this process's failure closes it
+    assert open_errors() == 0
+    integration_error_record(workspace=workspace, source="broker", code="enqueue_failed", message="another process")
+    enqueue_at(1040.0)  # checked 20 s ago: not again yet
+    assert open_errors() == 1
+    enqueue_at(1020.0 + services.BROKER_ERROR_RECORD_EVERY_S)
+    assert open_errors() == 0

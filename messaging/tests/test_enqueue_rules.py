@@ -202,3 +202,16 @@ def test_broker_successes_look_for_an_open_broker_error_at_most_once_a_minute(wo
     assert open_errors() == 1
     enqueue_at(1020.0 + services.BROKER_ERROR_RECORD_EVERY_S)
     assert open_errors() == 0
+
+
+def test_a_broker_error_that_cannot_be_closed_is_only_logged(workspace, enqueued, monkeypatch, caplog):
+    def database_down(**kwargs):
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr(services, "integration_error_resolve", database_down)
+    message = _lost_inbound(workspace, stored_s_ago=120)
+
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is True
+
+    assert caplog.messages == ["could not resolve the broker error"]
+    assert caplog.records[0].exc_info[0] is RuntimeError

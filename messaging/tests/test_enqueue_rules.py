@@ -215,3 +215,18 @@ def test_a_broker_error_that_cannot_be_closed_is_only_logged(workspace, enqueued
 
     assert caplog.messages == ["could not resolve the broker error"]
     assert caplog.records[0].exc_info[0] is RuntimeError
+
+
+def test_after_a_broker_failure_webhooks_try_the_broker_again_once_the_pause_is_over(workspace, enqueued, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(services, "time", clock)
+    message = _lost_inbound(workspace, stored_s_ago=120)
+    enqueued.fail_with = OperationalError("Connection refused")
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is False
+    enqueued.fail_with = None
+
+    clock.now += services.BROKER_RETRY_AFTER_S - 0.5
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is False  # still paused
+    clock.now += 0.5
+    assert message_work_enqueue(message_id=message.pk, workspace_id=workspace.pk) is True
+    assert enqueued.calls == [message.pk]

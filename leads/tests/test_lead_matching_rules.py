@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from leads.models import Lead, LeadStatus, Sentiment
-from leads.services import lead_blacklist, lead_open_sql, lead_sentiment_set, phone_normalize
+from leads.services import (
+    LeadIdentity,
+    lead_blacklist,
+    lead_open_sql,
+    lead_sentiment_set,
+    lead_upsert,
+    phone_normalize,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +83,44 @@ def test_a_phone_number_is_read_up_to_64_characters():
     assert len(spaced) == 64
     assert phone_normalize(raw=spaced, region="US") == "+14155552671"
     assert phone_normalize(raw=spaced.replace("+1 ", "+1  "), region="US") == ""  # 65 characters
+
+
+def test_filling_blanks_writes_only_that_lead_and_marks_it_updated(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="fill@x.io", first_name="Ann")
+    other = Lead.objects.create(workspace=workspace, email="other@x.io")
+    Lead.objects.filter(pk__in=[lead.pk, other.pk]).update(updated_at=timezone.now() - timedelta(days=1))
+
+    found, created = lead_upsert(
+        workspace_id=workspace.pk,
+        identity=LeadIdentity(email="fill@x.io", first_name="Anna", last_name="Lee", ghl_contact_id="C-fill"),
+    )
+
+    assert (found.pk, created) == (lead.pk, False)
+    assert (found.first_name, found.last_name, found.ghl_contact_id) == ("Ann", "Lee", "C-fill")
+    row = Lead.objects.get(pk=lead.pk)
+    assert (row.first_name, row.last_name, row.ghl_contact_id) == ("Ann", "Lee", "C-fill")
+    assert row.updated_at > timezone.now() - timedelta(hours=1)
+    untouched = Lead.objects.get(pk=other.pk)
+    assert (untouched.last_name, untouched.ghl_contact_id) == ("", "")
+    assert untouched.updated_at < timezone.now() - timedelta(hours=1)
+
+
+def test_a_payload_that_adds_nothing_leaves_the_lead_as_it_was(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="same@x.io", first_name="Ann")
+    Lead.objects.filter(pk=lead.pk).update(updated_at=timezone.now() - timedelta(days=1))
+
+    found, _ = lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(email="same@x.io", first_name="Anna"))
+
+    assert found.first_name == "Ann"
+    assert Lead.objects.get(pk=lead.pk).updated_at < timezone.now() - timedelta(hours=1)
+
+
+def test_only_the_provider_id_is_filled_when_only_it_is_new(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="ids@x.io", first_name="Ann")
+    Lead.objects.filter(pk=lead.pk).update(updated_at=timezone.now() - timedelta(days=1))
+
+    found, _ = lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(email="ids@x.io", emailbison_lead_id="E-9"))
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert found.emailbison_lead_id == row.emailbison_lead_id == "E-9"
+    assert row.updated_at > timezone.now() - timedelta(hours=1)

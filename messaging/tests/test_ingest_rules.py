@@ -100,3 +100,15 @@ def test_late_interest_is_enqueued_even_while_webhooks_back_off_from_the_broker(
         post(client, "emailbison", _interested(replied))
 
     assert enqueued.calls == [message.pk, message.pk]  # the reply's own work, then the upgrade's
+
+
+def test_a_refused_enqueue_leaves_the_message_to_the_sweeper_as_never_enqueued(
+    workspace, enqueued, django_capture_on_commit_callbacks
+):
+    enqueued.fail_with = OperationalError("Connection refused")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reply = post(Client(), "emailbison", emailbison("LEAD_REPLIED")).json()
+
+    message = Message.objects.get(pk=reply["message_id"])
+    assert (message.work_enqueued_at, message.work_enqueue_count) == (None, 0)

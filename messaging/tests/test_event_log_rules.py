@@ -123,3 +123,15 @@ def test_ingesting_a_replayed_delivery_answers_the_copys_event(workspace, enqueu
 
     copy = WebhookEvent.objects.order_by("id").last()
     assert second == IngestResult("duplicate", first.message_id, first.lead_id, copy.pk)
+
+
+def test_a_processed_delivery_is_stored_whole_with_its_outcome(workspace, enqueued):
+    payload = ghl_inbound()
+
+    answer = post(Client(), "ghl", payload, **{"X-Request-Id": "req-7"}).json()
+
+    event = WebhookEvent.objects.get(workspace=workspace)
+    assert (event.provider, event.event_type, event.status) == ("ghl", "InboundMessage", "processed")
+    assert (event.message_id, event.lead_id) == (answer["message_id"], answer["lead_id"])
+    assert event.body == payload and event.headers.get("X-Request-Id") == "req-7"
+    assert event.processed_at is not None

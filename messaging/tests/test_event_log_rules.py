@@ -135,3 +135,10 @@ def test_a_processed_delivery_is_stored_whole_with_its_outcome(workspace, enqueu
     assert (event.message_id, event.lead_id) == (answer["message_id"], answer["lead_id"])
     assert event.body == payload and event.headers.get("X-Request-Id") == "req-7"
     assert event.processed_at is not None
+
+
+def test_an_ignored_delivery_keeps_why_it_was_ignored(workspace, enqueued):
+    assert post(Client(), "ghl", ghl_inbound(messageType="CALL")).json()["status"] == "ignored"
+
+    event = WebhookEvent.objects.get(workspace=workspace)
+    assert (event.status, event.error) == ("ignored", "messageType 'CALL' is not SMS or Email")

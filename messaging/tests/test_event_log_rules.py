@@ -121,7 +121,8 @@ def test_ingesting_a_replayed_delivery_answers_the_copys_event(workspace, enqueu
     first = ingest()
     second = ingest()
 
-    copy = WebhookEvent.objects.order_by("id").last()
+    original, copy = WebhookEvent.objects.order_by("id")
+    assert first == IngestResult("created", Message.objects.get().pk, first.lead_id, original.pk)
     assert second == IngestResult("duplicate", first.message_id, first.lead_id, copy.pk)
 
 

@@ -124,3 +124,13 @@ def test_only_the_provider_id_is_filled_when_only_it_is_new(workspace):
     row = Lead.objects.get(pk=lead.pk)
     assert found.emailbison_lead_id == row.emailbison_lead_id == "E-9"
     assert row.updated_at > timezone.now() - timedelta(hours=1)
+
+
+def test_filling_a_plain_field_marks_the_lead_updated(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="plain@x.io")
+    Lead.objects.filter(pk=lead.pk).update(updated_at=timezone.now() - timedelta(days=1))
+
+    lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(email="plain@x.io", last_name="Lee"))
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert row.last_name == "Lee" and row.updated_at > timezone.now() - timedelta(hours=1)

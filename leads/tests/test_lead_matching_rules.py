@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
+from leads import services as lead_services
 from leads.models import Lead, LeadStatus, Sentiment
 from leads.services import (
     LeadIdentity,
     lead_blacklist,
     lead_open_sql,
+    lead_rollups_touch,
     lead_sentiment_set,
     lead_upsert,
     phone_normalize,
@@ -134,3 +137,21 @@ def test_filling_a_plain_field_marks_the_lead_updated(workspace):
 
     row = Lead.objects.get(pk=lead.pk)
     assert row.last_name == "Lee" and row.updated_at > timezone.now() - timedelta(hours=1)
+
+
+def test_the_portable_rollup_moves_a_leads_message_times_forward_only(workspace, monkeypatch):
+    """``lead_rollups_touch`` off PostgreSQL (the SQLite dev setup) takes the ORM statement."""
+    monkeypatch.setattr(lead_services, "connection", SimpleNamespace(vendor="sqlite"))
+    lead = Lead.objects.create(workspace=workspace, email="roll@x.io")
+    other = Lead.objects.create(workspace=workspace, email="still@x.io")
+    now = timezone.now()
+
+    lead_rollups_touch(lead=lead, direction="inbound", at=now - timedelta(minutes=5))
+    lead_rollups_touch(lead=lead, direction="inbound", at=now - timedelta(minutes=9))  # older: ignored
+    lead_rollups_touch(lead=lead, direction="outbound", at=now - timedelta(minutes=2))
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert row.last_inbound_at == now - timedelta(minutes=5)
+    assert row.last_outbound_at == row.last_message_at == now - timedelta(minutes=2)
+    untouched = Lead.objects.get(pk=other.pk)
+    assert (untouched.last_inbound_at, untouched.last_outbound_at, untouched.last_message_at) == (None, None, None)

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 from leads.models import Lead, Sentiment
 from messaging.models import Message, WebhookEvent
 from messaging.services import broker_health, message_provider_interest_note, message_sweep_unprocessed
-from messaging.tests.factories import emailbison, post
+from messaging.tests.factories import emailbison, ghl_custom, ghl_inbound, iso_ago, post
 
 pytestmark = pytest.mark.django_db
 
@@ -112,3 +112,69 @@ def test_a_refused_enqueue_leaves_the_message_to_the_sweeper_as_never_enqueued(
 
     message = Message.objects.get(pk=reply["message_id"])
     assert (message.work_enqueued_at, message.work_enqueue_count) == (None, 0)
+
+
+def test_a_known_provider_message_id_is_a_duplicate_whatever_its_text(workspace, enqueued):
+    client = Client()
+    first = post(client, "ghl", ghl_inbound(messageId="m-edited", contactId="c-2", body="Yes please")).json()
+
+    again = post(client, "ghl", ghl_inbound(messageId="m-edited", contactId="c-2", body="Yes please!! (edited)")).json()
+
+    assert again == {**first, "status": "duplicate"}
+    assert Message.objects.count() == 1
+
+
+def test_provider_message_ids_are_unique_per_workspace_only(workspace, other_workspace, enqueued):
+    lead = Lead.objects.create(workspace=other_workspace, ghl_contact_id="c-other")
+    Message.objects.create(
+        workspace=other_workspace, lead=lead, channel="sms", direction="inbound", body="hi",
+        sent_at=timezone.now(), ghl_message_id="m-shared",
+    )  # fmt: skip
+    client = Client()
+    first = post(client, "ghl", ghl_inbound(messageId="m-shared", contactId="c-1")).json()
+
+    again = post(client, "ghl", ghl_inbound(messageId="m-shared", contactId="c-1", webhookId="wh-again")).json()
+
+    assert again == {**first, "status": "duplicate"}
+    assert Message.objects.filter(workspace=workspace).count() == 1
+
+
+def test_the_same_reply_by_another_event_keeps_the_interest_flag_as_it_was(workspace, enqueued):
+    client = Client()
+    replied = emailbison("LEAD_REPLIED")
+    post(client, "emailbison", replied)
+
+    untracked = {"event": {**replied["event"], "type": "UNTRACKED_REPLY_RECEIVED"}, "data": replied["data"]}
+    assert post(client, "emailbison", untracked).json()["status"] == "duplicate"
+
+    assert Message.objects.get().provider_interested is False
+
+
+def test_two_leads_saying_the_same_within_a_minute_are_two_messages(workspace, enqueued):
+    client = Client()
+    first = post(client, "ghl", ghl_custom(contact_id="cw-a", email="a@x.io", phone="")).json()
+    second = post(client, "ghl", ghl_custom(contact_id="cw-b", email="b@x.io", phone="")).json()
+
+    assert (first["status"], second["status"]) == ("created", "created")
+    assert first["lead_id"] != second["lead_id"] and Message.objects.count() == 2
+
+
+def test_an_older_copy_delivered_after_a_newer_message_is_kept(workspace, enqueued):
+    client = Client()
+    newer = post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=1))).json()
+
+    older = post(client, "ghl", ghl_custom(date_created=iso_ago(minutes=5))).json()
+
+    assert older["status"] == "created" and older["message_id"] != newer["message_id"]
+
+
+def test_a_second_opt_out_of_a_blacklisted_lead_is_a_duplicate(workspace, enqueued):
+    client = Client()
+    bounced = emailbison("EMAIL_BOUNCED")
+    first = post(client, "emailbison", bounced).json()
+    unsubscribed = emailbison("LEAD_UNSUBSCRIBED", lead=bounced["data"]["lead"])
+
+    second = post(client, "emailbison", unsubscribed).json()
+
+    assert first["status"] == "created"
+    assert second == {"status": "duplicate", "message_id": None, "lead_id": first["lead_id"]}

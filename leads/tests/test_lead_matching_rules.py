@@ -163,3 +163,28 @@ def test_the_portable_rollup_moves_a_leads_message_times_forward_only(workspace,
     assert times() == (ago(1), ago(2), ago(1))
     untouched = Lead.objects.get(pk=other.pk)
     assert (untouched.last_inbound_at, untouched.last_outbound_at, untouched.last_message_at) == (None, None, None)
+
+
+def test_a_new_contact_id_with_a_known_phone_is_that_lead(workspace):
+    lead = Lead.objects.create(workspace=workspace, phone_e164="+14155552671")
+
+    found, created = lead_upsert(
+        workspace_id=workspace.pk, identity=LeadIdentity(ghl_contact_id="C-phone", phone_raw="(415) 555-2671")
+    )
+
+    assert (found.pk, created) == (lead.pk, False)
+    assert Lead.objects.get(pk=lead.pk).ghl_contact_id == "C-phone"
+
+
+def test_a_lead_found_by_email_gets_its_phone_filled(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="phone@x.io")
+
+    lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(email="phone@x.io", phone_raw="(415) 555-2671"))
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert (row.phone_e164, row.phone_raw) == ("+14155552671", "(415) 555-2671")
+
+
+def test_an_identity_without_an_identifier_is_refused_saying_what_is_missing(workspace):
+    with pytest.raises(ValueError, match=r"^lead identity needs a provider id, an email or a phone$"):
+        lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(first_name="Nobody"))

@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from drafts.models import Draft, DraftStatus
 from leads.models import Lead, Sentiment
 from messaging.models import Message, WebhookEvent
 from messaging.services import broker_health, message_provider_interest_note, message_sweep_unprocessed
@@ -178,3 +179,19 @@ def test_a_second_opt_out_of_a_blacklisted_lead_is_a_duplicate(workspace, enqueu
 
     assert first["status"] == "created"
     assert second == {"status": "duplicate", "message_id": None, "lead_id": first["lead_id"]}
+
+
+def test_an_opt_out_skips_the_leads_drafts_waiting_for_review(workspace, enqueued, django_capture_on_commit_callbacks):
+    client = Client()
+    replied = emailbison("LEAD_REPLIED")
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, "emailbison", replied)
+    message = Message.objects.get()
+    draft = Draft.objects.create(
+        workspace=workspace, lead=message.lead, message=message, channel="email", status=DraftStatus.READY
+    )
+
+    post(client, "emailbison", emailbison("LEAD_UNSUBSCRIBED", lead=replied["data"]["lead"]))
+
+    draft.refresh_from_db()
+    assert (draft.status, draft.failure_reason) == (DraftStatus.SKIPPED, "blacklisted")

@@ -188,3 +188,20 @@ def test_a_lead_found_by_email_gets_its_phone_filled(workspace):
 def test_an_identity_without_an_identifier_is_refused_saying_what_is_missing(workspace):
     with pytest.raises(ValueError, match=r"^lead identity needs a provider id, an email or a phone$"):
         lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(first_name="Nobody"))
+
+
+def test_a_new_lead_keeps_everything_the_payload_said(workspace):
+    lead, created = lead_upsert(
+        workspace_id=workspace.pk,
+        identity=LeadIdentity(
+            ghl_contact_id="C-new", email="New@X.io", phone_raw="(415) 555-2671",
+            first_name="Ann", last_name="Lee", timezone="Europe/Paris",
+        ),
+    )  # fmt: skip
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert created
+    assert (row.ghl_contact_id, row.email, row.phone_e164, row.phone_raw) == (
+        "C-new", "new@x.io", "+14155552671", "(415) 555-2671",
+    )  # fmt: skip
+    assert (row.first_name, row.last_name, row.timezone) == ("Ann", "Lee", "Europe/Paris")

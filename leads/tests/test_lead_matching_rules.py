@@ -205,3 +205,24 @@ def test_a_new_lead_keeps_everything_the_payload_said(workspace):
         "C-new", "new@x.io", "+14155552671", "(415) 555-2671",
     )  # fmt: skip
     assert (row.first_name, row.last_name, row.timezone) == ("Ann", "Lee", "Europe/Paris")
+
+
+def test_values_longer_than_their_columns_are_cut_to_fit(workspace):
+    email = "a" * 330 + "@x.io"
+    lead, _ = lead_upsert(
+        workspace_id=workspace.pk,
+        identity=LeadIdentity(
+            ghl_contact_id="C" * 70, emailbison_lead_id="E" * 70, email=email, phone_raw="1" * 70,
+            last_name="L" * 210,
+        ),
+    )  # fmt: skip
+
+    row = Lead.objects.get(pk=lead.pk)
+    assert (row.ghl_contact_id, row.emailbison_lead_id, row.phone_raw) == ("C" * 64, "E" * 64, "1" * 64)
+    assert (row.email, row.last_name, row.first_name) == (email[:320], "L" * 200, "")
+
+
+def test_a_first_name_is_cut_at_200_characters(workspace):
+    lead, _ = lead_upsert(workspace_id=workspace.pk, identity=LeadIdentity(email="long@x.io", first_name="F" * 210))
+
+    assert Lead.objects.get(pk=lead.pk).first_name == "F" * 200

@@ -70,3 +70,12 @@ def test_a_keyword_sentence_in_a_long_email_is_left_to_the_llm():
     long_text = "Thanks for the detailed proposal, we reviewed it with the team. " * 6 + "End."
     assert len(long_text) > 320
     assert classify_fast(body=long_text, channel="sms") is None
+
+
+def test_short_means_at_most_320_characters():
+    def text(length: int) -> str:
+        keyword = ". STOP"
+        return "x" * (length - len(keyword)) + keyword
+
+    assert classify_fast(body=text(320), channel="sms") == Sentiment.BLACKLIST
+    assert classify_fast(body=text(321), channel="sms") is None

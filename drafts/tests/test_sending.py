@@ -33,9 +33,8 @@ SEND_URL = f"{GHL}/conversations/messages"
 EB = "https://bison.acme.test"
 EB_REPLY = f"{EB}/api/replies/{{}}/reply"
 EB_SENDERS = f"{EB}/api/sender-emails"
-CONVERSATIONS_SPEC = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "vendor-specs" / "ghl" / "conversations.json"
-)
+# The repo's copy of GHL's spec (ghl/tests checks it equals ../shared/vendor-specs when present).
+CONVERSATIONS_SPEC = Path(__file__).resolve().parents[2] / "ghl" / "tests" / "specs" / "conversations.json"
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,8 @@ def django_setup() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWVuY3J5cHRpb24ta2V5ISE=")
+    # The fake providers live on loopback: open the outbound guard for them (and the workers).
+    os.environ.setdefault("LEADLINE_OUTBOUND_ALLOWLIST", "127.0.0.1")
     import django
 
     django.setup()

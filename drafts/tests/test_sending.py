@@ -69,6 +69,20 @@ def _draft(
     )
 
 
+def _claimed(ws, draft, *, delivery=Delivery.SENDING):
+    return Message.objects.create(
+        workspace=ws,
+        lead=draft.lead,
+        channel="sms",
+        direction="outbound",
+        body=draft.content,
+        sent_at=timezone.now(),
+        origin="sent",
+        delivery=delivery,
+        draft_source=draft,
+    )
+
+
 def _sms_ok(message_id="ghl-out-1"):
     responses.post(SEND_URL, json={"conversationId": "conv-1", "messageId": message_id, "msg": "Message queued"})
 
@@ -142,17 +156,7 @@ def test_a_worker_killed_mid_send_never_causes_a_second_send(ws):
     """The row written before the provider call is found by the redelivered task: while a live
     worker could still be in the call it waits; past the lease it settles as unconfirmed."""
     draft = _draft(ws)
-    outbound = Message.objects.create(
-        workspace=ws,
-        lead=draft.lead,
-        channel="sms",
-        direction="outbound",
-        body=draft.content,
-        sent_at=timezone.now(),
-        origin="sent",
-        delivery=Delivery.SENDING,
-        draft_source=draft,
-    )
+    outbound = _claimed(ws, draft)
     _sms_ok()
     assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.IN_FLIGHT
     Message.objects.filter(pk=outbound.pk).update(created_at=timezone.now() - send_lease() - dt.timedelta(seconds=1))
@@ -407,20 +411,6 @@ def test_email_that_came_through_ghl_is_answered_as_a_ghl_email(ws):
 
 
 # --- races with operators, opt-outs and the lead ---------------------------------------------
-
-
-def _claimed(ws, draft, *, delivery=Delivery.SENDING):
-    return Message.objects.create(
-        workspace=ws,
-        lead=draft.lead,
-        channel="sms",
-        direction="outbound",
-        body=draft.content,
-        sent_at=timezone.now(),
-        origin="sent",
-        delivery=delivery,
-        draft_source=draft,
-    )
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ import datetime as dt
 import functools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -110,6 +110,8 @@ class SendClaim:
     thread_sender_id: str
     to_email: str
     to_name: str
+    # Read with the draft (its credentials decrypted once): the provider call needs no query.
+    workspace: Workspace = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -244,9 +246,10 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
         draft = (
             Draft.objects.select_for_update(of=("self",))
             .select_related("lead", "message", "workspace")
+            .annotate(sent_before=Exists(_sends_of(OuterRef("pk"), workspace_id=workspace_id)))
             .get(pk=draft_id, workspace_id=workspace_id)
         )
-        earlier = _earlier_send(draft)
+        earlier = _earlier_send(draft) if draft.sent_before else None
         if earlier is not None:
             # Whatever the draft's status now (an opt-out may have skipped it mid-send).
             return _earlier_send_settle(draft, earlier, now=now)
@@ -341,19 +344,17 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
             thread_sender_id=message_emailbison_sender_id(answered) if route == Route.EMAILBISON_REPLY else "",
             to_email=lead.email,
             to_name=f"{lead.first_name} {lead.last_name}".strip(),
+            workspace=workspace,
         )
+
+
+def _sends_of(draft, *, workspace_id: int):
+    """The outbound rows that claim ``draft`` (a draft, its id, or an ``OuterRef``)."""
+    return Message.objects.filter(workspace_id=workspace_id, draft_source=draft, delivery__in=SEND_CLAIMED_DELIVERIES)
 
 
 def _earlier_send(draft: Draft) -> Message | None:
-    return (
-        Message.objects.filter(
-            workspace_id=draft.workspace_id,
-            draft_source=draft,
-            delivery__in=SEND_CLAIMED_DELIVERIES,
-        )
-        .order_by("id")
-        .first()
-    )
+    return _sends_of(draft, workspace_id=draft.workspace_id).order_by("id").first()
 
 
 def _earlier_send_settle(draft: Draft, earlier: Message, *, now: dt.datetime) -> str:
@@ -393,7 +394,7 @@ def _route(draft: Draft, *, lead: Lead, workspace: Workspace) -> tuple[str, str]
 
 
 def _provider_send(claim: SendClaim, *, deadline: Deadline) -> Receipt:
-    workspace = Workspace.objects.get(pk=claim.workspace_id)
+    workspace = claim.workspace
     if claim.route == Route.EMAILBISON_REPLY:
         try:
             sent = email_reply_send(
@@ -445,16 +446,14 @@ def _finish_sent(claim: SendClaim, receipt: Receipt) -> None:
             error="",
             updated_at=now,
         )
-        lead = Lead.objects.get(pk=claim.lead_id, workspace_id=claim.workspace_id)
-        lead_rollups_touch(lead=lead, direction=Direction.OUTBOUND, at=now)
-        for source in (IntegrationError.Source.DRAFTS, _route_source(claim.route)):
-            # An unconfirmed send is about one draft a person must check: no success disproves it.
-            integration_error_resolve(
-                workspace=claim.workspace_id,
-                source=source,
-                code_prefix=SEND_ERROR_PREFIX,
-                keep_codes=[UNCONFIRMED_CODE],
-            )
+        lead_rollups_touch(lead_id=claim.lead_id, workspace_id=claim.workspace_id, direction=Direction.OUTBOUND, at=now)
+        # An unconfirmed send is about one draft a person must check: no success disproves it.
+        integration_error_resolve(
+            workspace=claim.workspace_id,
+            source=(IntegrationError.Source.DRAFTS, _route_source(claim.route)),
+            code_prefix=SEND_ERROR_PREFIX,
+            keep_codes=[UNCONFIRMED_CODE],
+        )
 
 
 def _outbound_mark_sent(claim: SendClaim, *, provider_ids: dict[str, str], at: dt.datetime) -> None:

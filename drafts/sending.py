@@ -246,10 +246,11 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
         draft = (
             Draft.objects.select_for_update(of=("self",))
             .select_related("lead", "message", "workspace")
-            .annotate(sent_before=Exists(_sends_of(OuterRef("pk"), workspace_id=workspace_id)))
             .get(pk=draft_id, workspace_id=workspace_id)
         )
-        earlier = _earlier_send(draft) if draft.sent_before else None
+        # A statement of its own, after the lock: one that waited for the lock sees the row the
+        # holder wrote (a subquery of the locking SELECT would read the snapshot from before).
+        earlier = _earlier_send(draft)
         if earlier is not None:
             # Whatever the draft's status now (an opt-out may have skipped it mid-send).
             return _earlier_send_settle(draft, earlier, now=now)
@@ -348,13 +349,16 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
         )
 
 
-def _sends_of(draft, *, workspace_id: int):
-    """The outbound rows that claim ``draft`` (a draft, its id, or an ``OuterRef``)."""
-    return Message.objects.filter(workspace_id=workspace_id, draft_source=draft, delivery__in=SEND_CLAIMED_DELIVERIES)
-
-
 def _earlier_send(draft: Draft) -> Message | None:
-    return _sends_of(draft, workspace_id=draft.workspace_id).order_by("id").first()
+    return (
+        Message.objects.filter(
+            workspace_id=draft.workspace_id,
+            draft_source=draft,
+            delivery__in=SEND_CLAIMED_DELIVERIES,
+        )
+        .order_by("id")
+        .first()
+    )
 
 
 def _earlier_send_settle(draft: Draft, earlier: Message, *, now: dt.datetime) -> str:

@@ -356,6 +356,7 @@ def _earlier_send(draft: Draft) -> Message | None:
             draft_source=draft,
             delivery__in=SEND_CLAIMED_DELIVERIES,
         )
+        .only("id", "workspace_id", "delivery", "created_at", "sent_at")
         .order_by("id")
         .first()
     )

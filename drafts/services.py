@@ -24,14 +24,13 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Q, Subquery, Value, When
 from django.utils import timezone
 
-from availability.selectors import available_slots_for_lead
 from core.sentry import ReportedError
 from core.sql import ModelColumns, table, update_rows
 from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
-from drafts.selectors import drafts_stale_open
+from drafts.selectors import drafts_stale_open, slots_to_offer
 from leads.models import (
     DRAFTABLE_SENTIMENTS,
     MACHINE_REPLACEABLE_SENTIMENTS,
@@ -773,9 +772,7 @@ def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, 
     """Slots, prompts and the LLM calls (first try, larger budget, fallback); the final write."""
     draft, calls = common["draft"], common["calls"]
     workspace = message.workspace
-    slots = common["slots"] = available_slots_for_lead(
-        workspace=workspace, lead=message.lead, count=workspace.slots_to_offer
-    )
+    slots = common["slots"] = slots_to_offer(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
     instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
     budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
     cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP

@@ -34,6 +34,7 @@ from messaging.serializers import (
     webhook_json_load,
 )
 from workspaces.models import Workspace
+from workspaces.selectors import count_by
 
 # --- Workspace lookup for the webhook path ---------------------------------------------
 
@@ -93,6 +94,12 @@ def webhook_workspace_get(*, slug: str) -> WebhookWorkspace | None:
 def webhook_workspace_cache_clear() -> None:
     with _cache_lock:
         _cache.clear()
+
+
+def message_counts_by_direction(*, workspace: Workspace) -> dict[str, int]:
+    """``workspace_report``'s ``messages``."""
+    by_direction = count_by(Message.objects.filter(workspace=workspace), "direction")
+    return {"inbound": by_direction.get(Direction.INBOUND, 0), "outbound": by_direction.get(Direction.OUTBOUND, 0)}
 
 
 # --- Sweeper -------------------------------------------------------------------------------

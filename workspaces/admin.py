@@ -145,6 +145,16 @@ def workspace_tool_register(tool: WorkspaceTool) -> None:
     WORKSPACE_TOOLS[tool.name] = tool
 
 
+# Inlines other apps show first on the workspace page (the availability snapshot), registered
+# from their own admin module like the tools above.
+WORKSPACE_INLINES: list[type] = []
+
+
+def workspace_inline_register(inline: type) -> None:
+    if inline not in WORKSPACE_INLINES:
+        WORKSPACE_INLINES.append(inline)
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(WorkspaceScopedAdmin):
     workspace_field = None  # the workspace itself
@@ -265,12 +275,7 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
         return spec.view(request, workspace=workspace, context=context)
 
     def get_inlines(self, request, obj):
-        inlines = list(self.inlines)
-        try:
-            from availability.admin import AvailabilitySnapshotInline
-        except ImportError:
-            return inlines
-        return [AvailabilitySnapshotInline, *inlines]
+        return [*WORKSPACE_INLINES, *self.inlines]
 
     @admin.display(description="Open errors", ordering="_open_errors")
     def open_errors(self, obj: Workspace) -> int:

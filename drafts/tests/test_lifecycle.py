@@ -56,7 +56,7 @@ def _draft(message, status, **fields) -> Draft:
 def test_unexpected_error_in_generation_fails_the_draft_and_is_recorded(workspace, fake_openai, caplog):
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="interested, secret-body-words")
-    with mock.patch("drafts.services.available_slots_for_lead", side_effect=RuntimeError("boom secret-body-words")):
+    with mock.patch("drafts.services.slots_to_offer", side_effect=RuntimeError("boom secret-body-words")):
         draft = message_classify_and_draft(message_id=message.pk)
 
     assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
@@ -190,7 +190,7 @@ def test_a_lead_opting_out_while_the_reply_is_written_gets_no_ready_draft(worksp
         lead_blacklist(lead=Lead.objects.get(pk=lead.pk), reason="unsubscribed")
         return []
 
-    with mock.patch("drafts.services.available_slots_for_lead", side_effect=opt_out_meanwhile):
+    with mock.patch("drafts.services.slots_to_offer", side_effect=opt_out_meanwhile):
         draft = message_classify_and_draft(message_id=message.pk)
     assert draft.status == DraftStatus.SKIPPED and draft.failure_reason == "blacklisted"
 

@@ -64,15 +64,6 @@ def test_sweeper_stops_at_first_broker_failure_and_records_it(workspace, enqueue
     assert IntegrationError.objects.get(workspace=workspace, source="broker").count == 1
 
 
-def test_sweep_task_is_registered_under_the_beat_name():
-    from config.beat import beat_entries
-    from config.celery_app import app
-
-    names = {entry.task for entry in beat_entries()}
-    assert "messaging.tasks.sweep_unprocessed_messages" in names
-    assert "messaging.tasks.sweep_unprocessed_messages" in app.tasks
-
-
 def test_soft_time_limit_is_not_mistaken_for_a_broker_outage(workspace, enqueued):
     from celery.exceptions import SoftTimeLimitExceeded
 

@@ -21,7 +21,7 @@ import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Q, Subquery, Value, When
+from django.db.models import Case, Subquery, Value, When
 from django.utils import timezone
 
 from core.sentry import ReportedError
@@ -30,16 +30,15 @@ from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
-from drafts.selectors import drafts_stale_open, slots_to_offer
+from drafts.selectors import drafts_stale_open, messages_awaiting_work, slots_to_offer
 from leads.models import (
     DRAFTABLE_SENTIMENTS,
-    MACHINE_REPLACEABLE_SENTIMENTS,
     MACHINE_REPLY_SENTIMENTS,
     Lead,
     LeadStatus,
     Sentiment,
 )
-from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
+from leads.services import advisory_lock_id, lead_open_sql
 from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Delivery, Direction, Message
 from messaging.selectors import (
     SWEEP_MAX_ENQUEUES,
@@ -48,7 +47,7 @@ from messaging.selectors import (
     newer_inbound_sql,
     sent_at_param,
 )
-from messaging.services import message_work_enqueue
+from messaging.services import lead_tag_from_message, message_work_enqueue
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 from workspaces.services import integration_error_record, integration_error_resolve
 
@@ -271,43 +270,6 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
         message._newer_inbound_seen = bool(newer)
     message.lead = lead
     return tag
-
-
-def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
-    """The lead takes ``message``'s tag unless a newer inbound message exists (its own task
-    sets the lead's tag); ``Blacklist`` always applies and is sticky. A machine reply
-    (out-of-office, automated) replaces only a tag no person's message gave (New, Neutral,
-    another machine reply): a warm lead stays warm while their auto-responder answers."""
-    if tag in MACHINE_REPLY_SENTIMENTS:
-        person = _latest_person_tagged_before(message)
-        if person is not None:
-            # The lead's tag is what the person last said (that message's own rule applies): a
-            # warm message classified while this reply was not yet classified left it untouched.
-            return lead_tag_from_message(message=person, lead=lead, tag=person.sentiment)
-    newer_sql, newer_params = newer_inbound_sql(message)
-    if tag in MACHINE_REPLY_SENTIMENTS:
-        marks = ", ".join(["%s"] * len(MACHINE_REPLACEABLE_SENTIMENTS))
-        newer_sql = f"({newer_sql} OR sentiment NOT IN ({marks}))"
-        newer_params = [*newer_params, *MACHINE_REPLACEABLE_SENTIMENTS]
-    return lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
-
-
-def _latest_person_tagged_before(message: Message) -> Message | None:
-    """The lead's latest inbound message before ``message`` with a tag a person's words gave it
-    (not New/Neutral, not a machine reply), or None."""
-    return (
-        Message.objects.filter(
-            workspace_id=message.workspace_id,
-            lead_id=message.lead_id,
-            direction=Direction.INBOUND,
-            classified_at__isnull=False,
-        )
-        .filter(Q(sent_at__lt=message.sent_at) | Q(sent_at=message.sent_at, id__lt=message.pk))
-        .exclude(sentiment__in=[*MACHINE_REPLACEABLE_SENTIMENTS, ""])
-        .order_by("-sent_at", "-id")
-        .only("id", "workspace_id", "lead_id", "sent_at", "sentiment")
-        .first()
-    )
 
 
 def drafts_revive_stale(*, message: Message) -> int:
@@ -983,6 +945,40 @@ def _drafts_fail_open(drafts, *, failure_reason: str, error: str) -> int:
 # An open draft whose work was enqueued the maximum number of times is failed only after this long
 # without a change: a task that waits in a long queue still gets its turn.
 DRAFT_ABANDON_AFTER = timedelta(hours=1)
+
+
+def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 15.0, limit: int = 500) -> int:
+    """Enqueue the work of inbound messages whose enqueue was lost (broker down, crash), and of
+    open drafts whose task was lost (``draft_sweep_stale``).
+
+    Stops at the first broker failure (the next run retries). Returns how
+    many messages were enqueued.
+    """
+    from drafts.services import draft_sweep_stale
+
+    now = now or timezone.now()
+    enqueued = 0
+    for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
+        broker_ok = True
+        for message_id in messages_awaiting_work(workspace_id=workspace_id, now=now, grace_s=grace_s, limit=limit):
+            broker_ok = message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True)
+            if not broker_ok:
+                break
+            enqueued += 1
+        if broker_ok:
+            # Open drafts whose task was lost (a regenerate's enqueue, a killed worker).
+            drafts_enqueued, drafts_failed, broker_ok = draft_sweep_stale(
+                workspace_id=workspace_id, now=now, limit=limit
+            )
+            enqueued += drafts_enqueued
+            if drafts_failed:
+                logger.warning("sweeper: %d abandoned drafts failed in workspace %s", drafts_failed, workspace_id)
+        if not broker_ok:
+            logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
+            return enqueued
+    if enqueued:
+        logger.info("sweeper: enqueued classify_and_draft for %d messages", enqueued)
+    return enqueued
 
 
 def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: int = 500) -> tuple[int, int, bool]:

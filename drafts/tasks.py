@@ -56,3 +56,17 @@ def drafts_send_due() -> int:
     from drafts.sending import drafts_send_due as drafts_send_due_service
 
     return drafts_send_due_service()
+
+
+@shared_task(
+    name="drafts.tasks.sweep_unprocessed_messages",
+    acks_late=True,
+    soft_time_limit=50,
+    time_limit=58,
+    ignore_result=True,
+)
+def sweep_unprocessed_messages() -> int:
+    """Every minute (celery beat): enqueue classify+draft work the webhooks could not enqueue."""
+    from drafts.services import message_sweep_unprocessed
+
+    return message_sweep_unprocessed()

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from rest_framework import serializers as drf_serializers
 
 from core.sql import table
@@ -123,45 +123,6 @@ def sweep_window_q(*, now: datetime) -> Q:
 def message_in_sweep_window(message: Message, *, now: datetime) -> bool:
     start = now - SWEEP_MAX_MESSAGE_AGE
     return message.created_at >= start and (message.origin != Origin.SYNC or message.sent_at >= start)
-
-
-def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, limit: int = 500) -> list[int]:
-    """Inbound messages of the workspace whose classify+draft work seems lost.
-
-    No draft, and either not classified yet, or classified with a tag that gets a draft
-    (the run died between classification and the draft's insert) for a lead that is not
-    blacklisted and with no newer inbound message (which answers the lead instead; a newer
-    machine reply does not count, so such a message is picked up once that reply is
-    classified out-of-office or automated); and either never enqueued (and older than ``grace_s``, so the webhook's
-    own on-commit enqueue is not raced) or enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
-    """
-    from drafts.models import Draft
-    from leads.models import DRAFTABLE_SENTIMENTS, LeadStatus
-
-    never = Q(work_enqueued_at__isnull=True, created_at__lte=now - timedelta(seconds=grace_s))
-    stale = Q(work_enqueued_at__lte=now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S))
-    # The same rule as ``newer_inbound_sql``: a newer message's draft answers the lead.
-    newer = (
-        Message.objects.filter(workspace_id=workspace_id, lead_id=OuterRef("lead_id"), direction=Direction.INBOUND)
-        .filter(Q(sent_at__gt=OuterRef("sent_at")) | Q(sent_at=OuterRef("sent_at"), id__gt=OuterRef("id")))
-        .exclude(sentiment__in=MACHINE_REPLY_SENTIMENTS)
-    )
-    unfinished = Q(classified_at__isnull=True) | (
-        Q(sentiment__in=DRAFTABLE_SENTIMENTS) & ~Q(lead__status=LeadStatus.BLACKLISTED) & ~Exists(newer)
-    )
-    return list(
-        Message.objects.filter(
-            workspace_id=workspace_id,
-            direction=Direction.INBOUND,
-            work_enqueue_count__lt=SWEEP_MAX_ENQUEUES,
-        )
-        .filter(sweep_window_q(now=now))
-        .filter(unfinished)
-        .filter(never | stale)
-        .exclude(Exists(Draft.objects.filter(workspace_id=workspace_id, message_id=OuterRef("pk"))))
-        .order_by("created_at", "id")
-        .values_list("id", flat=True)[:limit]
-    )
 
 
 # --- Conversation order ------------------------------------------------------------------

@@ -94,8 +94,8 @@ def test_sweep_task_is_registered_under_the_beat_name():
 
     app.loader.import_default_modules()
     names = {entry.task for entry in beat_entries()}
-    assert "messaging.tasks.sweep_unprocessed_messages" in names
-    assert "messaging.tasks.sweep_unprocessed_messages" in app.tasks
+    assert "drafts.tasks.sweep_unprocessed_messages" in names
+    assert "drafts.tasks.sweep_unprocessed_messages" in app.tasks
 
 
 def test_dispatcher_is_registered_under_the_beat_name():

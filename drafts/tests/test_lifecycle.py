@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.sentry import ReportedError
 from drafts.models import Draft, DraftStatus
-from drafts.selectors import drafts_stale_open
+from drafts.selectors import drafts_stale_open, messages_awaiting_work
 from drafts.sending import draft_approve_and_send
 from drafts.services import (
     DRAFT_ABANDON_AFTER,
@@ -20,13 +20,13 @@ from drafts.services import (
     draft_reject,
     draft_sweep_stale,
     message_classify_and_draft,
+    message_sweep_unprocessed,
 )
 from drafts.tasks import classify_and_draft
 from drafts.tests.factories import lead_create, message_create
 from leads.models import Lead, LeadStatus, Sentiment
 from messaging.models import Channel, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES, messages_awaiting_work
-from messaging.services import message_sweep_unprocessed
+from messaging.selectors import SWEEP_MAX_ENQUEUES
 from workspaces.models import IntegrationError
 
 pytestmark = pytest.mark.django_db(transaction=True)

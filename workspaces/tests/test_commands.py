@@ -136,7 +136,7 @@ def test_setup_periodic_tasks_is_idempotent():
     assert "created" not in second and "updated" not in second
     assert PeriodicTask.objects.count() == count
     tasks = set(PeriodicTask.objects.values_list("task", flat=True))
-    assert {"messaging.tasks.sweep_unprocessed_messages", "availability.tasks.availability_refresh_dispatch"} <= tasks
+    assert {"drafts.tasks.sweep_unprocessed_messages", "availability.tasks.availability_refresh_dispatch"} <= tasks
 
 
 @pytest.mark.django_db

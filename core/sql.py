@@ -1,4 +1,4 @@
-"""Lean SQL for hot paths (the per-draft path ``drafts.services.message_classify_and_draft``,
+"""Lean SQL for hot paths (the per-draft path ``drafts.services.pipeline.message_classify_and_draft``,
 the lead's conditional sentiment update in ``leads.services``).
 
 Each of the few statements a draft needs costs more in Django's query compiler

@@ -13,7 +13,7 @@ class DraftsConfig(AppConfig):
 
         # An inbound message's work and an opt-out's consequences are this app's; messaging
         # (below it) only stores messages and calls what is registered (docs/architecture.md).
-        from drafts.services import drafts_skip_for_blacklisted_lead
+        from drafts.services.lifecycle import drafts_skip_for_blacklisted_lead
         from drafts.tasks import classify_and_draft
         from messaging.services import inbound_work_register, lead_opted_out
 

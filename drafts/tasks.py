@@ -27,7 +27,7 @@ def _mark_started(sender=None, task=None, **kwargs) -> None:
 )
 def classify_and_draft(self, message_id: int) -> None:
     """Classify one inbound message and, for warm leads, write its reply draft."""
-    from drafts.services import message_classify_and_draft
+    from drafts.services.pipeline import message_classify_and_draft
 
     # Failures end the message's open draft inside the service (under its lock); an unexpected
     # exception is re-raised from there, for the worker log and Sentry.
@@ -67,6 +67,6 @@ def drafts_send_due() -> int:
 )
 def sweep_unprocessed_messages() -> int:
     """Every minute (celery beat): enqueue classify+draft work the webhooks could not enqueue."""
-    from drafts.services import message_sweep_unprocessed
+    from drafts.services.sweeper import message_sweep_unprocessed
 
     return message_sweep_unprocessed()

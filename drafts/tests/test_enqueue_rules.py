@@ -10,7 +10,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import DRAFT_ABANDON_AFTER, message_sweep_unprocessed
+from drafts.services.sweeper import DRAFT_ABANDON_AFTER, message_sweep_unprocessed
 from leads.models import Lead, Sentiment
 from messaging import services
 from messaging.models import Message

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import draft_token_budget, message_classify_and_draft
+from drafts.services.generation import draft_token_budget
+from drafts.services.pipeline import message_classify_and_draft
 from drafts.tasks import classify_and_draft
 from drafts.tests.factories import lead_create, message_create
 from leads.models import LeadStatus, Sentiment
@@ -497,12 +498,12 @@ def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_op
 ):
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from drafts import services
+    from drafts.services import classify
 
     def soft_limit(**kwargs):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(services, "classify_with_llm", soft_limit)
+    monkeypatch.setattr(classify, "classify_with_llm", soft_limit)
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="hmm, who is this?")
 

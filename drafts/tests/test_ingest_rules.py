@@ -12,7 +12,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import message_sweep_unprocessed
+from drafts.services.sweeper import message_sweep_unprocessed
 from messaging.models import Message
 from messaging.tests.factories import emailbison, post
 from messaging.tests.test_ingest_rules import _interested, _reply_classified_neutral

@@ -5,7 +5,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from drafts.models import Draft
-from drafts.services import message_sweep_unprocessed
+from drafts.services.sweeper import message_sweep_unprocessed
 from drafts.tasks import sweep_unprocessed_messages
 from leads.models import Lead
 from messaging.models import Message

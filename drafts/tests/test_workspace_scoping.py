@@ -29,7 +29,7 @@ from kombu.exceptions import OperationalError
 from sqlparse import tokens as T
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import message_sweep_unprocessed
+from drafts.services.sweeper import message_sweep_unprocessed
 from leads.models import Lead, LeadStatus, Sentiment
 from messaging.models import Message, WebhookEvent
 from messaging.services import webhook_event_reprocess

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from leads.models import Lead
+from django.db.models import Q
+
+from leads.models import Lead, LeadStatus, Sentiment
 from workspaces.models import Workspace
 from workspaces.selectors import count_by
+
+
+def lead_is_blacklisted(*, lead_id: int, workspace_id: int) -> bool:
+    """Whether the lead opted out (``Lead.is_blacklisted``'s rule, read from the database now)."""
+    return (
+        Lead.objects.filter(pk=lead_id, workspace_id=workspace_id)
+        .filter(Q(status=LeadStatus.BLACKLISTED) | Q(sentiment=Sentiment.BLACKLIST))
+        .exists()
+    )
 
 
 def lead_count(*, workspace: Workspace) -> int:

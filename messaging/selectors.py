@@ -15,9 +15,9 @@ from django.db.models import Q
 from rest_framework import serializers as drf_serializers
 
 from core.sql import table
-from leads.models import MACHINE_REPLY_SENTIMENTS, Lead
+from leads.models import MACHINE_REPLY_SENTIMENTS, Lead, LeadStatus, Sentiment
 from leads.services import LeadIdentity, lead_match, phone_normalize
-from messaging.models import Direction, Message, Origin, WebhookEvent
+from messaging.models import Delivery, Direction, Message, Origin, WebhookEvent
 from messaging.serializers import (
     GHL_CUSTOM_WEBHOOK,
     GHL_FOREIGN_LOCATION_ERROR,
@@ -132,7 +132,7 @@ def sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
 
-def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
+def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
     """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
     parameters): newer ``sent_at``, or the same and a higher id; one classified out-of-office or
     automated reply does not count (one not classified yet does)."""
@@ -140,16 +140,56 @@ def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
     sql = (
         f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
         " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s))"
-        " AND nm.sentiment NOT IN (%s, %s))"
+        f" AND nm.sentiment NOT IN ({', '.join(['%s'] * len(MACHINE_REPLY_SENTIMENTS))}))"
     )
     params = [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
     return sql, [*params, *MACHINE_REPLY_SENTIMENTS]
 
 
+def conversation_before(message: Message, *, limit: int) -> list[tuple[str, str]]:
+    """(direction, body) of the lead's last ``limit`` messages before ``message``, oldest first.
+    A send that failed never reached the lead: it is not part of the conversation."""
+    sent_at = sent_at_param(message)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
+            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) AND delivery <> %s"
+            " ORDER BY sent_at DESC, id DESC LIMIT %s",
+            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, Delivery.FAILED, max(0, limit)],
+        )
+        return list(reversed(cursor.fetchall()))
+
+
+@dataclass(frozen=True)
+class LeadAfterMessage:
+    """The lead's sentiment state, and whether it wrote again after a message."""
+
+    status: str
+    sentiment: str
+    newer_inbound: bool
+
+    @property
+    def is_blacklisted(self) -> bool:
+        return self.status == LeadStatus.BLACKLISTED or self.sentiment == Sentiment.BLACKLIST
+
+
+def lead_state_after(message: Message) -> LeadAfterMessage:
+    """The lead of ``message`` as it stands now, and whether a newer inbound message exists
+    (``_newer_inbound_sql``'s rule): one query."""
+    newer_sql, newer_params = _newer_inbound_sql(message)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
+            [*newer_params, message.lead_id, message.workspace_id],
+        )
+        status, sentiment, newer = cursor.fetchone()
+    return LeadAfterMessage(status=status, sentiment=sentiment, newer_inbound=bool(newer))
+
+
 def message_has_newer_inbound(message: Message) -> bool:
-    """Whether the lead wrote again after ``message`` (``newer_inbound_sql``'s rule: a classified
+    """Whether the lead wrote again after ``message`` (``_newer_inbound_sql``'s rule: a classified
     out-of-office or automated reply does not count)."""
-    sql, params = newer_inbound_sql(message)
+    sql, params = _newer_inbound_sql(message)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {sql}", params)
         return bool(cursor.fetchone()[0])

@@ -24,7 +24,7 @@ from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import (
     message_body_duplicate_get,
     message_body_hash,
-    newer_inbound_sql,
+    message_has_newer_inbound,
     webhook_event_original,
 )
 from messaging.serializers import (
@@ -185,12 +185,12 @@ def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
             # The lead's tag is what the person last said (that message's own rule applies): a
             # warm message classified while this reply was not yet classified left it untouched.
             return lead_tag_from_message(message=person, lead=lead, tag=person.sentiment)
-    newer_sql, newer_params = newer_inbound_sql(message)
-    if tag in MACHINE_REPLY_SENTIMENTS:
-        marks = ", ".join(["%s"] * len(MACHINE_REPLACEABLE_SENTIMENTS))
-        newer_sql = f"({newer_sql} OR sentiment NOT IN ({marks}))"
-        newer_params = [*newer_params, *MACHINE_REPLACEABLE_SENTIMENTS]
-    return lead_sentiment_set(lead=lead, sentiment=tag, unless_sql=newer_sql, unless_params=newer_params)
+    return lead_sentiment_set(
+        lead=lead,
+        sentiment=tag,
+        only_replacing=MACHINE_REPLACEABLE_SENTIMENTS if tag in MACHINE_REPLY_SENTIMENTS else (),
+        unless=partial(message_has_newer_inbound, message),
+    )
 
 
 def _latest_person_tagged_before(message: Message) -> Message | None:

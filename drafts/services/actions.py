@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
-from drafts.services.lifecycle import _draft_insert
+from drafts.services.lifecycle import draft_insert
 from leads.models import (
     DRAFTABLE_SENTIMENTS,
     LeadStatus,
@@ -113,7 +113,7 @@ def draft_regenerate(*, draft: Draft) -> Draft:
         status=DraftStatus.SUPERSEDED,
         failure_reason="regenerated",
     )
-    new_draft, _ = _draft_insert(message=message, status=DraftStatus.PENDING)
+    new_draft, _ = draft_insert(message=message, status=DraftStatus.PENDING)
     # A fresh job the operator asked for: the sweeper's retry count starts again.
     Message.objects.filter(pk=message.pk, workspace_id=message.workspace_id).update(
         work_enqueued_at=None, work_enqueue_count=0

@@ -4,72 +4,41 @@ the fallback when the LLM fails; storing the tag on the message and on the lead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
-from core.sql import table, update_rows
+from core.sql import update_rows
 from drafts import llm
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected
 from drafts.quoting import reply_text
+from drafts.run import ClassifyResult, DraftRun
 from drafts.services.lifecycle import CLASSIFY_ERROR_PREFIX, drafts_revive_stale, drafts_skip_for_blacklisted_lead
 from leads.models import (
     MACHINE_REPLY_SENTIMENTS,
-    Lead,
     Sentiment,
 )
-from messaging.models import Delivery, Direction, Message
+from messaging.models import Message
 from messaging.selectors import (
     SWEEP_MAX_ENQUEUES,
+    lead_state_after,
     message_in_sweep_window,
-    newer_inbound_sql,
-    sent_at_param,
 )
 from messaging.services import lead_tag_from_message
 from workspaces.models import IntegrationError
 from workspaces.services import integration_error_record, integration_error_resolve
 
 
-@dataclass
-class ClassifyResult:
-    tag: str
-    source: str
-    calls: list[llm.LLMCall] = field(default_factory=list)
-
-
-def _conversation(*, message: Message, limit: int) -> list[dict[str, str]]:
-    """The lead's last ``limit`` messages up to (excluding) ``message``, oldest first (read once per run)."""
-    cached = getattr(message, "_conversation_cache", None)
-    if cached is not None and cached[0] == limit:
-        return cached[1]
-    sent_at = sent_at_param(message)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
-            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) AND delivery <> %s"  # a failed send never reached them
-            " ORDER BY sent_at DESC, id DESC LIMIT %s",
-            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, Delivery.FAILED, max(0, limit)],
-        )
-        rows = cursor.fetchall()
-    # A lead's email quotes the history the transcript already holds: keep only its new text.
-    result = [
-        {"direction": d, "text": (reply_text(b or "") if d == Direction.INBOUND else (b or ""))[:2000]}
-        for d, b in reversed(rows)
-    ]
-    message._conversation_cache = (limit, result)
-    return result
-
-
-def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyResult:
+def message_classify(*, message: Message, deadline: llm.Deadline, run: DraftRun | None = None) -> ClassifyResult:
     """Tag an inbound message (regex fast paths, then the LLM), store it, update the lead.
 
     LLM failure falls back to ``Neutral`` (``Interested`` when the provider
-    flagged the reply as interested) and records an IntegrationError.
+    flagged the reply as interested) and records an IntegrationError. ``run``: the task's
+    run, which this fills (a fresh one by default).
     """
+    run = run if run is not None else DraftRun(message=message)
     calls: list[llm.LLMCall] = []
     text = reply_text(message.body)  # the lead's new text, once (both steps below read only it)
     tag = classify_fast(body=text, subject=message.subject, channel=message.channel)
@@ -83,17 +52,17 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
                 body=text[:8000],
                 subject=message.subject,
                 channel=message.channel,
-                context=_conversation(message=message, limit=settings.DRAFT_CONTEXT_MESSAGES),
+                context=run.transcript(limit=settings.DRAFT_CONTEXT_MESSAGES),
                 deadline=deadline,
             )
             tag, source, calls = outcome.tag, "llm", outcome.calls
-            if _openai_errors_may_be_open(message):
+            if run.openai_errors_open:
                 integration_error_resolve(
                     workspace=message.workspace_id, source="openai", code_prefix=CLASSIFY_ERROR_PREFIX
                 )
         except llm.LLMError as exc:
             calls.extend(exc.all_calls())
-            tag, source = _classification_failed(message, text=text, code=exc.code, detail=str(exc))
+            tag, source = classification_failed(message, text=text, code=exc.code, detail=str(exc))
             if tag is None:
                 return ClassifyResult(tag="", source=source, calls=calls)
         # EmailBison's own interest flag wins unless the text said something specific.
@@ -101,15 +70,11 @@ def message_classify(*, message: Message, deadline: llm.Deadline) -> ClassifyRes
             tag, source = Sentiment.INTERESTED, "provider"
     # A blacklisted lead's message is not classified at all: no flag makes it warm.
     provider_counts = source != "blacklisted_lead"
-    message._tag_to_store = (tag, provider_counts)  # stored even if the soft limit interrupts the writes
-    stored = _classification_store(message=message, tag=tag, provider_counts=provider_counts)
+    run.tag_to_store = (tag, provider_counts)  # stored even if the soft limit interrupts the writes
+    stored = classification_store(run=run, tag=tag, provider_counts=provider_counts)
     if stored != tag:
         tag, source = stored, "provider"
     return ClassifyResult(tag=str(tag), source=source, calls=calls)
-
-
-# The issue's name for the classification step.
-classify_message = message_classify
 
 
 DEFERRED_OUTCOME = "it may be an opt-out: left unclassified, retried by the sweeper"
@@ -134,7 +99,7 @@ def _fallback_tag(message: Message) -> str:
     return Sentiment.INTERESTED if message.provider_interested else Sentiment.NEUTRAL
 
 
-def _classification_failed(message: Message, *, text: str, code: str, detail: str) -> tuple[str | None, str]:
+def classification_failed(message: Message, *, text: str, code: str, detail: str) -> tuple[str | None, str]:
     """(tag, source) for a message the LLM could not classify; the IntegrationError is recorded.
 
     Opt-out words the fast path left to the LLM (a warm cue beside them): while the failure is
@@ -176,16 +141,7 @@ def _classify_error_record(message: Message, *, code: str, detail: str, outcome:
     )
 
 
-def _openai_errors_may_be_open(message: Message) -> bool:
-    """False when the task's first read saw no open OpenAI IntegrationError for the workspace.
-
-    Then a success has nothing to resolve and skips the UPDATE; an error recorded by a
-    concurrent task meanwhile is resolved by the next success that sees it.
-    """
-    return getattr(message, "openai_errors_open", True)
-
-
-def _classification_store(*, message: Message, tag: str, provider_counts: bool = True) -> str:
+def classification_store(*, run: DraftRun, tag: str, provider_counts: bool = True) -> str:
     """Store the tag on the lead, then on the message: two single-statement writes.
 
     The lead's update is ``leads.services.lead_sentiment_set`` (``Blacklist`` is sticky), with
@@ -194,8 +150,10 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
     always applies. The message is marked classified last: a crash in between leaves it
     unclassified, and the re-delivered task classifies it again (both writes are idempotent),
     so no transaction is needed. A machine reply's tag is the exception: the message first,
-    then the lead (``lead_tag_from_message``), then ``drafts_revive_stale``.
+    then the lead (``lead_tag_from_message``), then ``drafts_revive_stale``. What the writes
+    learn (the lead's state, whether a newer inbound exists) goes to ``run``.
     """
+    message = run.message
     lead = message.lead
     # A machine reply's tag goes to the lead after the message's own write (that write makes it
     # "not newer" for the person's message whose tag the lead may take instead).
@@ -218,17 +176,12 @@ def _classification_store(*, message: Message, tag: str, provider_counts: bool =
         if tag == Sentiment.BLACKLIST:
             drafts_skip_for_blacklisted_lead(lead_id=message.lead_id, workspace_id=message.workspace_id)
         else:
-            message._newer_inbound_seen = False  # the update's own condition said so
+            run.newer_inbound = False  # the update's own condition said so
     else:
         # Blacklisted already, or a newer inbound exists: read the lead's state and which one it was.
-        newer_sql, newer_params = newer_inbound_sql(message)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
-                [*newer_params, message.lead_id, message.workspace_id],
-            )
-            lead.status, lead.sentiment, newer = cursor.fetchone()
-        message._newer_inbound_seen = bool(newer)
+        state = lead_state_after(message)
+        lead.status, lead.sentiment = state.status, state.sentiment
+        run.newer_inbound = state.newer_inbound
     message.lead = lead
     return tag
 

@@ -17,17 +17,16 @@ from django.utils import timezone
 from drafts import llm
 from drafts.classification import prompt_template
 from drafts.models import Draft, DraftStatus
+from drafts.run import DraftRun
 from drafts.selectors import slots_to_offer
-from drafts.services.classify import ClassifyResult, _conversation, _openai_errors_may_be_open
 from drafts.services.lifecycle import (
     DRAFT_ERROR_PREFIX,
     DRAFT_PROMPT_VERSION,
     OPEN_STATUSES,
-    _draft_finish,
-    _draft_finish_ready,
-    _newer_inbound_cached,
+    draft_finish,
+    draft_finish_ready,
 )
-from messaging.models import Channel, Direction, Message
+from messaging.models import Channel, Direction
 from workspaces.models import IntegrationError
 from workspaces.services import integration_error_record, integration_error_resolve
 
@@ -59,8 +58,9 @@ def _booking_url(workspace) -> str:
     return workspace.ghl_booking_url or workspace.calendly_booking_url
 
 
-def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, dict[str, Any]]:
+def _prompts(*, run: DraftRun) -> tuple[str, str, dict[str, Any]]:
     """(instructions, input, context); the fallback instructions render from the context only when needed."""
+    message, slots = run.message, run.slots
     workspace, lead = message.workspace, message.lead
     signature = workspace.signature or "\n".join(p for p in (workspace.persona_name, workspace.company_name) if p)
     common = {
@@ -77,7 +77,7 @@ def _prompts(*, message: Message, slots: list[dict]) -> tuple[str, str, dict[str
     }
     transcript = "\n".join(
         f"[{'LEAD' if m['direction'] == Direction.INBOUND else 'US'}] {m['text']}"
-        for m in _conversation(message=message, limit=settings.DRAFT_CONTEXT_MESSAGES)
+        for m in run.transcript(limit=settings.DRAFT_CONTEXT_MESSAGES)
     )
     instructions = prompt_template("draft_instructions").render(common)
     prompt = prompt_template("draft_input").render(
@@ -105,14 +105,13 @@ def _unusable_reason(*, call: llm.LLMCall, channel: str) -> str:
     return ""
 
 
-def _usage(
-    *, calls: list[llm.LLMCall], classification: ClassifyResult | None, started: float, entered: float | None
-) -> dict[str, Any]:
+def _usage(*, run: DraftRun) -> dict[str, Any]:
     """Tokens and calls of this draft; ``timing`` (ms, see docs/drafts.md): ``total_ms`` from the
     task's start (``task_prerun``) to now (just before the final write), ``dispatch_ms`` the part
     before the service was entered, ``llm_ms`` client-side time inside ``responses.create``
     (every HTTP attempt of classification and drafting), ``server_ms`` the provider's
     self-reported processing time, ``backoff_ms`` retry sleeps."""
+    calls, classification, started = run.calls, run.classification, run.started
     all_calls = calls + (classification.calls if classification else [])
     return {
         "input_tokens": sum(c.input_tokens for c in calls),
@@ -130,7 +129,7 @@ def _usage(
         ),
         "timing": {
             "total_ms": round((time.monotonic() - started) * 1000, 1),
-            "dispatch_ms": round(((entered or started) - started) * 1000, 1),
+            "dispatch_ms": round(((run.entered or started) - started) * 1000, 1),
             "llm_ms": round(sum(c.latency_ms for c in all_calls), 1),
             "server_ms": round(sum(c.server_ms for c in all_calls), 1),
             "backoff_ms": round(sum(c.backoff_ms for c in all_calls), 1),
@@ -138,21 +137,12 @@ def _usage(
     }
 
 
-def draft_generate(
-    *,
-    draft: Draft,
-    message: Message,
-    deadline: llm.Deadline,
-    started: float | None = None,
-    classification: ClassifyResult | None = None,
-    already_generating: bool = False,
-) -> Draft:
+def draft_generate(*, draft: Draft, run: DraftRun, deadline: llm.Deadline, already_generating: bool = False) -> Draft:
     """Write the reply for ``draft`` within ``deadline``; ends ready, failed or superseded.
 
     ``already_generating``: the caller inserted the draft in ``generating`` in this run (no
     transition needed).
     """
-    started = started if started is not None else time.monotonic()
     if not already_generating:
         now = timezone.now()
         moved = Draft.objects.filter(pk=draft.pk, workspace_id=draft.workspace_id, status__in=OPEN_STATUSES).update(
@@ -162,28 +152,21 @@ def draft_generate(
             draft.refresh_from_db()
             return draft
         draft.status, draft.generation_started_at = DraftStatus.GENERATING, now
-    if _newer_inbound_cached(message):
-        return _draft_finish(
+    if run.has_newer_inbound():
+        return draft_finish(
             draft=draft, status=DraftStatus.SUPERSEDED, failure_reason="stale", error="a newer inbound message arrived"
         )
 
-    calls: list[llm.LLMCall] = []
-    common: dict[str, Any] = {
-        "draft": draft,
-        "calls": calls,
-        "classification": classification,
-        "started": started,
-        "entered": getattr(message, "_entered_at", None),
-        "slots": [],
-    }
     try:
-        return _draft_write(message=message, deadline=deadline, common=common)
+        return _draft_write(draft=draft, run=run, deadline=deadline)
     except llm.LLMError as exc:
-        if exc.call is not None and exc.call not in calls:
-            calls.append(exc.call)
-        return _draft_failed(**common, failure_reason=exc.code, error=f"OpenAI call failed: {exc}")
+        if exc.call is not None and exc.call not in run.calls:
+            run.calls.append(exc.call)
+        return _draft_failed(draft=draft, run=run, failure_reason=exc.code, error=f"OpenAI call failed: {exc}")
     except SoftTimeLimitExceeded:
-        return _draft_failed(**common, failure_reason="timeout", error="the task's soft time limit was reached")
+        return _draft_failed(
+            draft=draft, run=run, failure_reason="timeout", error="the task's soft time limit was reached"
+        )
     except Exception as exc:  # noqa: BLE001 - whatever happens, the draft must not stay `generating`
         # Type and stack only: an exception's text may quote the message or the reply
         # (Sentry's copy has its text dropped by the scrubber).
@@ -194,15 +177,17 @@ def draft_generate(
             "".join(traceback.format_tb(exc.__traceback__)),
         )
         sentry_sdk.capture_exception(exc)
-        return _draft_failed(**common, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}")
+        return _draft_failed(
+            draft=draft, run=run, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}"
+        )
 
 
-def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, Any]) -> Draft:
+def _draft_write(*, draft: Draft, run: DraftRun, deadline: llm.Deadline) -> Draft:
     """Slots, prompts and the LLM calls (first try, larger budget, fallback); the final write."""
-    draft, calls = common["draft"], common["calls"]
+    message, calls = run.message, run.calls
     workspace = message.workspace
-    slots = common["slots"] = slots_to_offer(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
-    instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
+    slots = run.slots = slots_to_offer(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
+    instructions, prompt, prompt_context = _prompts(run=run)
     budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
     cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
     call = _call(
@@ -231,9 +216,12 @@ def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, 
         reason = _unusable_reason(call=call, channel=message.channel)
     if reason:
         return _draft_failed(
-            **common, failure_reason=reason, error=f"no usable output after {len(calls)} calls (last: {reason})"
+            draft=draft,
+            run=run,
+            failure_reason=reason,
+            error=f"no usable output after {len(calls)} calls (last: {reason})",
         )
-    if _openai_errors_may_be_open(message):
+    if run.openai_errors_open:
         integration_error_resolve(workspace=draft.workspace_id, source="openai", code_prefix=DRAFT_ERROR_PREFIX)
     content = call.text
     if message.channel == Channel.EMAIL:
@@ -243,7 +231,7 @@ def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, 
     subject = ""
     if message.channel == Channel.EMAIL and message.subject:
         subject = message.subject if message.subject.lower().startswith("re:") else f"Re: {message.subject}"
-    return _draft_finish_ready(
+    return draft_finish_ready(
         draft=draft,
         message=message,
         content=content,
@@ -251,9 +239,7 @@ def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, 
         model=call.model,
         max_output_tokens=call.max_output_tokens,
         incomplete_reason="",
-        usage=_usage(
-            calls=calls, classification=common["classification"], started=common["started"], entered=common["entered"]
-        ),
+        usage=_usage(run=run),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=round(sum(c.latency_ms for c in calls)),
         offered_slots=slots,
@@ -276,17 +262,8 @@ def _call(step: tuple[str, str, int, str | None], *, prompt: str, deadline: llm.
     return call
 
 
-def _draft_failed(
-    *,
-    draft: Draft,
-    calls: list[llm.LLMCall],
-    classification: ClassifyResult | None,
-    started: float,
-    entered: float | None,
-    slots: list[dict],
-    failure_reason: str,
-    error: str,
-) -> Draft:
+def _draft_failed(*, draft: Draft, run: DraftRun, failure_reason: str, error: str) -> Draft:
+    calls = run.calls
     last = calls[-1] if calls else None
     integration_error_record(
         workspace=draft.workspace_id,
@@ -295,7 +272,7 @@ def _draft_failed(
         message=f"draft generation failed: {error}",
         context={"draft_id": draft.pk, "message_id": draft.message_id, "calls": len(calls)},
     )
-    return _draft_finish(
+    return draft_finish(
         draft=draft,
         status=DraftStatus.FAILED,
         failure_reason=failure_reason,
@@ -305,9 +282,9 @@ def _draft_failed(
         max_output_tokens=last.max_output_tokens if last else None,
         # Why the model's answers were cut, even when a later call failed for another reason.
         incomplete_reason=next((c.incomplete_reason for c in reversed(calls) if c.incomplete_reason), ""),
-        usage=_usage(calls=calls, classification=classification, started=started, entered=entered),
+        usage=_usage(run=run),
         attempts=sum(c.http_attempts for c in calls),
         latency_ms=round(sum(c.latency_ms for c in calls)),
-        offered_slots=slots,
+        offered_slots=run.slots,
         prompt_version=DRAFT_PROMPT_VERSION,
     )

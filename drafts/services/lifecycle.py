@@ -14,15 +14,10 @@ from core.sql import table, update_rows
 from drafts.models import Draft, DraftStatus
 from leads.models import (
     MACHINE_REPLY_SENTIMENTS,
-    Lead,
-    LeadStatus,
 )
-from leads.services import lead_open_sql
+from leads.selectors import lead_is_blacklisted
 from messaging.models import Direction, Message
-from messaging.selectors import (
-    message_has_newer_inbound,
-    newer_inbound_sql,
-)
+from messaging.selectors import lead_state_after
 
 DRAFT_PROMPT_VERSION = "draft-v1"
 
@@ -38,20 +33,6 @@ CLASSIFY_ERROR_PREFIX = "classify_"
 DRAFT_ERROR_PREFIX = "draft_"
 
 
-def _newer_inbound_exists(message: Message) -> bool:
-    """Whether an inbound message of the lead is newer than ``message`` (then its draft is stale)."""
-    return message_has_newer_inbound(message)
-
-
-def _newer_inbound_cached(message: Message) -> bool:
-    """``_newer_inbound_exists``, answered once per run: classification's write already
-    learnt it (``_newer_inbound_seen``), else the database is asked and the answer kept."""
-    seen = getattr(message, "_newer_inbound_seen", None)
-    if seen is None:
-        seen = message._newer_inbound_seen = _newer_inbound_exists(message)
-    return seen
-
-
 def _live_draft(*, message: Message) -> Draft | None:
     return (
         Draft.objects.filter(workspace_id=message.workspace_id, message_id=message.pk)
@@ -60,13 +41,7 @@ def _live_draft(*, message: Message) -> Draft | None:
     )
 
 
-def draft_create(*, message: Message, status: str = DraftStatus.PENDING) -> Draft:
-    """Insert the message's draft (``pending``, or ``generating`` when the caller generates it
-    right away), or return the live one (insert-and-catch on ``draft_one_live_per_message``)."""
-    return _draft_insert(message=message, status=status)[0]
-
-
-def _draft_insert(*, message: Message, status: str) -> tuple[Draft, bool]:
+def draft_insert(*, message: Message, status: str) -> tuple[Draft, bool]:
     """(draft, inserted by this call). In autocommit mode (the task) the INSERT is its own
     transaction and a conflict needs no savepoint; inside a caller's transaction it gets one."""
     now = timezone.now()
@@ -91,44 +66,35 @@ def _draft_insert(*, message: Message, status: str) -> tuple[Draft, bool]:
         return existing, False
 
 
-def _draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draft:
-    """The final write of a usable reply, with the last checks in the same statement: ``ready``
-    unless a newer inbound arrived while drafting (then ``superseded``, content kept) or the
-    lead opted out meanwhile (then ``skipped``, reason ``blacklisted``)."""
+def draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draft:
+    """The final write of a usable reply, with the last checks: ``ready`` unless a newer inbound
+    arrived while drafting (then ``superseded``, content kept) or the lead opted out meanwhile
+    (then ``skipped``, reason ``blacklisted``).
+
+    The draft row is written first and stays locked until the checks are done (one
+    transaction): an opt-out committing meanwhile skips the lead's ready drafts
+    (``drafts_skip_for_blacklisted_lead``) and waits for that lock, so it sees this one.
+    """
     now = timezone.now()
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "finished_at": now, "updated_at": now}
     values.update(fields)
-    newer_sql, newer_params = newer_inbound_sql(message)
-    open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
-    updated = update_rows(
-        Draft,
-        values,
-        f"id = %s AND workspace_id = %s AND status IN (%s, %s) AND NOT {newer_sql} AND {open_sql}",
-        [draft.pk, draft.workspace_id, *OPEN_STATUSES, *newer_params, *open_params],
-    )
-    if updated:
-        for key, value in values.items():
-            setattr(draft, key, value)
-        return draft
-    if Lead.objects.filter(
-        pk=message.lead_id, workspace_id=message.workspace_id, status=LeadStatus.BLACKLISTED
-    ).exists():
-        return _draft_finish(
-            draft=draft,
-            status=DraftStatus.SKIPPED,
-            failure_reason="blacklisted",
-            error="the lead opted out while the reply was written",
-            **fields,
-        )
-    if _newer_inbound_exists(message):
-        return _draft_finish(
-            draft=draft,
-            status=DraftStatus.SUPERSEDED,
-            failure_reason="stale",
-            error="a newer inbound message arrived while drafting",
-            **fields,
-        )
-    draft.refresh_from_db()  # someone else finished it
+    final: dict[str, Any] = {}
+    with transaction.atomic(savepoint=connection.in_atomic_block):
+        where = "id = %s AND workspace_id = %s AND status IN (%s, %s)"
+        if not update_rows(Draft, values, where, [draft.pk, draft.workspace_id, *OPEN_STATUSES]):
+            draft.refresh_from_db()  # someone else finished it
+            return draft
+        lead = lead_state_after(message)
+        if lead.is_blacklisted:
+            final = {"failure_reason": "blacklisted", "error": "the lead opted out while the reply was written"}
+            final["status"] = DraftStatus.SKIPPED
+        elif lead.newer_inbound:
+            final = {"failure_reason": "stale", "error": "a newer inbound message arrived while drafting"}
+            final["status"] = DraftStatus.SUPERSEDED
+        if final:
+            update_rows(Draft, final, "id = %s AND workspace_id = %s", [draft.pk, draft.workspace_id])
+    for key, value in {**values, **final}.items():
+        setattr(draft, key, value)
     return draft
 
 
@@ -147,7 +113,7 @@ def drafts_skip_for_blacklisted_lead(*, lead_id: int, workspace_id: int) -> int:
     )
 
 
-def _draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
+def draft_finish(*, draft: Draft, status: str, **fields: Any) -> Draft:
     """Move an open draft to its final status (no-op if someone else already finished it)."""
     now = timezone.now()
     values = {"status": status, "finished_at": now, "updated_at": now, **fields}
@@ -169,10 +135,10 @@ def draft_fail_open(*, message_id: int, failure_reason: str, error: str) -> int:
     ends the run outside generation). Scoped to the message's own workspace."""
     workspace_id = Message.objects.filter(pk=message_id).values("workspace_id")
     drafts = Draft.objects.filter(workspace_id=Subquery(workspace_id[:1]), message_id=message_id)
-    return _drafts_fail_open(drafts, failure_reason=failure_reason, error=error)
+    return drafts_fail_open(drafts, failure_reason=failure_reason, error=error)
 
 
-def _drafts_fail_open(drafts, *, failure_reason: str, error: str) -> int:
+def drafts_fail_open(drafts, *, failure_reason: str, error: str) -> int:
     """The drafts of ``drafts`` that are still open end ``failed`` (no content). One UPDATE."""
     now = timezone.now()
     return drafts.filter(status__in=OPEN_STATUSES).update(
@@ -190,11 +156,11 @@ def drafts_revive_stale(*, message: Message) -> int:
     was not classified yet is ``ready`` again. Only the latest superseded-as-stale draft with
     content, finished after ``message`` arrived (so one this reply may have made stale, never an
     old one), of a message with no newer inbound but machine replies, with no live draft, for a
-    lead not blacklisted. One UPDATE, on the machine-reply path only; a live draft inserted
-    concurrently for that message wins (nothing revived)."""
+    lead not blacklisted (checked while the revived row is locked, as in ``draft_finish_ready``).
+    On the machine-reply path only; a live draft inserted concurrently for that message wins
+    (nothing revived)."""
     d, msg = table(Draft), table(Message)
     machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
-    open_sql, open_params = lead_open_sql(lead_id=message.lead_id, workspace_id=message.workspace_id)
     where = (
         "workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"  # noqa: S608
         " AND finished_at >= %s"
@@ -205,7 +171,6 @@ def drafts_revive_stale(*, message: Message) -> int:
         "   AND n.lead_id = w.lead_id AND n.direction = %s"
         "   AND (n.sent_at > w.sent_at OR (n.sent_at = w.sent_at AND n.id > w.id))"
         f"   WHERE w.id = {d}.message_id AND n.sentiment NOT IN ({machine}))"
-        f" AND {open_sql}"
     )
     stale = [DraftStatus.SUPERSEDED, "stale"]
     params = [
@@ -217,11 +182,14 @@ def drafts_revive_stale(*, message: Message) -> int:
         DraftStatus.SUPERSEDED,
         Direction.INBOUND,
         *MACHINE_REPLY_SENTIMENTS,
-        *open_params,
     ]
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "updated_at": timezone.now()}
     try:
         with transaction.atomic(savepoint=connection.in_atomic_block):
-            return update_rows(Draft, values, where, params)
+            revived = update_rows(Draft, values, where, params)
+            if revived and lead_is_blacklisted(lead_id=message.lead_id, workspace_id=message.workspace_id):
+                transaction.set_rollback(True)
+                return 0
+            return revived
     except IntegrityError:  # draft_one_live_per_message: a live draft was inserted meanwhile
         return 0

@@ -24,14 +24,14 @@ from core.sql import ModelColumns, table
 from drafts import llm
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
-from drafts.services.classify import ClassifyResult, _classification_failed, _classification_store, message_classify
+from drafts.run import DraftRun
+from drafts.services.classify import classification_failed, classification_store, message_classify
 from drafts.services.generation import draft_generate
 from drafts.services.lifecycle import (
     OPEN_STATUSES,
-    _draft_finish,
-    _draft_insert,
-    _newer_inbound_cached,
     draft_fail_open,
+    draft_finish,
+    draft_insert,
 )
 from leads.models import (
     DRAFTABLE_SENTIMENTS,
@@ -95,9 +95,9 @@ def _work_columns() -> tuple[ModelColumns, ModelColumns, ModelColumns]:
     return ModelColumns(Message, "m"), ModelColumns(Lead, "l"), ModelColumns(Workspace, "w", exclude=SECRET_FIELDS)
 
 
-def _message_for_work(message_id: int) -> Message | None:
-    """The inbound message with its lead and workspace, its live draft's id (``live_draft_id``)
-    and whether the workspace has open OpenAI IntegrationErrors (``openai_errors_open``): one query."""
+def _run_load(message_id: int, *, started: float, entered: float) -> DraftRun | None:
+    """The run of an inbound message: the message with its lead and workspace, its live draft's
+    id and whether the workspace has open OpenAI IntegrationErrors, in one query."""
     m, lead, ws = _work_columns()
     sql = (
         f"SELECT {m.sql}, {lead.sql}, {ws.sql},"  # noqa: S608 (identifiers from _meta; values are parameters)
@@ -118,8 +118,9 @@ def _message_for_work(message_id: int) -> Message | None:
     message = m.build(row[:a])
     message.lead, message.workspace = lead.build(row[a:b]), ws.build(row[b:c])
     message.lead.workspace = message.workspace
-    message.live_draft_id, message.openai_errors_open = row[c], bool(row[c + 1])
-    return message
+    return DraftRun(
+        message=message, started=started, entered=entered, live_draft_id=row[c], openai_errors_open=bool(row[c + 1])
+    )
 
 
 def message_classify_and_draft(*, message_id: int, started: float | None = None) -> Draft | None:
@@ -169,38 +170,38 @@ def _fail_open_quietly(*, message_id: int, reason: str, error: str) -> None:
 
 def _classify_and_draft_locked(*, message_id: int, started: float, entered: float) -> Draft | None:
     deadline = task_chain_deadline(started=started)
-    message = _message_for_work(message_id)
-    if message is None:
+    run = _run_load(message_id, started=started, entered=entered)
+    if run is None:
         logger.info("classify_and_draft: no inbound message %s", message_id)
         return None
+    message = run.message
     draft = None
-    if message.live_draft_id is not None:
-        draft = Draft.objects.get(pk=message.live_draft_id, workspace_id=message.workspace_id)
+    if run.live_draft_id is not None:
+        draft = Draft.objects.get(pk=run.live_draft_id, workspace_id=message.workspace_id)
         if draft.status not in OPEN_STATUSES:
             return draft  # done before: a second run stops here
-    classification: ClassifyResult | None = None
     if message.classified_at is None:
         classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
         try:
-            classification = message_classify(message=message, deadline=classify_deadline)
+            run.classification = message_classify(message=message, deadline=classify_deadline, run=run)
         except SoftTimeLimitExceeded:
             # The LLM's tag if it had answered; else like any failed classification.
-            tag, provider_counts = getattr(message, "_tag_to_store", (None, True))
+            tag, provider_counts = run.tag_to_store or (None, True)
             if tag is None:
-                tag, _ = _classification_failed(
+                tag, _ = classification_failed(
                     message,
                     text=reply_text(message.body),
                     code="timeout",
                     detail="the task's soft time limit was reached",
                 )
             if tag is not None:
-                _classification_store(message=message, tag=tag, provider_counts=provider_counts)
+                classification_store(run=run, tag=tag, provider_counts=provider_counts)
             raise
     # Fresh lead state (a concurrent opt-out may have blacklisted it): classification just wrote
     # it with a conditional update (or read it back); otherwise read it now.
     lead = (
         message.lead
-        if classification is not None
+        if run.classification is not None
         else Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
     )
     draftable = message.sentiment in DRAFTABLE_SENTIMENTS and not lead.is_blacklisted
@@ -208,14 +209,14 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
     if draft is None:
         if not draftable:
             return None  # no draft for this tag, nor ever for a blacklisted lead
-        if _newer_inbound_cached(message):
+        if run.has_newer_inbound():
             return None  # the newer message's draft answers the lead (this one's transcript included)
         # Inserted straight in ``generating``: this run generates it now.
-        draft, inserted = _draft_insert(message=message, status=DraftStatus.GENERATING)
+        draft, inserted = draft_insert(message=message, status=DraftStatus.GENERATING)
         if draft.status not in OPEN_STATUSES:
             return draft
     elif not draftable:
-        _draft_finish(
+        draft_finish(
             draft=draft,
             status=DraftStatus.SKIPPED,
             failure_reason="blacklisted" if lead.is_blacklisted else "not_draftable",
@@ -223,12 +224,4 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         )
         return draft
     message.lead = lead
-    message._entered_at = entered
-    return draft_generate(
-        draft=draft,
-        message=message,
-        deadline=deadline,
-        started=started,
-        classification=classification,
-        already_generating=inserted,
-    )
+    return draft_generate(draft=draft, run=run, deadline=deadline, already_generating=inserted)

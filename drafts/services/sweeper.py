@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from drafts.models import Draft
 from drafts.selectors import drafts_stale_open, messages_awaiting_work
-from drafts.services.lifecycle import DRAFT_ERROR_PREFIX, _drafts_fail_open
+from drafts.services.lifecycle import DRAFT_ERROR_PREFIX, drafts_fail_open
 from messaging.selectors import (
     SWEEP_MAX_ENQUEUES,
 )
@@ -91,7 +91,7 @@ def draft_abandon(*, draft_id: int, workspace_id: int) -> int:
     """Fail an open draft whose work was handed out ``SWEEP_MAX_ENQUEUES`` times without an end."""
     error = "the draft's task was lost or killed repeatedly; regenerate it to try again"
     drafts = Draft.objects.filter(pk=draft_id, workspace_id=workspace_id)
-    done = _drafts_fail_open(drafts, failure_reason="abandoned", error=error)
+    done = drafts_fail_open(drafts, failure_reason="abandoned", error=error)
     if done:
         integration_error_record(
             workspace=workspace_id,

@@ -34,8 +34,6 @@ def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 1
     Stops at the first broker failure (the next run retries). Returns how
     many messages were enqueued.
     """
-    from drafts.services import draft_sweep_stale
-
     now = now or timezone.now()
     enqueued = 0
     for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
-
+from core.sql import RowsExist
 from leads.models import Lead, LeadStatus, Sentiment
 from workspaces.models import Workspace
 from workspaces.selectors import count_by
 
 
-def lead_is_blacklisted(*, lead_id: int, workspace_id: int) -> bool:
-    """Whether the lead opted out (``Lead.is_blacklisted``'s rule, read from the database now)."""
-    return (
-        Lead.objects.filter(pk=lead_id, workspace_id=workspace_id)
-        .filter(Q(status=LeadStatus.BLACKLISTED) | Q(sentiment=Sentiment.BLACKLIST))
-        .exists()
+def lead_opted_out(*, lead_id: int, workspace_id: int) -> RowsExist:
+    """ "The lead opted out" (``Lead.is_blacklisted``'s rule) as a typed condition, for the
+    statements of other apps that must not act for an opted-out lead (a draft's final write)."""
+    return RowsExist(
+        model=Lead,
+        equal=(("id", lead_id), ("workspace_id", workspace_id)),
+        any_equal=(("status", LeadStatus.BLACKLISTED), ("sentiment", Sentiment.BLACKLIST)),
     )
 
 

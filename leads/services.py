@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +14,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 
-from core.sql import qn, table, update_rows
+from core.sql import RowsExist, qn, table, update_rows
 from core.timeparse import safe_zoneinfo
 from leads.models import Lead, LeadStatus, Sentiment
 
@@ -24,18 +24,16 @@ def lead_sentiment_set(
     lead: Lead,
     sentiment: str,
     only_replacing: Collection[str] = (),
-    unless: Callable[[], bool] | None = None,
+    unless: RowsExist | None = None,
 ) -> bool:
     """Set a lead's sentiment from a classified inbound message: one conditional UPDATE.
 
     ``Blacklist`` is sticky: the lead's status becomes ``blacklisted`` and no
     later classification lifts it (opt-outs and bounces are final); the rule is
     in the statement itself, so no lock is needed. ``only_replacing``: change
-    only a lead whose sentiment is one of these. ``unless()`` names a reason to
-    leave the lead alone (e.g. "a newer inbound message exists"): it is asked
-    after the UPDATE, in the same transaction, while the lead's row is locked,
-    so every concurrent write of this lead's tag either came before it (and is
-    seen) or waits for it; when it says yes the UPDATE is rolled back.
+    only a lead whose sentiment is one of these. ``unless``: a condition under
+    which the lead is left alone (e.g. ``messaging.selectors.newer_inbound``:
+    "a newer inbound message exists"), checked in the same statement.
     ``Blacklist`` ignores both. Returns whether the row changed; then ``lead``
     carries the values written.
     """
@@ -50,15 +48,11 @@ def lead_sentiment_set(
     if only_replacing and not blacklist:
         where += f" AND {current} IN ({', '.join(['%s'] * len(only_replacing))})"
         params += list(only_replacing)
-    if unless is None or blacklist:
-        updated = update_rows(Lead, changes, where, params)
-    else:
-        with transaction.atomic(savepoint=connection.in_atomic_block):
-            updated = update_rows(Lead, changes, where, params)
-            if updated and unless():
-                transaction.set_rollback(True)
-                updated = 0
-    if not updated:
+    if unless is not None and not blacklist:
+        unless_sql, unless_params = unless.sql()
+        where += f" AND NOT {unless_sql}"
+        params += unless_params
+    if not update_rows(Lead, changes, where, params):
         return False
     for key, value in changes.items():
         setattr(lead, key, value)

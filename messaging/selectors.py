@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models import Q
 from rest_framework import serializers as drf_serializers
 
-from core.sql import table
+from core.sql import RowsExist, rows_exist, table
 from leads.models import MACHINE_REPLY_SENTIMENTS, Lead, LeadStatus, Sentiment
 from leads.services import LeadIdentity, lead_match, phone_normalize
 from messaging.models import Delivery, Direction, Message, Origin, WebhookEvent
@@ -132,18 +132,17 @@ def sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
 
-def _newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
-    """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
-    parameters): newer ``sent_at``, or the same and a higher id; one classified out-of-office or
-    automated reply does not count (one not classified yet does)."""
-    sent_at = sent_at_param(message)
-    sql = (
-        f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
-        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s))"
-        f" AND nm.sentiment NOT IN ({', '.join(['%s'] * len(MACHINE_REPLY_SENTIMENTS))}))"
+def newer_inbound(message: Message) -> RowsExist:
+    """ "An inbound message of the lead is newer than ``message``": newer ``sent_at``, or the same
+    and a higher id; one classified out-of-office or automated reply does not count (one not
+    classified yet does). A typed condition other apps put in their own statements (the lead's
+    tag, a draft's final write) so the check and the write stay one statement."""
+    return RowsExist(
+        model=Message,
+        equal=(("workspace_id", message.workspace_id), ("lead_id", message.lead_id), ("direction", Direction.INBOUND)),
+        after=(("sent_at", message.sent_at), ("id", message.pk)),
+        not_in=("sentiment", MACHINE_REPLY_SENTIMENTS),
     )
-    params = [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
-    return sql, [*params, *MACHINE_REPLY_SENTIMENTS]
 
 
 def conversation_before(message: Message, *, limit: int) -> list[tuple[str, str]]:
@@ -175,8 +174,8 @@ class LeadAfterMessage:
 
 def lead_state_after(message: Message) -> LeadAfterMessage:
     """The lead of ``message`` as it stands now, and whether a newer inbound message exists
-    (``_newer_inbound_sql``'s rule): one query."""
-    newer_sql, newer_params = _newer_inbound_sql(message)
+    (``newer_inbound``): one query."""
+    newer_sql, newer_params = newer_inbound(message).sql("nm")
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
@@ -187,12 +186,9 @@ def lead_state_after(message: Message) -> LeadAfterMessage:
 
 
 def message_has_newer_inbound(message: Message) -> bool:
-    """Whether the lead wrote again after ``message`` (``_newer_inbound_sql``'s rule: a classified
+    """Whether the lead wrote again after ``message`` (``newer_inbound``: a classified
     out-of-office or automated reply does not count)."""
-    sql, params = _newer_inbound_sql(message)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql}", params)
-        return bool(cursor.fetchone()[0])
+    return rows_exist(newer_inbound(message))
 
 
 # --- Deduplication of messages without a provider id -----------------------------------

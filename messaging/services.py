@@ -24,7 +24,7 @@ from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import (
     message_body_duplicate_get,
     message_body_hash,
-    message_has_newer_inbound,
+    newer_inbound,
     webhook_event_original,
 )
 from messaging.serializers import (
@@ -189,7 +189,7 @@ def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
         lead=lead,
         sentiment=tag,
         only_replacing=MACHINE_REPLACEABLE_SENTIMENTS if tag in MACHINE_REPLY_SENTIMENTS else (),
-        unless=partial(message_has_newer_inbound, message),
+        unless=newer_inbound(message),
     )
 
 

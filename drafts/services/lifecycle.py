@@ -15,9 +15,9 @@ from drafts.models import Draft, DraftStatus
 from leads.models import (
     MACHINE_REPLY_SENTIMENTS,
 )
-from leads.selectors import lead_is_blacklisted
+from leads.selectors import lead_opted_out
 from messaging.models import Direction, Message
-from messaging.selectors import lead_state_after
+from messaging.selectors import lead_state_after, newer_inbound
 
 DRAFT_PROMPT_VERSION = "draft-v1"
 
@@ -67,34 +67,42 @@ def draft_insert(*, message: Message, status: str) -> tuple[Draft, bool]:
 
 
 def draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draft:
-    """The final write of a usable reply, with the last checks: ``ready`` unless a newer inbound
-    arrived while drafting (then ``superseded``, content kept) or the lead opted out meanwhile
-    (then ``skipped``, reason ``blacklisted``).
-
-    The draft row is written first and stays locked until the checks are done (one
-    transaction): an opt-out committing meanwhile skips the lead's ready drafts
-    (``drafts_skip_for_blacklisted_lead``) and waits for that lock, so it sees this one.
-    """
+    """The final write of a usable reply, with the last checks in the same statement: ``ready``
+    unless a newer inbound arrived while drafting (then ``superseded``, content kept) or the
+    lead opted out meanwhile (then ``skipped``, reason ``blacklisted``)."""
     now = timezone.now()
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "finished_at": now, "updated_at": now}
     values.update(fields)
-    final: dict[str, Any] = {}
-    with transaction.atomic(savepoint=connection.in_atomic_block):
-        where = "id = %s AND workspace_id = %s AND status IN (%s, %s)"
-        if not update_rows(Draft, values, where, [draft.pk, draft.workspace_id, *OPEN_STATUSES]):
-            draft.refresh_from_db()  # someone else finished it
-            return draft
-        lead = lead_state_after(message)
-        if lead.is_blacklisted:
-            final = {"failure_reason": "blacklisted", "error": "the lead opted out while the reply was written"}
-            final["status"] = DraftStatus.SKIPPED
-        elif lead.newer_inbound:
-            final = {"failure_reason": "stale", "error": "a newer inbound message arrived while drafting"}
-            final["status"] = DraftStatus.SUPERSEDED
-        if final:
-            update_rows(Draft, final, "id = %s AND workspace_id = %s", [draft.pk, draft.workspace_id])
-    for key, value in {**values, **final}.items():
-        setattr(draft, key, value)
+    newer_sql, newer_params = newer_inbound(message).sql("nm")
+    out_sql, out_params = lead_opted_out(lead_id=message.lead_id, workspace_id=message.workspace_id).sql("bl")
+    updated = update_rows(
+        Draft,
+        values,
+        f"id = %s AND workspace_id = %s AND status IN (%s, %s) AND NOT {newer_sql} AND NOT {out_sql}",
+        [draft.pk, draft.workspace_id, *OPEN_STATUSES, *newer_params, *out_params],
+    )
+    if updated:
+        for key, value in values.items():
+            setattr(draft, key, value)
+        return draft
+    lead = lead_state_after(message)
+    if lead.is_blacklisted:
+        return draft_finish(
+            draft=draft,
+            status=DraftStatus.SKIPPED,
+            failure_reason="blacklisted",
+            error="the lead opted out while the reply was written",
+            **fields,
+        )
+    if lead.newer_inbound:
+        return draft_finish(
+            draft=draft,
+            status=DraftStatus.SUPERSEDED,
+            failure_reason="stale",
+            error="a newer inbound message arrived while drafting",
+            **fields,
+        )
+    draft.refresh_from_db()  # someone else finished it
     return draft
 
 
@@ -156,11 +164,11 @@ def drafts_revive_stale(*, message: Message) -> int:
     was not classified yet is ``ready`` again. Only the latest superseded-as-stale draft with
     content, finished after ``message`` arrived (so one this reply may have made stale, never an
     old one), of a message with no newer inbound but machine replies, with no live draft, for a
-    lead not blacklisted (checked while the revived row is locked, as in ``draft_finish_ready``).
-    On the machine-reply path only; a live draft inserted concurrently for that message wins
-    (nothing revived)."""
+    lead not blacklisted. One UPDATE, on the machine-reply path only; a live draft inserted
+    concurrently for that message wins (nothing revived)."""
     d, msg = table(Draft), table(Message)
     machine = ", ".join(["%s"] * len(MACHINE_REPLY_SENTIMENTS))
+    out_sql, out_params = lead_opted_out(lead_id=message.lead_id, workspace_id=message.workspace_id).sql("bl")
     where = (
         "workspace_id = %s AND lead_id = %s AND status = %s AND failure_reason = %s AND content <> ''"  # noqa: S608
         " AND finished_at >= %s"
@@ -171,6 +179,7 @@ def drafts_revive_stale(*, message: Message) -> int:
         "   AND n.lead_id = w.lead_id AND n.direction = %s"
         "   AND (n.sent_at > w.sent_at OR (n.sent_at = w.sent_at AND n.id > w.id))"
         f"   WHERE w.id = {d}.message_id AND n.sentiment NOT IN ({machine}))"
+        f" AND NOT {out_sql}"
     )
     stale = [DraftStatus.SUPERSEDED, "stale"]
     params = [
@@ -182,14 +191,11 @@ def drafts_revive_stale(*, message: Message) -> int:
         DraftStatus.SUPERSEDED,
         Direction.INBOUND,
         *MACHINE_REPLY_SENTIMENTS,
+        *out_params,
     ]
     values = {"status": DraftStatus.READY, "failure_reason": "", "error": "", "updated_at": timezone.now()}
     try:
         with transaction.atomic(savepoint=connection.in_atomic_block):
-            revived = update_rows(Draft, values, where, params)
-            if revived and lead_is_blacklisted(lead_id=message.lead_id, workspace_id=message.workspace_id):
-                transaction.set_rollback(True)
-                return 0
-            return revived
+            return update_rows(Draft, values, where, params)
     except IntegrityError:  # draft_one_live_per_message: a live draft was inserted meanwhile
         return 0

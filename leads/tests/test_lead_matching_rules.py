@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
+from core.sql import RowsExist, rows_exist
 from leads import services as lead_services
 from leads.models import MACHINE_REPLACEABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
-from leads.selectors import lead_is_blacklisted
+from leads.selectors import lead_opted_out
 from leads.services import (
     LeadIdentity,
     lead_blacklist,
@@ -22,9 +23,12 @@ from leads.services import (
 
 pytestmark = pytest.mark.django_db
 
+_ALWAYS = RowsExist(model=Lead, equal=())  # a condition that holds (any lead exists)
+_NEVER = RowsExist(model=Lead, equal=(("id", -1),))
+
 
 def _lead_is_open(lead: Lead, *, workspace_id: int | None = None) -> bool:
-    return not lead_is_blacklisted(lead_id=lead.pk, workspace_id=workspace_id or lead.workspace_id)
+    return not rows_exist(lead_opted_out(lead_id=lead.pk, workspace_id=workspace_id or lead.workspace_id))
 
 
 def test_the_open_lead_condition_is_false_once_the_lead_opted_out(workspace, other_workspace):
@@ -58,11 +62,11 @@ def test_a_classification_sets_the_leads_sentiment_unless_the_condition_holds(wo
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
 
     # "Unless" holds: the lead is left alone.
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=lambda: True) is False
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=_ALWAYS) is False
     assert lead.sentiment == Sentiment.INTERESTED
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
     # Unless it does not.
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=lambda: False) is True
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=_NEVER) is True
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.NEUTRAL
 
 
@@ -80,7 +84,7 @@ def test_a_tag_that_may_only_replace_some_tags_leaves_the_others(workspace):
 def test_an_opt_out_ignores_the_unless_condition_and_is_final(workspace):
     lead = Lead.objects.create(workspace=workspace, email="out@x.io")
 
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST, unless=lambda: True) is True
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST, unless=_ALWAYS) is True
     assert (lead.status, lead.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
 
     assert lead_sentiment_set(lead=lead, sentiment=Sentiment.INTERESTED) is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from django.db.models import Q
 from django.utils import timezone
@@ -20,17 +20,21 @@ MIN_NOTICE = dt.timedelta(hours=1)
 
 
 def available_slots_for_lead(
-    *, workspace: Workspace, lead: Lead | None, count: int, declined: Collection[dt.datetime] = ()
+    *,
+    workspace: Workspace,
+    lead: Lead | None,
+    count: int,
+    declined: Callable[[], Collection[dt.datetime]] | None = None,
 ) -> list[dict]:
     """Up to ``count`` future slots from the cached snapshot, for a draft to offer.
 
     Each item: ``{"start_utc": iso8601, "label": "Tue Dec 1, 10:00 AM EST", "timezone": tz}``,
     formatted in the lead's timezone when known, else the workspace's. Slots are
     within the workspace's business hours and days, still free in the latest
-    snapshot, not ``declined`` (the starts already offered to this lead: drafts knows them,
-    ``drafts.selectors.slots_to_offer``), and spread across days. Every
-    read is scoped to ``workspace``; a lead of another workspace is refused
-    (ValueError).
+    snapshot, not ``declined()`` (the starts already offered to this lead: drafts knows them,
+    ``drafts.selectors.slots_to_offer``; asked only when the snapshot has slots), and spread
+    across days. Every read is scoped to ``workspace``; a lead of another workspace is
+    refused (ValueError).
     """
     if lead is not None and lead.workspace_id != workspace.pk:
         # Never mix tenants: this lead's offers and timezone belong to another workspace.
@@ -40,11 +44,15 @@ def available_slots_for_lead(
     snapshot = AvailabilitySnapshot.objects.filter(workspace=workspace).only("slots_utc").first()
     if snapshot is None or not snapshot.slots_utc:
         return []
+    declined_starts = declined() if declined is not None else ()
     earliest = timezone.now() + MIN_NOTICE
     candidates = sorted(
         start
         for start in (parse_slot_start(raw) for raw in snapshot.slots_utc)
-        if start is not None and start >= earliest and start not in declined and _in_business_hours(workspace, start)
+        if start is not None
+        and start >= earliest
+        and start not in declined_starts
+        and _in_business_hours(workspace, start)
     )
     chosen = _spread_across_days(candidates, count=count, tz=workspace.tzinfo)
     tz = _display_tz(workspace=workspace, lead=lead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -46,8 +47,12 @@ def lead_offered_slot_starts(*, workspace: Workspace, lead: Lead | None) -> set[
 
 def slots_to_offer(*, workspace: Workspace, lead: Lead | None, count: int) -> list[dict]:
     """Up to ``count`` cached slots for a reply to this lead, none it was offered before."""
-    declined = lead_offered_slot_starts(workspace=workspace, lead=lead)
-    return available_slots_for_lead(workspace=workspace, lead=lead, count=count, declined=declined)
+    return available_slots_for_lead(
+        workspace=workspace,
+        lead=lead,
+        count=count,
+        declined=functools.partial(lead_offered_slot_starts, workspace=workspace, lead=lead),
+    )
 
 
 # A generating draft older than the task's hard limit plus this is not being worked on.

@@ -10,11 +10,7 @@ from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
 from drafts.services.lifecycle import draft_insert
-from leads.models import (
-    DRAFTABLE_SENTIMENTS,
-    LeadStatus,
-    Sentiment,
-)
+from leads.models import DRAFTABLE_SENTIMENTS, LeadStatus, Sentiment
 from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Message
 from messaging.services import message_work_enqueue
 
@@ -26,10 +22,8 @@ REJECTABLE_STATUSES = (
     DraftStatus.SKIPPED,
 )
 
-
 # Editing an approved or scheduled draft takes the approval back: what is sent was approved.
 EDITABLE_STATUSES = (DraftStatus.READY, DraftStatus.APPROVED, DraftStatus.SCHEDULED)
-
 
 REGENERATABLE_STATUSES = (
     DraftStatus.READY,

@@ -16,16 +16,9 @@ from drafts.classification import classify_fast, classify_with_llm, opt_out_susp
 from drafts.quoting import reply_text
 from drafts.run import ClassifyResult, DraftRun
 from drafts.services.lifecycle import CLASSIFY_ERROR_PREFIX, drafts_revive_stale, drafts_skip_for_blacklisted_lead
-from leads.models import (
-    MACHINE_REPLY_SENTIMENTS,
-    Sentiment,
-)
+from leads.models import MACHINE_REPLY_SENTIMENTS, Sentiment
 from messaging.models import Message
-from messaging.selectors import (
-    SWEEP_MAX_ENQUEUES,
-    lead_state_after,
-    message_in_sweep_window,
-)
+from messaging.selectors import SWEEP_MAX_ENQUEUES, lead_state_after, message_in_sweep_window
 from messaging.services import lead_tag_from_message
 from workspaces.models import IntegrationError
 from workspaces.services import integration_error_record, integration_error_resolve
@@ -79,15 +72,12 @@ def message_classify(*, message: Message, deadline: llm.Deadline, run: DraftRun 
 
 DEFERRED_OUTCOME = "it may be an opt-out: left unclassified, retried by the sweeper"
 
-
 FALLBACK_OUTCOME = "message tagged by fallback"
-
 
 # LLM failures a later try may not meet; the others (auth, config, bad request) would repeat.
 TRANSIENT_LLM_CODES = frozenset(
     {"timeout", "rate_limited", "server_error", "connection_error", "deadline", "max_output_tokens", "invalid_output"}
 )
-
 
 # Not under the ``classify_`` prefix: the next good classification does not close it, an operator does.
 OPT_OUT_BY_FALLBACK_CODE = "opt_out_by_fallback"

@@ -32,13 +32,10 @@ from workspaces.services import integration_error_record, integration_error_reso
 
 logger = logging.getLogger(__name__)
 
-
 SMS_MAX_CHARS = 320
-
 
 # Plain per-channel output budgets (visible + reasoning tokens), before the multiplier.
 PLAIN_OUTPUT_TOKENS = {Channel.SMS: 200, Channel.EMAIL: 450}
-
 
 # Extra budget per input token: longer conversations get longer answers.
 INPUT_TOKEN_BUDGET_SHARE = 0.1

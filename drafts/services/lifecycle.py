@@ -12,23 +12,18 @@ from django.utils import timezone
 
 from core.sql import table, update_rows
 from drafts.models import Draft, DraftStatus
-from leads.models import (
-    MACHINE_REPLY_SENTIMENTS,
-)
+from leads.models import MACHINE_REPLY_SENTIMENTS
 from leads.selectors import lead_opted_out
 from messaging.models import Direction, Message
 from messaging.selectors import lead_state_after, newer_inbound
 
 DRAFT_PROMPT_VERSION = "draft-v1"
 
-
 OPEN_STATUSES = (DraftStatus.PENDING, DraftStatus.GENERATING)
-
 
 # IntegrationError codes (source ``openai``): ``classify_<LLMError.code>`` and
 # ``draft_<failure_reason>``; a success resolves every open code of its prefix.
 CLASSIFY_ERROR_PREFIX = "classify_"
-
 
 DRAFT_ERROR_PREFIX = "draft_"
 

@@ -27,16 +27,8 @@ from drafts.quoting import reply_text
 from drafts.run import DraftRun
 from drafts.services.classify import classification_failed, classification_store, message_classify
 from drafts.services.generation import draft_generate
-from drafts.services.lifecycle import (
-    OPEN_STATUSES,
-    draft_fail_open,
-    draft_finish,
-    draft_insert,
-)
-from leads.models import (
-    DRAFTABLE_SENTIMENTS,
-    Lead,
-)
+from drafts.services.lifecycle import OPEN_STATUSES, draft_fail_open, draft_finish, draft_insert
+from leads.models import DRAFTABLE_SENTIMENTS, Lead
 from leads.services import advisory_lock_id
 from messaging.models import Direction, Message
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace

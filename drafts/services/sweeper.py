@@ -12,15 +12,12 @@ from django.utils import timezone
 from drafts.models import Draft
 from drafts.selectors import drafts_stale_open, messages_awaiting_work
 from drafts.services.lifecycle import DRAFT_ERROR_PREFIX, drafts_fail_open
-from messaging.selectors import (
-    SWEEP_MAX_ENQUEUES,
-)
+from messaging.selectors import SWEEP_MAX_ENQUEUES
 from messaging.services import message_work_enqueue
 from workspaces.models import IntegrationError, Workspace
 from workspaces.services import integration_error_record
 
 logger = logging.getLogger(__name__)
-
 
 # An open draft whose work was enqueued the maximum number of times is failed only after this long
 # without a change: a task that waits in a long queue still gets its turn.

@@ -30,7 +30,7 @@ import datetime as dt
 import functools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -110,6 +110,8 @@ class SendClaim:
     thread_sender_id: str
     to_email: str
     to_name: str
+    # Read with the draft (its credentials decrypted once): the provider call needs no query.
+    workspace: Workspace = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,8 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
             .select_related("lead", "message", "workspace")
             .get(pk=draft_id, workspace_id=workspace_id)
         )
+        # A statement of its own, after the lock: one that waited for the lock sees the row the
+        # holder wrote (a subquery of the locking SELECT would read the snapshot from before).
         earlier = _earlier_send(draft)
         if earlier is not None:
             # Whatever the draft's status now (an opt-out may have skipped it mid-send).
@@ -341,6 +345,7 @@ def _claim(*, draft_id: int, workspace_id: int) -> SendClaim | str:
             thread_sender_id=message_emailbison_sender_id(answered) if route == Route.EMAILBISON_REPLY else "",
             to_email=lead.email,
             to_name=f"{lead.first_name} {lead.last_name}".strip(),
+            workspace=workspace,
         )
 
 
@@ -393,7 +398,7 @@ def _route(draft: Draft, *, lead: Lead, workspace: Workspace) -> tuple[str, str]
 
 
 def _provider_send(claim: SendClaim, *, deadline: Deadline) -> Receipt:
-    workspace = Workspace.objects.get(pk=claim.workspace_id)
+    workspace = claim.workspace
     if claim.route == Route.EMAILBISON_REPLY:
         try:
             sent = email_reply_send(
@@ -445,16 +450,14 @@ def _finish_sent(claim: SendClaim, receipt: Receipt) -> None:
             error="",
             updated_at=now,
         )
-        lead = Lead.objects.get(pk=claim.lead_id, workspace_id=claim.workspace_id)
-        lead_rollups_touch(lead=lead, direction=Direction.OUTBOUND, at=now)
-        for source in (IntegrationError.Source.DRAFTS, _route_source(claim.route)):
-            # An unconfirmed send is about one draft a person must check: no success disproves it.
-            integration_error_resolve(
-                workspace=claim.workspace_id,
-                source=source,
-                code_prefix=SEND_ERROR_PREFIX,
-                keep_codes=[UNCONFIRMED_CODE],
-            )
+        lead_rollups_touch(lead_id=claim.lead_id, workspace_id=claim.workspace_id, direction=Direction.OUTBOUND, at=now)
+        # An unconfirmed send is about one draft a person must check: no success disproves it.
+        integration_error_resolve(
+            workspace=claim.workspace_id,
+            source=(IntegrationError.Source.DRAFTS, _route_source(claim.route)),
+            code_prefix=SEND_ERROR_PREFIX,
+            keep_codes=[UNCONFIRMED_CODE],
+        )
 
 
 def _outbound_mark_sent(claim: SendClaim, *, provider_ids: dict[str, str], at: dt.datetime) -> None:

@@ -11,7 +11,9 @@ the sender: a write is never repeated blindly.
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -70,26 +72,41 @@ def emailbison_client_for(workspace: Workspace, *, read_timeout_s: float = 15.0)
 # --- Snapshots ---------------------------------------------------------------------------
 
 
+_SNAPSHOT_FIELDS = ["email", "name", "status", "is_sendable", "listed", "last_checked_at", "last_error", "updated_at"]
+
+# One snapshot refresh at a time per workspace in a process: the threads of a worker that all
+# find no sender (a workspace's first sends) wait for one refresh instead of each running one.
+_refreshing: dict[int, threading.Lock] = collections.defaultdict(threading.Lock)
+REFRESH_WAIT_MAX_S = 30.0
+
+
 @transaction.atomic
 def sender_snapshot_store(*, workspace_id: int, senders: list[Sender]) -> SenderRefresh:
     """Upsert the listed senders; the ones EmailBison no longer lists become unsendable."""
     now = timezone.now()
-    listed_ids = []
-    for sender in senders:
-        listed_ids.append(sender.sender_id)
-        SenderEmail.objects.update_or_create(
-            workspace_id=workspace_id,
-            sender_id=sender.sender_id,
-            defaults={
-                "email": sender.email,
-                "name": sender.name,
-                "status": sender.status,
-                "is_sendable": sender.is_sendable,
-                "listed": True,
-                "last_checked_at": now,
-                "last_error": "" if sender.is_sendable else f"status {sender.status or 'unknown'}",
-            },
-        )
+    listed = {sender.sender_id: sender for sender in senders}  # the last of a repeated id wins
+    listed_ids = list(listed)
+    # One statement whatever the number of senders (INSERT ... ON CONFLICT DO UPDATE).
+    SenderEmail.objects.bulk_create(
+        [
+            SenderEmail(
+                workspace_id=workspace_id,
+                sender_id=sender.sender_id,
+                email=sender.email,
+                name=sender.name,
+                status=sender.status,
+                is_sendable=sender.is_sendable,
+                listed=True,
+                last_checked_at=now,
+                last_error="" if sender.is_sendable else f"status {sender.status or 'unknown'}",
+                updated_at=now,
+            )
+            for sender in listed.values()
+        ],
+        update_conflicts=True,
+        unique_fields=["workspace", "sender_id"],
+        update_fields=_SNAPSHOT_FIELDS,
+    )
     dropped = (
         SenderEmail.objects.filter(workspace_id=workspace_id)
         .exclude(sender_id__in=listed_ids)
@@ -224,10 +241,9 @@ def email_reply_send(
         if own:
             client.close()
     _sends_today_bump(workspace=workspace, sender_id=sender_id)
-    integration_error_resolve(workspace=workspace, source=SOURCE, codes=[NO_SENDABLE_SENDER])
-    if not healed_from:
-        # A send that needed no healing: the sender problem recorded earlier is behind us.
-        integration_error_resolve(workspace=workspace, source=SOURCE, codes=[SENDER_INVALID])
+    # A send that needed no healing: the sender problem recorded earlier is behind us too.
+    resolved = [NO_SENDABLE_SENDER] if healed_from else [NO_SENDABLE_SENDER, SENDER_INVALID]
+    integration_error_resolve(workspace=workspace, source=SOURCE, codes=resolved)
     return EmailReplySent(sender_id=sender_id, provider_reply_id=sent.reply_id, healed_from=healed_from)
 
 
@@ -235,8 +251,18 @@ def _sender_for(workspace: Workspace, *, client: EmailBisonClient, preferred: st
     """A sender to try first; the snapshot is refreshed when it has none that can send."""
     sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
     if not sender_id:
-        sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
-        sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
+        lock = _refreshing[workspace.pk]
+        # Bounded by the send's own deadline: past it, refresh regardless (as without the lock).
+        locked = lock.acquire(timeout=min(deadline.remaining(), REFRESH_WAIT_MAX_S))
+        try:
+            # Another thread may have refreshed while this one waited for the lock.
+            sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
+            if not sender_id:
+                sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
+                sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
+        finally:
+            if locked:
+                lock.release()
     if not sender_id:
         _no_sender(workspace, tried=())
     return sender_id

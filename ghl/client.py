@@ -15,6 +15,7 @@ callers turn its plain values into their rows.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,29 +244,44 @@ class GhlClient:
             secrets=[token],
             classify_error=classify_error,
         )
-        # The widget endpoints are public: never send the token there.
-        self.public = HttpClient(
+        self._token = token
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._retry = retry
+
+    # The widget and booking-page clients are built on first use: a send or a sync never needs
+    # them, and each is a requests session of its own.
+
+    @functools.cached_property
+    def public(self) -> HttpClient:
+        """The widget endpoints: public, so the token is never sent there."""
+        return HttpClient(
             provider="ghl-widget",
             base_url=settings.GHL_BACKEND_BASE_URL,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            retry=retry,
-            secrets=[token],
+            connect_timeout_s=self._connect_timeout_s,
+            read_timeout_s=self._read_timeout_s,
+            retry=self._retry,
+            secrets=[self._token],
         )
-        # Booking pages are URLs typed into workspace settings: only public addresses.
-        self.booking_pages = HttpClient(
+
+    @functools.cached_property
+    def booking_pages(self) -> HttpClient:
+        """Booking pages are URLs typed into workspace settings: only public addresses."""
+        return HttpClient(
             provider="ghl-booking-page",
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            retry=retry,
-            secrets=[token],
+            connect_timeout_s=self._connect_timeout_s,
+            read_timeout_s=self._read_timeout_s,
+            retry=self._retry,
+            secrets=[self._token],
             outbound_guard=True,
         )
 
+    def _built(self) -> list[HttpClient]:
+        return [self.api, *(self.__dict__[name] for name in ("public", "booking_pages") if name in self.__dict__)]
+
     def close(self) -> None:
-        self.api.close()
-        self.public.close()
-        self.booking_pages.close()
+        for http in self._built():
+            http.close()
 
     def __enter__(self) -> GhlClient:
         return self
@@ -372,11 +388,11 @@ class GhlClient:
 
     @property
     def requests_sent(self) -> int:
-        return self.api.requests_sent + self.public.requests_sent
+        return sum(http.requests_sent for http in self._built() if http.provider != "ghl-booking-page")
 
     @property
     def rate_limited_answers(self) -> int:
-        return self.api.rate_limited_answers + self.public.rate_limited_answers
+        return sum(http.rate_limited_answers for http in self._built() if http.provider != "ghl-booking-page")
 
     # --- contacts (Version 2021-07-28) ---
 

@@ -272,7 +272,7 @@ def _rollup_sql(field: str) -> str:
     )
 
 
-def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
+def lead_rollups_touch(*, lead_id: int, workspace_id: int, direction: str, at: datetime) -> None:
     """Move the lead's last inbound/outbound/message times forward to ``at`` (never back).
 
     One statement, safe under concurrent messages for the same lead. On
@@ -282,9 +282,9 @@ def lead_rollups_touch(*, lead: Lead, direction: str, at: datetime) -> None:
     field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_rollup_sql(field), [at, at, at, at, lead.pk, lead.workspace_id])
+            cursor.execute(_rollup_sql(field), [at, at, at, at, lead_id, workspace_id])
         return
-    Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).update(
+    Lead.objects.filter(pk=lead_id, workspace_id=workspace_id).update(
         **{
             field: Greatest(Coalesce(F(field), Value(at)), Value(at)),
             "last_message_at": Greatest(Coalesce(F("last_message_at"), Value(at)), Value(at)),

@@ -264,16 +264,18 @@ def integration_error_record(
 def integration_error_resolve(
     *,
     workspace: Workspace | int,
-    source: str,
+    source: str | tuple[str, ...],
     codes: Iterable[str] | None = None,
     code_prefix: str = "",
     keep_codes: Iterable[str] = (),
 ) -> int:
-    """Mark open errors of ``source`` resolved: all of them, or only ``codes``, or only the codes
-    starting with ``code_prefix`` (e.g. ``"draft_"``: whatever went wrong while drafting); never
-    ``keep_codes`` (problems a later success does not disprove). Returns how many."""
+    """Mark open errors of ``source`` (one, or a tuple of sources: one statement) resolved: all
+    of them, or only ``codes``, or only the codes starting with ``code_prefix`` (e.g.
+    ``"draft_"``: whatever went wrong while drafting); never ``keep_codes`` (problems a later
+    success does not disprove). Returns how many."""
     workspace_id = workspace if isinstance(workspace, int) else workspace.pk
-    qs = IntegrationError.objects.filter(workspace_id=workspace_id, source=source, resolved_at__isnull=True)
+    sources = (source,) if isinstance(source, str) else tuple(source)
+    qs = IntegrationError.objects.filter(workspace_id=workspace_id, source__in=sources, resolved_at__isnull=True)
     if codes is not None:
         qs = qs.filter(code__in=list(codes))
     if code_prefix:

@@ -111,6 +111,14 @@ def _setup(args, fake):
     return workspace, drafts, user
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def django_now():
     from django.utils import timezone
 
@@ -139,7 +147,8 @@ def _run(args) -> int:
         client.force_login(user)
         ids = sorted(drafts.values())
         clicked_at: dict[int, float] = {}
-        with celery_worker(env=env, pool="threads", concurrency=args.concurrency, queues="celery"):
+        with celery_worker(env=env, pool="threads", concurrency=args.concurrency, queues="celery") as worker:
+            cpu_before = _cpu_seconds(worker.pid)
             started = time.time()
             for i in range(0, len(ids), args.batch):
                 batch = ids[i : i + args.batch]
@@ -158,6 +167,7 @@ def _run(args) -> int:
                     break
                 time.sleep(0.2)
             wall_s = time.time() - started
+            worker_cpu_s = _cpu_seconds(worker.pid) - cpu_before
 
     statuses = collections.Counter(Draft.objects.filter(workspace=workspace).values_list("status", flat=True))
     per_draft = collections.Counter()
@@ -180,6 +190,10 @@ def _run(args) -> int:
         f"refused by dead senders: {len(fake.refusals)}; drafts sent more than once: {duplicates}"
     )
     print(f"clicks took {clicks_s:.2f} s in all; wall until every draft final {wall_s:.2f} s")
+    print(
+        f"worker CPU during the run: {worker_cpu_s:.2f} s ({worker_cpu_s / args.drafts * 1000:.1f} ms a draft; "
+        "what bounds a bulk click's drain on a loaded machine)"
+    )
     if latency:
         print(
             f"click -> provider call: median {statistics.median(latency) * 1000:.0f} ms, "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import responses
+from django.db import connection
 from django.utils import timezone
 
 from core.http import ProviderAuthError, ProviderHTTPError
@@ -227,3 +229,33 @@ def test_a_base_url_on_a_private_address_is_refused_before_the_token_leaves(base
     with EmailBisonClient(base_url=base, token=TOKEN) as client, pytest.raises(ProviderOutboundRefused) as info:
         client.sender_emails_list()
     assert TOKEN not in str(info.value)
+
+
+@pytest.mark.django_db(transaction=True)
+@responses.activate
+def test_first_sends_of_a_workspace_from_many_threads_read_the_sender_list_once(ws):
+    """A worker's threads all find no snapshot on a workspace's first sends: one of them reads
+    the sender list, the others wait for it and pick from what it stored."""
+    responses.get(SENDERS_URL, json=_senders((1, "Connected"), (2, "Connected")))
+    responses.post(REPLY_URL, json={"data": {"id": 501}})
+    start, errors = threading.Barrier(6), []
+
+    def send():
+        try:
+            start.wait()
+            email_reply_send(workspace=ws, reply_id="4242", to_email="lee@example.com", message="Hi")
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    assert [c.request.method for c in responses.calls].count("GET") == 1
+    assert len(_posted_senders()) == 6
+    assert sorted(SenderEmail.objects.filter(workspace=ws).values_list("sender_id", flat=True)) == ["1", "2"]

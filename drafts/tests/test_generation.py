@@ -459,7 +459,8 @@ def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace,
 
 
 def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monkeypatch):
-    from drafts import classification, services
+    from drafts import classification
+    from drafts.services import classify
     from leads.models import Lead
 
     lead = lead_create(workspace=workspace)
@@ -471,7 +472,7 @@ def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monk
         Lead.objects.filter(pk=lead.pk).update(status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST)
         return outcome
 
-    monkeypatch.setattr(services, "classify_with_llm", opt_out_meanwhile)
+    monkeypatch.setattr(classify, "classify_with_llm", opt_out_meanwhile)
     assert message_classify_and_draft(message_id=message.pk) is None
 
     lead.refresh_from_db()
@@ -519,7 +520,8 @@ def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_op
 def test_provider_interest_landing_while_classifying_makes_the_neutral_reply_interested(
     workspace, fake_openai, monkeypatch
 ):
-    from drafts import classification, services
+    from drafts import classification
+    from drafts.services import classify
     from messaging.models import Message
 
     lead = lead_create(workspace=workspace)
@@ -531,7 +533,7 @@ def test_provider_interest_landing_while_classifying_makes_the_neutral_reply_int
         Message.objects.filter(pk=message.pk).update(provider_interested=True)  # LEAD_INTERESTED commits
         return outcome
 
-    monkeypatch.setattr(services, "classify_with_llm", interest_meanwhile)
+    monkeypatch.setattr(classify, "classify_with_llm", interest_meanwhile)
     draft = message_classify_and_draft(message_id=message.pk)
 
     message.refresh_from_db()

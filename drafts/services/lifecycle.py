@@ -82,23 +82,13 @@ def draft_finish_ready(*, draft: Draft, message: Message, **fields: Any) -> Draf
         return draft
     lead = lead_state_after(message)
     if lead.is_blacklisted:
-        return draft_finish(
-            draft=draft,
-            status=DraftStatus.SKIPPED,
-            failure_reason="blacklisted",
-            error="the lead opted out while the reply was written",
-            **fields,
-        )
-    if lead.newer_inbound:
-        return draft_finish(
-            draft=draft,
-            status=DraftStatus.SUPERSEDED,
-            failure_reason="stale",
-            error="a newer inbound message arrived while drafting",
-            **fields,
-        )
-    draft.refresh_from_db()  # someone else finished it
-    return draft
+        status, reason, error = DraftStatus.SKIPPED, "blacklisted", "the lead opted out while the reply was written"
+    elif lead.newer_inbound:
+        status, reason, error = DraftStatus.SUPERSEDED, "stale", "a newer inbound message arrived while drafting"
+    else:
+        draft.refresh_from_db()  # someone else finished it
+        return draft
+    return draft_finish(draft=draft, status=status, failure_reason=reason, error=error, **fields)
 
 
 def drafts_skip_for_blacklisted_lead(*, lead_id: int, workspace_id: int) -> int:

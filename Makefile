@@ -10,7 +10,7 @@ test:         ## ruff + the whole test suite on PostgreSQL (and Redis for end-to
 	scripts/test
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports
 
 bench-deps:   ## wrk for the webhook capacity benchmark (Debian package)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)

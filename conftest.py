@@ -106,3 +106,18 @@ def browser():
 
     with chromium() as driver:
         yield driver
+
+
+@pytest.fixture
+def redis_client():
+    """A client of the test Redis (``TEST_REDIS_URL``); the test is skipped when there is none."""
+    import os
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at TEST_REDIS_URL")
+    return client

@@ -5,6 +5,7 @@ import logging
 from django.contrib import admin, messages
 
 from availability.models import AvailabilitySnapshot
+from workspaces.admin import workspace_inline_register
 from workspaces.admin_scoping import WorkspaceScopedAdmin, WorkspaceScopedInline
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class AvailabilitySnapshotInline(WorkspaceScopedInline, admin.StackedInline):
     @admin.display(description="slots")
     def slot_count(self, obj):
         return obj.slot_count
+
+
+workspace_inline_register(AvailabilitySnapshotInline)
 
 
 @admin.register(AvailabilitySnapshot)

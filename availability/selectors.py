@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import OrderedDict
+from collections.abc import Callable, Collection
 
 from django.db.models import Q
 from django.utils import timezone
@@ -16,19 +17,24 @@ from workspaces.models import Workspace
 
 # A slot must start at least this far ahead to be worth offering in a reply.
 MIN_NOTICE = dt.timedelta(hours=1)
-# Drafts in these states were (or are about to be) seen by the lead: their slots count as offered.
-_OFFERED_DRAFT_STATUSES = ("sent", "approved")
 
 
-def available_slots_for_lead(*, workspace: Workspace, lead: Lead | None, count: int) -> list[dict]:
+def available_slots_for_lead(
+    *,
+    workspace: Workspace,
+    lead: Lead | None,
+    count: int,
+    declined: Callable[[], Collection[dt.datetime]] | None = None,
+) -> list[dict]:
     """Up to ``count`` future slots from the cached snapshot, for a draft to offer.
 
     Each item: ``{"start_utc": iso8601, "label": "Tue Dec 1, 10:00 AM EST", "timezone": tz}``,
     formatted in the lead's timezone when known, else the workspace's. Slots are
     within the workspace's business hours and days, still free in the latest
-    snapshot, not already offered to this lead, and spread across days. Every
-    read is scoped to ``workspace``; a lead of another workspace is refused
-    (ValueError).
+    snapshot, not ``declined()`` (the starts already offered to this lead: drafts knows them,
+    ``drafts.selectors.slots_to_offer``; asked only when the snapshot has slots), and spread
+    across days. Every read is scoped to ``workspace``; a lead of another workspace is
+    refused (ValueError).
     """
     if lead is not None and lead.workspace_id != workspace.pk:
         # Never mix tenants: this lead's offers and timezone belong to another workspace.
@@ -38,12 +44,15 @@ def available_slots_for_lead(*, workspace: Workspace, lead: Lead | None, count: 
     snapshot = AvailabilitySnapshot.objects.filter(workspace=workspace).only("slots_utc").first()
     if snapshot is None or not snapshot.slots_utc:
         return []
+    declined_starts = declined() if declined is not None else ()
     earliest = timezone.now() + MIN_NOTICE
-    declined = _offered_starts(workspace=workspace, lead=lead)
     candidates = sorted(
         start
-        for start in (_parse(raw) for raw in snapshot.slots_utc)
-        if start is not None and start >= earliest and start not in declined and _in_business_hours(workspace, start)
+        for start in (parse_slot_start(raw) for raw in snapshot.slots_utc)
+        if start is not None
+        and start >= earliest
+        and start not in declined_starts
+        and _in_business_hours(workspace, start)
     )
     chosen = _spread_across_days(candidates, count=count, tz=workspace.tzinfo)
     tz = _display_tz(workspace=workspace, lead=lead)
@@ -93,25 +102,6 @@ def availability_summary(*, workspace: Workspace) -> dict:
     }
 
 
-def _offered_starts(*, workspace: Workspace, lead: Lead | None) -> set[dt.datetime]:
-    """Slot starts this lead was already offered (and, having answered otherwise, declined)."""
-    if lead is None or lead.pk is None:
-        return set()
-    from drafts.models import Draft
-
-    offered: set[dt.datetime] = set()
-    rows = Draft.objects.filter(workspace=workspace, lead=lead, status__in=_OFFERED_DRAFT_STATUSES).values_list(
-        "offered_slots", flat=True
-    )
-    for slots in rows:
-        for item in slots or []:
-            raw = item.get("start_utc") if isinstance(item, dict) else item
-            parsed = _parse(raw)
-            if parsed is not None:
-                offered.add(parsed)
-    return offered
-
-
 def _in_business_hours(workspace: Workspace, start: dt.datetime) -> bool:
     local = start.astimezone(workspace.tzinfo)
     if local.weekday() not in workspace.business_weekdays:
@@ -143,7 +133,7 @@ def _display_tz(*, workspace: Workspace, lead: Lead | None) -> zoneinfo.ZoneInfo
     return lead_tz or workspace.tzinfo
 
 
-def _parse(raw: object) -> dt.datetime | None:
+def parse_slot_start(raw: object) -> dt.datetime | None:
     """A stored slot start: aware ISO 8601 text only (no epochs, no naive times)."""
     return parse_instant(raw, allow_epoch=False) if isinstance(raw, str) else None
 

@@ -33,7 +33,7 @@ def beat_entries() -> list[PeriodicEntry]:
     return [
         PeriodicEntry(
             name="leadline: sweep inbound messages without classification/draft work",
-            task="messaging.tasks.sweep_unprocessed_messages",
+            task="drafts.tasks.sweep_unprocessed_messages",
             every_seconds=60,
             description="Enqueues classify_and_draft for inbound messages the webhook could not enqueue.",
         ),

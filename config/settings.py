@@ -171,6 +171,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT_S", default=6
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT_S", default=90)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The project's periodic entries (``setup_periodic_tasks`` installs them; core does not import config).
+BEAT_ENTRIES = "config.beat.beat_entries"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Availability refreshes (many, each up to AVAILABILITY_WORKSPACE_DEADLINE_S on a
 # hanging page) get their own queue so they never delay drafts.

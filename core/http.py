@@ -9,7 +9,7 @@ What it guarantees, whatever the server does:
   header or body bytes (each read within the read timeout) cannot stretch an
   attempt past it (DNS resolution is the one phase it cannot cut);
 - idempotent requests are retried with exponential backoff and full jitter
-  (the ``backoff`` library) on connection errors, timeouts, 408/425/429 and
+  (``retry_call``, the one retry loop, which ``drafts.llm`` uses too) on connection errors, timeouts, 408/425/429 and
   5xx; a non-idempotent request is retried only when the server certainly did
   not process it (connect timeout, 429) or when the caller says it is safe;
 - ``Retry-After`` (seconds or HTTP date) is honoured when it fits in the
@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import ipaddress
 import json as jsonlib
 import logging
+import math
 import random
 import socket
 import threading
@@ -50,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import backoff
 import requests
 import urllib3
 from django.conf import settings
@@ -154,10 +155,18 @@ class ProviderOutboundRefused(ProviderError):
 
 
 class Deadline:
-    """A point in (monotonic) time an operation must finish by. ``None`` seconds: no deadline."""
+    """A point in (monotonic) time an operation, or a whole chain of calls, must finish by:
+    ``seconds`` after ``start`` (a ``time.monotonic()`` value; now by default). ``None``
+    seconds: no deadline. The provider clients and the OpenAI wrapper (``drafts.llm``) share it."""
 
-    def __init__(self, seconds: float | None) -> None:
-        self.expires_at = None if seconds is None else time.monotonic() + max(0.0, seconds)
+    def __init__(self, seconds: float | None, *, start: float | None = None) -> None:
+        began = time.monotonic() if start is None else start
+        self.expires_at = None if seconds is None else began + max(0.0, seconds)
+
+    @property
+    def at(self) -> float:
+        """``expires_at``, infinite when there is no deadline."""
+        return math.inf if self.expires_at is None else self.expires_at
 
     @classmethod
     def coerce(cls, value: Deadline | float | None) -> Deadline:
@@ -598,25 +607,69 @@ def parse_retry_after(value: str | None) -> float | None:
     return None
 
 
-def _wait_gen(*, policy: RetryPolicy, deadline: Deadline, bucket: RateLimiter | None):
-    """backoff wait generator: receives each failure, yields the seconds to sleep.
+def backoff_full_jitter(*, failures: int, base_s: float, factor: float = 2.0, max_wait_s: float = 30.0) -> float:
+    """Exponential backoff with full jitter: a wait in [0, min(max_wait_s, base_s * factor ** (failures - 1))]."""
+    return random.uniform(0, min(max_wait_s, base_s * factor ** (failures - 1)))
 
-    Exponential with full jitter, except when the server named a wait
-    (``Retry-After``), or answered 429 without one: then the announced
-    rate-limit window, with up to 20 % jitter so waiting clients do not return
-    in lockstep.
+
+T = typing.TypeVar("T")
+
+
+def retry_call(
+    attempt: Callable[[int], T],
+    *,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+    deadline: Deadline,
+    give_up: Callable[[Any, int], bool],
+    wait: Callable[[Any, int], float],
+    wait_must_fit: bool = False,
+    min_attempt_s: float = 0.0,
+    stop: Callable[[Any, str], None] | None = None,
+    on_backoff: Callable[[Any, int, float], None] | None = None,
+) -> T:
+    """The one retry loop (``HttpClient.request`` and ``drafts.llm.responses_create``).
+
+    Calls ``attempt(n)`` (n = 1, 2, ...) until it returns. After a ``retry_on`` failure it stops
+    when ``give_up(exc, n)`` says so; otherwise it sleeps ``wait(exc, n)`` seconds and tries
+    again. No wait runs past ``deadline``: with ``wait_must_fit`` a wait that would leave less
+    than ``min_attempt_s`` for the next attempt stops the loop instead; without it the wait is
+    cut at the deadline (the next attempt then meets the deadline itself). On a stop,
+    ``stop(exc, reason)`` (reason ``give_up`` or ``no_time``) may raise an error of its own;
+    otherwise the failure is re-raised.
     """
-    exc = yield  # primed by backoff with None
-    attempt = 0
+    failures = 0
     while True:
-        if exc is not None and getattr(exc, "retry_after", None) is not None:
-            wait = exc.retry_after + random.uniform(0, 0.1 * exc.retry_after + 0.05)
-        elif isinstance(exc, ProviderRateLimited) and exc.status == 429 and bucket is not None:
-            wait = bucket.interval_s * random.uniform(1.0, 1.2)
-        else:
-            wait = random.uniform(0, min(policy.max_wait_s, policy.base_s * policy.factor**attempt))
-        attempt += 1
-        exc = yield max(0.0, min(wait, deadline.remaining()))
+        try:
+            return attempt(failures + 1)
+        except retry_on as exc:
+            failures += 1
+            reason = "give_up" if give_up(exc, failures) else ""
+            seconds = 0.0
+            if not reason:
+                seconds = max(0.0, wait(exc, failures))
+                if wait_must_fit and seconds + min_attempt_s > deadline.remaining():
+                    reason = "no_time"
+                seconds = min(seconds, deadline.remaining())
+            if reason:
+                if stop is not None:
+                    stop(exc, reason)
+                raise
+            if on_backoff is not None:
+                on_backoff(exc, failures, seconds)
+            time.sleep(seconds)
+
+
+def _http_wait(exc: ProviderError, failures: int, *, policy: RetryPolicy, bucket: RateLimiter | None) -> float:
+    """Exponential with full jitter, except when the server named a wait (``Retry-After``), or
+    answered 429 without one: then the announced rate-limit window, with up to 20 % jitter so
+    waiting clients do not return in lockstep."""
+    if exc.retry_after is not None:
+        return exc.retry_after + random.uniform(0, 0.1 * exc.retry_after + 0.05)
+    if isinstance(exc, ProviderRateLimited) and exc.status == 429 and bucket is not None:
+        return bucket.interval_s * random.uniform(1.0, 1.2)
+    return backoff_full_jitter(
+        failures=failures, base_s=policy.base_s, factor=policy.factor, max_wait_s=policy.max_wait_s
+    )
 
 
 class HttpClient:
@@ -697,10 +750,8 @@ class HttpClient:
         deadline = Deadline.coerce(deadline)
         url = self._url(path_or_url)
         safe = idempotent if idempotent is not None else method in IDEMPOTENT_METHODS
-        tries = {"n": 0}
 
-        def attempt() -> requests.Response:
-            tries["n"] += 1
+        def attempt(attempt_no: int) -> requests.Response:
             return self._attempt(
                 method,
                 url,
@@ -710,17 +761,17 @@ class HttpClient:
                 headers=headers,
                 deadline=deadline,
                 rate_limited=rate_limited,
-                attempt_no=tries["n"],
+                attempt_no=attempt_no,
             )
 
-        def give_up(exc: ProviderError) -> bool:
+        def give_up(exc: ProviderError, tries: int) -> bool:
             if deadline.expired:
                 return True
             if exc.retry_after is not None and exc.retry_after > deadline.remaining():
                 return True  # the server asked for a wait we cannot afford
             if isinstance(exc, ProviderRateLimited):
-                return tries["n"] >= self.retry.max_rate_limited_tries
-            if tries["n"] >= self.retry.max_tries:
+                return tries >= self.retry.max_rate_limited_tries
+            if tries >= self.retry.max_tries:
                 return True
             if isinstance(exc, ProviderTimeout):
                 if not self.retry.retry_timeouts:
@@ -732,20 +783,14 @@ class HttpClient:
                 return not (safe and exc.status in RETRYABLE_STATUSES)
             return True
 
-        retrying = backoff.on_exception(
-            _wait_gen,
-            ProviderError,
-            max_tries=None,  # give_up decides, with the deadline in view
-            jitter=None,  # _wait_gen jitters itself so Retry-After is never shortened
-            giveup=give_up,
-            raise_on_giveup=True,
-            logger=None,
-            on_backoff=self._log_backoff,
-            policy=self.retry,
+        return retry_call(
+            attempt,
+            retry_on=ProviderError,
             deadline=deadline,
-            bucket=self.rate_limiter,
-        )(attempt)
-        return retrying()
+            give_up=give_up,  # with the deadline in view
+            wait=functools.partial(_http_wait, policy=self.retry, bucket=self.rate_limiter),
+            on_backoff=self._log_backoff,
+        )
 
     def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
         return self.json_of(self.request("GET", path_or_url, **kwargs))
@@ -770,15 +815,8 @@ class HttpClient:
             return path_or_url
         return f"{self.base_url}/{path_or_url.lstrip('/')}"
 
-    def _log_backoff(self, details: dict) -> None:
-        exc = details.get("exception")
-        logger.info(
-            "%s retry %s after %.2fs: %s",
-            self.provider,
-            details.get("tries"),
-            details.get("wait", 0.0),
-            exc.__class__.__name__ if exc is not None else "",
-        )
+    def _log_backoff(self, exc: ProviderError, tries: int, wait: float) -> None:
+        logger.info("%s retry %s after %.2fs: %s", self.provider, tries, wait, exc.__class__.__name__)
 
     def _error_kwargs(self, method: str, url: str, attempt_no: int) -> dict:
         return {

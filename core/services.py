@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.db import transaction
-
-from config.beat import beat_entries
+from django.utils.module_loading import import_string
 
 MANAGED_PREFIX = "leadline: "
 
@@ -19,7 +19,8 @@ def periodic_tasks_install() -> list[tuple[str, str]]:
 
     results: list[tuple[str, str]] = []
     declared = set()
-    for entry in beat_entries():
+    # The schedule is declared in config (above every app); core reads it through settings.
+    for entry in import_string(settings.BEAT_ENTRIES)():
         declared.add(entry.name)
         interval, _ = IntervalSchedule.objects.get_or_create(every=entry.every_seconds, period=IntervalSchedule.SECONDS)
         wanted = {

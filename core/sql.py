@@ -1,4 +1,4 @@
-"""Lean SQL for hot paths (the per-draft path ``drafts.services.message_classify_and_draft``,
+"""Lean SQL for hot paths (the per-draft path ``drafts.services.pipeline.message_classify_and_draft``,
 the lead's conditional sentiment update in ``leads.services``).
 
 Each of the few statements a draft needs costs more in Django's query compiler
@@ -21,6 +21,7 @@ Tests cover the paths through ``drafts.services`` and ``leads.services``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -84,3 +85,53 @@ class ModelColumns:
                 value = converter(value, col, connection)
             values[i] = value
         return self.model.from_db(connection.alias, self.attnames, values)
+
+
+@dataclass(frozen=True)
+class RowsExist:
+    """A typed EXISTS condition over one model's rows, for apps to hand each other instead of SQL
+    text: rows with the ``equal`` field values, one of the ``any_equal`` values when given,
+    after ``after`` (``((field, value), ...)``, compared as a tuple in that order), and with
+    none of ``not_in``'s values in its field. ``sql`` renders it for a statement of the caller
+    (names from ``_meta``, values as parameters), so a rule stays one statement on hot paths."""
+
+    model: type[Model]
+    equal: tuple[tuple[str, Any], ...]
+    any_equal: tuple[tuple[str, Any], ...] = ()
+    after: tuple[tuple[str, Any], ...] = ()
+    not_in: tuple[str, tuple[Any, ...]] | None = None
+
+    def sql(self, alias: str = "x") -> tuple[str, list[Any]]:
+        def col(name: str) -> str:
+            return f"{alias}.{qn(self.model._meta.get_field(name).column)}"
+
+        def param(name: str, value: Any) -> Any:
+            return self.model._meta.get_field(name).get_db_prep_value(value, connection)
+
+        terms = [f"{col(name)} = %s" for name, _ in self.equal]
+        params = [param(name, value) for name, value in self.equal]
+        if self.any_equal:
+            terms.append("(" + " OR ".join(f"{col(name)} = %s" for name, _ in self.any_equal) + ")")
+            params += [param(name, value) for name, value in self.any_equal]
+        if self.after:
+            # (a, b) > (x, y) spelled out: a > x OR (a = x AND b > y) (portable, index-friendly).
+            ors = []
+            for i, (name, value) in enumerate(self.after):
+                ands = [f"{col(n)} = %s" for n, _ in self.after[:i]] + [f"{col(name)} > %s"]
+                ors.append(" AND ".join(ands) if len(ands) == 1 else "(" + " AND ".join(ands) + ")")
+                params += [param(n, v) for n, v in self.after[:i]] + [param(name, value)]
+            terms.append("(" + " OR ".join(ors) + ")")
+        if self.not_in is not None:
+            name, values = self.not_in
+            terms.append(f"{col(name)} NOT IN ({', '.join(['%s'] * len(values))})")
+            params += [param(name, value) for value in values]
+        where = " AND ".join(terms) or "TRUE"
+        return f"EXISTS (SELECT 1 FROM {table(self.model)} {alias} WHERE {where})", params  # noqa: S608
+
+
+def rows_exist(condition: RowsExist) -> bool:
+    """Whether ``condition`` holds now (one query)."""
+    sql, params = condition.sql()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        return bool(cursor.fetchone()[0])

@@ -8,7 +8,7 @@ from django.utils.html import format_html
 
 from drafts.models import Draft, DraftStatus
 from drafts.sending import draft_approve_and_send, drafts_approve_and_send
-from drafts.services import EDITABLE_STATUSES, draft_edit, draft_regenerate, draft_reject
+from drafts.services.actions import EDITABLE_STATUSES, draft_edit, draft_regenerate, draft_reject
 from messaging.models import Channel
 from workspaces.admin_scoping import WorkspaceScopedAdmin
 

@@ -1,7 +1,7 @@
 """Sentiment classification of inbound messages: regex fast paths, then the LLM.
 
 Pure functions over text plus one LLM call; the writes (message, lead,
-IntegrationError) live in ``drafts.services``.
+IntegrationError) live in ``drafts.services.classify``.
 """
 
 from __future__ import annotations

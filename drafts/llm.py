@@ -2,12 +2,13 @@
 
 - SDK retries are off (``max_retries=0``); this module owns the policy:
   429, 5xx, timeouts and connection errors are retried with exponential
-  backoff and full jitter (``backoff`` library wait generators), honouring
-  ``Retry-After`` when it fits in the remaining time.
-- A ``Deadline`` covers a whole call chain. Each HTTP attempt's timeout is
-  ``min(per-call timeout, remaining)``, enforced on the wall clock (a trickled
-  answer is cut too), and no attempt starts (no sleep is taken) when the chain
-  would overrun it.
+  backoff and full jitter, honouring ``Retry-After`` when it fits in the
+  remaining time, through the loop every outbound call shares
+  (``core.http.retry_call``).
+- A ``Deadline`` (``core.http.Deadline``, re-exported here) covers a whole
+  call chain. Each HTTP attempt's timeout is ``min(per-call timeout,
+  remaining)``, enforced on the wall clock (a trickled answer is cut too), and
+  no attempt starts (no sleep is taken) when the chain would overrun it.
 - Each call reports model, status, usage (input/output/reasoning tokens),
   latency, the server's own processing time and the number of HTTP attempts.
 
@@ -24,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import backoff
 import httpcore2
 import httpx2
 import openai
 from django.conf import settings
+
+from core.http import Deadline, backoff_full_jitter, retry_call
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +40,6 @@ BACKOFF_MAX_S = 4.0
 # Do not start an attempt with less time than this left: it could not finish.
 MIN_ATTEMPT_S = 0.25
 CONNECT_TIMEOUT_S = 3.0
-
-
-class Deadline:
-    """A point in monotonic time that a whole chain of calls must not pass: ``seconds`` after
-    ``start`` (a ``time.monotonic()`` value; now by default)."""
-
-    def __init__(self, seconds: float, *, start: float | None = None) -> None:
-        self.total_s = seconds
-        self.at = (time.monotonic() if start is None else start) + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self.at - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
 
 
 @dataclass
@@ -305,15 +292,19 @@ def responses_create(
     if text_format:
         params["text"] = {"format": text_format}
 
-    delays = backoff.expo(base=2, factor=BACKOFF_BASE_S, max_value=BACKOFF_MAX_S)
-    next(delays)  # prime the generator (backoff's first yield is a no-op)
-    last_code, last_detail = "deadline", "no time left for a first attempt"
-    while call.http_attempts < MAX_HTTP_ATTEMPTS:
+    last = {"code": "deadline", "detail": "no time left for a first attempt"}
+    backoff_from: float | None = None
+
+    def attempt(attempt_no: int) -> LLMCall:
+        nonlocal backoff_from
+        if backoff_from is not None:
+            call.backoff_ms += (time.perf_counter() - backoff_from) * 1000
+            backoff_from = None
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_S:
-            break
+            raise LLMError(last["code"], last["detail"], call)
         attempt_timeout = min(timeout_s, remaining)
-        call.http_attempts += 1
+        call.http_attempts = attempt_no
         started = time.perf_counter()
         try:
             with _attempt_ends_at(min(deadline.at, time.monotonic() + attempt_timeout)):
@@ -326,27 +317,12 @@ def responses_create(
             if isinstance(exc, openai.APIStatusError):
                 _add_server_time(call, exc.response.headers)
             code, retryable = _classify_exception(exc)
-            last_code = code
-            last_detail = f"{type(exc).__name__}" + (
+            last["code"] = code
+            last["detail"] = f"{type(exc).__name__}" + (
                 f" HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else ""
             )
-            logger.warning("openai call failed", extra={"code": code, "attempt": call.http_attempts, "model": model})
-            if not retryable:
-                raise LLMError(code, last_detail, call) from exc
-            wait = backoff.full_jitter(next(delays))
-            if isinstance(exc, openai.APIStatusError):
-                retry_after = _retry_after_s(exc)
-                if retry_after is not None:
-                    wait = retry_after
-            if call.http_attempts >= MAX_HTTP_ATTEMPTS:
-                break
-            if wait + MIN_ATTEMPT_S > deadline.remaining():
-                last_detail += "; the retry would not fit in the time budget"
-                break
-            slept = time.perf_counter()
-            time.sleep(wait)
-            call.backoff_ms += (time.perf_counter() - slept) * 1000
-            continue
+            logger.warning("openai call failed", extra={"code": code, "attempt": attempt_no, "model": model})
+            raise _AttemptFailed(exc, retryable=retryable) from exc
         call.latency_ms += (time.perf_counter() - started) * 1000
         _add_server_time(call, raw.headers)
         try:
@@ -357,7 +333,45 @@ def responses_create(
             raise LLMError("unexpected", "the answer is not a JSON object", call)
         _fill_from_json(call, data)
         return call
-    raise LLMError(last_code, last_detail, call)
+
+    def wait(failed: _AttemptFailed, failures: int) -> float:
+        retry_after = _retry_after_s(failed.exc) if isinstance(failed.exc, openai.APIStatusError) else None
+        if retry_after is not None:
+            return retry_after
+        return backoff_full_jitter(failures=failures, base_s=BACKOFF_BASE_S, max_wait_s=BACKOFF_MAX_S)
+
+    def on_backoff(failed: _AttemptFailed, failures: int, seconds: float) -> None:
+        nonlocal backoff_from
+        backoff_from = time.perf_counter()
+
+    def stop(failed: _AttemptFailed, reason: str) -> None:
+        if not failed.retryable:
+            raise LLMError(last["code"], last["detail"], call) from failed.exc
+        detail = last["detail"] + ("; the retry would not fit in the time budget" if reason == "no_time" else "")
+        raise LLMError(last["code"], detail, call)
+
+    if deadline.remaining() < MIN_ATTEMPT_S:
+        raise LLMError(last["code"], last["detail"], call)
+    return retry_call(
+        attempt,
+        retry_on=_AttemptFailed,
+        deadline=deadline,
+        give_up=lambda failed, failures: not failed.retryable or failures >= MAX_HTTP_ATTEMPTS,
+        wait=wait,
+        wait_must_fit=True,
+        min_attempt_s=MIN_ATTEMPT_S,
+        stop=stop,
+        on_backoff=on_backoff,
+    )
+
+
+class _AttemptFailed(Exception):
+    """One HTTP attempt's SDK error, and whether another attempt may do better."""
+
+    def __init__(self, exc: openai.OpenAIError, *, retryable: bool) -> None:
+        super().__init__(type(exc).__name__)
+        self.exc = exc
+        self.retryable = retryable
 
 
 def _add_server_time(call: LLMCall, headers: Any) -> None:

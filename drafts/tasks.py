@@ -27,7 +27,7 @@ def _mark_started(sender=None, task=None, **kwargs) -> None:
 )
 def classify_and_draft(self, message_id: int) -> None:
     """Classify one inbound message and, for warm leads, write its reply draft."""
-    from drafts.services import message_classify_and_draft
+    from drafts.services.pipeline import message_classify_and_draft
 
     # Failures end the message's open draft inside the service (under its lock); an unexpected
     # exception is re-raised from there, for the worker log and Sentry.
@@ -56,3 +56,17 @@ def drafts_send_due() -> int:
     from drafts.sending import drafts_send_due as drafts_send_due_service
 
     return drafts_send_due_service()
+
+
+@shared_task(
+    name="drafts.tasks.sweep_unprocessed_messages",
+    acks_late=True,
+    soft_time_limit=50,
+    time_limit=58,
+    ignore_result=True,
+)
+def sweep_unprocessed_messages() -> int:
+    """Every minute (celery beat): enqueue classify+draft work the webhooks could not enqueue."""
+    from drafts.services.sweeper import message_sweep_unprocessed
+
+    return message_sweep_unprocessed()

@@ -11,3 +11,8 @@ def sender_counts(*, workspace_id: int) -> dict[str, int]:
         sendable=Count("id", filter=Q(is_sendable=True)), unsendable=Count("id", filter=Q(is_sendable=False))
     )
     return {"sendable": counts["sendable"], "unsendable": counts["unsendable"]}
+
+
+def sender_report(*, workspace) -> dict[str, int]:
+    """``sender_counts`` as a ``workspace_report`` section."""
+    return sender_counts(workspace_id=workspace.pk)

@@ -143,6 +143,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def speed_to_lead_report(*, workspace: Workspace) -> dict:
+    """``speed_to_lead_summary`` as of now, as a ``workspace_report`` section."""
+    return speed_to_lead_summary(workspace=workspace, now=timezone.now())
+
+
 def speed_to_lead_summary(*, workspace: Workspace, now: dt.datetime) -> dict:
     """``workspace_report``'s ``speed_to_lead``: ready drafts waiting, the longest current wait
     (received → now, wall clock), and reply times of the last 7 days (received → our answer,

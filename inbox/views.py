@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from drafts.models import Draft
 from drafts.sending import drafts_approve_and_send
-from drafts.services import draft_edit, draft_regenerate, draft_reject
+from drafts.services.actions import draft_edit, draft_regenerate, draft_reject
 from inbox.rows import rows_html
 from inbox.selectors import review_queue
 from leads.models import Sentiment

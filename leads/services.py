@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,33 +14,44 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.utils import timezone
 
-from core.sql import table, update_rows
+from core.sql import RowsExist, qn, table, update_rows
 from core.timeparse import safe_zoneinfo
 from leads.models import Lead, LeadStatus, Sentiment
 
-# Blacklist is sticky: a lead in this state is never changed by a classification.
-_SENTIMENT_MUTABLE_SQL = "status <> %s AND sentiment <> %s"
 
-
-def lead_sentiment_set(*, lead: Lead, sentiment: str, unless_sql: str = "", unless_params: Sequence[Any] = ()) -> bool:
+def lead_sentiment_set(
+    *,
+    lead: Lead,
+    sentiment: str,
+    only_replacing: Collection[str] = (),
+    unless: RowsExist | None = None,
+) -> bool:
     """Set a lead's sentiment from a classified inbound message: one conditional UPDATE.
 
     ``Blacklist`` is sticky: the lead's status becomes ``blacklisted`` and no
     later classification lifts it (opt-outs and bounces are final); the rule is
-    in the statement itself, so no lock is needed. ``unless_sql`` (with
-    ``unless_params``) adds a condition under which the lead is left alone
-    (e.g. "a newer inbound message exists"); ``Blacklist`` ignores it. Returns
-    whether the row changed; then ``lead`` carries the values written.
+    in the statement itself, so no lock is needed. ``only_replacing``: change
+    only a lead whose sentiment is one of these. ``unless``: a condition under
+    which the lead is left alone (e.g. ``messaging.selectors.newer_inbound``:
+    "a newer inbound message exists"), checked in the same statement.
+    ``Blacklist`` ignores both. Returns whether the row changed; then ``lead``
+    carries the values written.
     """
     now = timezone.now()
     changes: dict[str, Any] = {"sentiment": sentiment, "updated_at": now}
-    if sentiment == Sentiment.BLACKLIST:
+    blacklist = sentiment == Sentiment.BLACKLIST
+    if blacklist:
         changes["status"] = LeadStatus.BLACKLISTED
-    where = f"id = %s AND workspace_id = %s AND {_SENTIMENT_MUTABLE_SQL}"
+    status, current = (qn(Lead._meta.get_field(name).column) for name in ("status", "sentiment"))
+    where = f"id = %s AND workspace_id = %s AND {status} <> %s AND {current} <> %s"
     params: list[Any] = [lead.pk, lead.workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
-    if unless_sql and sentiment != Sentiment.BLACKLIST:
+    if only_replacing and not blacklist:
+        where += f" AND {current} IN ({', '.join(['%s'] * len(only_replacing))})"
+        params += list(only_replacing)
+    if unless is not None and not blacklist:
+        unless_sql, unless_params = unless.sql()
         where += f" AND NOT {unless_sql}"
-        params += list(unless_params)
+        params += unless_params
     if not update_rows(Lead, changes, where, params):
         return False
     for key, value in changes.items():
@@ -251,11 +263,13 @@ def lead_upsert(*, workspace_id: int, identity: LeadIdentity) -> tuple[Lead, boo
     return lead, False
 
 
-_ROLLUP_SQL = (
-    "UPDATE leads_lead SET {field} = GREATEST(COALESCE({field}, %s), %s),"
-    " last_message_at = GREATEST(COALESCE(last_message_at, %s), %s)"
-    " WHERE id = %s AND workspace_id = %s"
-)
+@functools.cache
+def _rollup_sql(field: str) -> str:
+    column, last = (qn(Lead._meta.get_field(name).column) for name in (field, "last_message_at"))
+    return (
+        f"UPDATE {table(Lead)} SET {column} = GREATEST(COALESCE({column}, %s), %s),"  # noqa: S608 (names from _meta)
+        f" {last} = GREATEST(COALESCE({last}, %s), %s) WHERE id = %s AND workspace_id = %s"
+    )
 
 
 def lead_rollups_touch(*, lead_id: int, workspace_id: int, direction: str, at: datetime) -> None:
@@ -268,7 +282,7 @@ def lead_rollups_touch(*, lead_id: int, workspace_id: int, direction: str, at: d
     field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_ROLLUP_SQL.format(field=field), [at, at, at, at, lead_id, workspace_id])
+            cursor.execute(_rollup_sql(field), [at, at, at, at, lead_id, workspace_id])
         return
     Lead.objects.filter(pk=lead_id, workspace_id=workspace_id).update(
         **{
@@ -276,16 +290,6 @@ def lead_rollups_touch(*, lead_id: int, workspace_id: int, direction: str, at: d
             "last_message_at": Greatest(Coalesce(F("last_message_at"), Value(at)), Value(at)),
         }
     )
-
-
-def lead_open_sql(*, lead_id: int, workspace_id: int) -> tuple[str, list[Any]]:
-    """An SQL condition (and its parameters) true while the lead is not blacklisted: for
-    statements of other apps that must not act for an opted-out lead (a draft's final write)."""
-    sql = (
-        f"NOT EXISTS (SELECT 1 FROM {table(Lead)} bl WHERE bl.id = %s AND bl.workspace_id = %s"  # noqa: S608
-        " AND (bl.status = %s OR bl.sentiment = %s))"
-    )
-    return sql, [lead_id, workspace_id, LeadStatus.BLACKLISTED, Sentiment.BLACKLIST]
 
 
 def lead_blacklist(*, lead: Lead, reason: str) -> Lead:

@@ -8,8 +8,11 @@ class MessagingConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from messaging import checks  # noqa: F401 - registers the system checks
-        from messaging.selectors import webhook_workspace_cache_clear
+        from messaging.selectors import message_counts_by_direction, webhook_workspace_cache_clear
         from workspaces.models import Workspace
+        from workspaces.selectors import report_section_register
+
+        report_section_register("messages", message_counts_by_direction)
 
         def _workspace_changed(**kwargs) -> None:
             # This process sees a new secret/location at once; other processes within the cache TTL.

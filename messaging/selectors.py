@@ -11,13 +11,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from rest_framework import serializers as drf_serializers
 
-from core.sql import table
-from leads.models import MACHINE_REPLY_SENTIMENTS, Lead
+from core.sql import RowsExist, rows_exist, table
+from leads.models import MACHINE_REPLY_SENTIMENTS, Lead, LeadStatus, Sentiment
 from leads.services import LeadIdentity, lead_match, phone_normalize
-from messaging.models import Direction, Message, Origin, WebhookEvent
+from messaging.models import Delivery, Direction, Message, Origin, WebhookEvent
 from messaging.serializers import (
     GHL_CUSTOM_WEBHOOK,
     GHL_FOREIGN_LOCATION_ERROR,
@@ -34,6 +34,7 @@ from messaging.serializers import (
     webhook_json_load,
 )
 from workspaces.models import Workspace
+from workspaces.selectors import count_by
 
 # --- Workspace lookup for the webhook path ---------------------------------------------
 
@@ -95,6 +96,12 @@ def webhook_workspace_cache_clear() -> None:
         _cache.clear()
 
 
+def message_counts_by_direction(*, workspace: Workspace) -> dict[str, int]:
+    """``workspace_report``'s ``messages``."""
+    by_direction = count_by(Message.objects.filter(workspace=workspace), "direction")
+    return {"inbound": by_direction.get(Direction.INBOUND, 0), "outbound": by_direction.get(Direction.OUTBOUND, 0)}
+
+
 # --- Sweeper -------------------------------------------------------------------------------
 
 # Work enqueued this many times without any result is left to operators.
@@ -118,45 +125,6 @@ def message_in_sweep_window(message: Message, *, now: datetime) -> bool:
     return message.created_at >= start and (message.origin != Origin.SYNC or message.sent_at >= start)
 
 
-def messages_awaiting_work(*, workspace_id: int, now: datetime, grace_s: float, limit: int = 500) -> list[int]:
-    """Inbound messages of the workspace whose classify+draft work seems lost.
-
-    No draft, and either not classified yet, or classified with a tag that gets a draft
-    (the run died between classification and the draft's insert) for a lead that is not
-    blacklisted and with no newer inbound message (which answers the lead instead; a newer
-    machine reply does not count, so such a message is picked up once that reply is
-    classified out-of-office or automated); and either never enqueued (and older than ``grace_s``, so the webhook's
-    own on-commit enqueue is not raced) or enqueued longer than ``DRAFT_SWEEP_AFTER_S`` ago.
-    """
-    from drafts.models import Draft
-    from leads.models import DRAFTABLE_SENTIMENTS, LeadStatus
-
-    never = Q(work_enqueued_at__isnull=True, created_at__lte=now - timedelta(seconds=grace_s))
-    stale = Q(work_enqueued_at__lte=now - timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S))
-    # The same rule as ``newer_inbound_sql``: a newer message's draft answers the lead.
-    newer = (
-        Message.objects.filter(workspace_id=workspace_id, lead_id=OuterRef("lead_id"), direction=Direction.INBOUND)
-        .filter(Q(sent_at__gt=OuterRef("sent_at")) | Q(sent_at=OuterRef("sent_at"), id__gt=OuterRef("id")))
-        .exclude(sentiment__in=MACHINE_REPLY_SENTIMENTS)
-    )
-    unfinished = Q(classified_at__isnull=True) | (
-        Q(sentiment__in=DRAFTABLE_SENTIMENTS) & ~Q(lead__status=LeadStatus.BLACKLISTED) & ~Exists(newer)
-    )
-    return list(
-        Message.objects.filter(
-            workspace_id=workspace_id,
-            direction=Direction.INBOUND,
-            work_enqueue_count__lt=SWEEP_MAX_ENQUEUES,
-        )
-        .filter(sweep_window_q(now=now))
-        .filter(unfinished)
-        .filter(never | stale)
-        .exclude(Exists(Draft.objects.filter(workspace_id=workspace_id, message_id=OuterRef("pk"))))
-        .order_by("created_at", "id")
-        .values_list("id", flat=True)[:limit]
-    )
-
-
 # --- Conversation order ------------------------------------------------------------------
 
 
@@ -164,27 +132,63 @@ def sent_at_param(message: Message) -> Any:
     return Message._meta.get_field("sent_at").get_db_prep_value(message.sent_at, connection)
 
 
-def newer_inbound_sql(message: Message) -> tuple[str, list[Any]]:
-    """ "An inbound message of the lead is newer than ``message``" as an SQL condition (and its
-    parameters): newer ``sent_at``, or the same and a higher id; one classified out-of-office or
-    automated reply does not count (one not classified yet does)."""
-    sent_at = sent_at_param(message)
-    sql = (
-        f"EXISTS (SELECT 1 FROM {table(Message)} nm WHERE nm.workspace_id = %s AND nm.lead_id = %s"  # noqa: S608
-        " AND nm.direction = %s AND (nm.sent_at > %s OR (nm.sent_at = %s AND nm.id > %s))"
-        " AND nm.sentiment NOT IN (%s, %s))"
+def newer_inbound(message: Message) -> RowsExist:
+    """ "An inbound message of the lead is newer than ``message``": newer ``sent_at``, or the same
+    and a higher id; one classified out-of-office or automated reply does not count (one not
+    classified yet does). A typed condition other apps put in their own statements (the lead's
+    tag, a draft's final write) so the check and the write stay one statement."""
+    return RowsExist(
+        model=Message,
+        equal=(("workspace_id", message.workspace_id), ("lead_id", message.lead_id), ("direction", Direction.INBOUND)),
+        after=(("sent_at", message.sent_at), ("id", message.pk)),
+        not_in=("sentiment", MACHINE_REPLY_SENTIMENTS),
     )
-    params = [message.workspace_id, message.lead_id, Direction.INBOUND, sent_at, sent_at, message.pk]
-    return sql, [*params, *MACHINE_REPLY_SENTIMENTS]
+
+
+def conversation_before(message: Message, *, limit: int) -> list[tuple[str, str]]:
+    """(direction, body) of the lead's last ``limit`` messages before ``message``, oldest first.
+    A send that failed never reached the lead: it is not part of the conversation."""
+    sent_at = sent_at_param(message)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT direction, body FROM {table(Message)} WHERE workspace_id = %s AND lead_id = %s"  # noqa: S608
+            " AND (sent_at < %s OR (sent_at = %s AND id < %s)) AND delivery <> %s"
+            " ORDER BY sent_at DESC, id DESC LIMIT %s",
+            [message.workspace_id, message.lead_id, sent_at, sent_at, message.pk, Delivery.FAILED, max(0, limit)],
+        )
+        return list(reversed(cursor.fetchall()))
+
+
+@dataclass(frozen=True)
+class LeadAfterMessage:
+    """The lead's sentiment state, and whether it wrote again after a message."""
+
+    status: str
+    sentiment: str
+    newer_inbound: bool
+
+    @property
+    def is_blacklisted(self) -> bool:
+        return self.status == LeadStatus.BLACKLISTED or self.sentiment == Sentiment.BLACKLIST
+
+
+def lead_state_after(message: Message) -> LeadAfterMessage:
+    """The lead of ``message`` as it stands now, and whether a newer inbound message exists
+    (``newer_inbound``): one query."""
+    newer_sql, newer_params = newer_inbound(message).sql("nm")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status, sentiment, {newer_sql} FROM {table(Lead)} WHERE id = %s AND workspace_id = %s",  # noqa: S608
+            [*newer_params, message.lead_id, message.workspace_id],
+        )
+        status, sentiment, newer = cursor.fetchone()
+    return LeadAfterMessage(status=status, sentiment=sentiment, newer_inbound=bool(newer))
 
 
 def message_has_newer_inbound(message: Message) -> bool:
-    """Whether the lead wrote again after ``message`` (``newer_inbound_sql``'s rule: a classified
+    """Whether the lead wrote again after ``message`` (``newer_inbound``: a classified
     out-of-office or automated reply does not count)."""
-    sql, params = newer_inbound_sql(message)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql}", params)
-        return bool(cursor.fetchone()[0])
+    return rows_exist(newer_inbound(message))
 
 
 # --- Deduplication of messages without a provider id -----------------------------------

@@ -1,4 +1,5 @@
-"""Webhook ingestion: WebhookEvent log, idempotent message insert, work enqueueing, sweeper."""
+"""Webhook ingestion: WebhookEvent log, idempotent message insert, the lead's tag from its messages,
+handing inbound messages to their work (registered by the app that does it)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.dispatch import Signal
 from django.utils import timezone
 from rest_framework import serializers as drf_serializers
 
-from leads.models import Lead, Sentiment
-from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_upsert
+from leads.models import MACHINE_REPLACEABLE_SENTIMENTS, MACHINE_REPLY_SENTIMENTS, Lead, Sentiment
+from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_sentiment_set, lead_upsert
 from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import (
     message_body_duplicate_get,
     message_body_hash,
-    messages_awaiting_work,
+    newer_inbound,
     webhook_event_original,
 )
 from messaging.serializers import (
@@ -144,11 +146,9 @@ def message_provider_interest_note(*, message: Message, lead: Lead) -> Message:
     ``Neutral`` becomes ``Interested``, for the lead too, and its work is enqueued again
     (after commit) so it gets its draft; the sweeper covers a lost enqueue. A message not
     classified yet only gets the flag: its task reads it (also when it is classifying right
-    now: ``Neutral`` is stored through the flag, see ``drafts.services._message_store_neutral``).
+    now: ``Neutral`` is stored through the flag, see ``drafts.classify._message_store_neutral``).
     Any other tag stays: the text said something specific.
     """
-    from drafts.services import lead_tag_from_message
-
     message = Message.objects.select_for_update().get(pk=message.pk, workspace_id=message.workspace_id)
     if lead.pk != message.lead_id:  # the payload's lead is not the message's (merged, changed email)
         lead = Lead.objects.get(pk=message.lead_id, workspace_id=message.workspace_id)
@@ -174,7 +174,69 @@ def message_provider_interest_note(*, message: Message, lead: Lead) -> Message:
     return message
 
 
-# --- Enqueueing classify+draft work --------------------------------------------------------
+def lead_tag_from_message(*, message: Message, lead: Lead, tag: str) -> bool:
+    """The lead takes ``message``'s tag unless a newer inbound message exists (its own task
+    sets the lead's tag); ``Blacklist`` always applies and is sticky. A machine reply
+    (out-of-office, automated) replaces only a tag no person's message gave (New, Neutral,
+    another machine reply): a warm lead stays warm while their auto-responder answers."""
+    if tag in MACHINE_REPLY_SENTIMENTS:
+        person = _latest_person_tagged_before(message)
+        if person is not None:
+            # The lead's tag is what the person last said (that message's own rule applies): a
+            # warm message classified while this reply was not yet classified left it untouched.
+            return lead_tag_from_message(message=person, lead=lead, tag=person.sentiment)
+    return lead_sentiment_set(
+        lead=lead,
+        sentiment=tag,
+        only_replacing=MACHINE_REPLACEABLE_SENTIMENTS if tag in MACHINE_REPLY_SENTIMENTS else (),
+        unless=newer_inbound(message),
+    )
+
+
+def _latest_person_tagged_before(message: Message) -> Message | None:
+    """The lead's latest inbound message before ``message`` with a tag a person's words gave it
+    (not New/Neutral, not a machine reply), or None."""
+    return (
+        Message.objects.filter(
+            workspace_id=message.workspace_id,
+            lead_id=message.lead_id,
+            direction=Direction.INBOUND,
+            classified_at__isnull=False,
+        )
+        .filter(Q(sent_at__lt=message.sent_at) | Q(sent_at=message.sent_at, id__lt=message.pk))
+        .exclude(sentiment__in=[*MACHINE_REPLACEABLE_SENTIMENTS, ""])
+        .order_by("-sent_at", "-id")
+        .only("id", "workspace_id", "lead_id", "sent_at", "sentiment")
+        .first()
+    )
+
+
+# --- The work an inbound message starts ----------------------------------------------------
+#
+# messaging stores messages; it does not know what answers them. The app that does (drafts)
+# registers its Celery task here from its AppConfig.ready, and ``message_work_enqueue`` hands
+# each new inbound message to it (the webhooks, the GHL sync, the sweeper and a regenerate all
+# enqueue through that one function and its broker bookkeeping). See docs/architecture.md.
+
+_inbound_work_task: Any = None
+
+
+def inbound_work_register(task: Any) -> None:
+    """Make ``task`` (a Celery task taking one message id) the work of every inbound message."""
+    global _inbound_work_task
+    _inbound_work_task = task
+
+
+def inbound_work_task() -> Any:
+    if _inbound_work_task is None:
+        raise ImproperlyConfigured("no app registered the work of inbound messages (drafts does, in its ready())")
+    return _inbound_work_task
+
+
+# A lead just opted out (unsubscribe, bounce): sent with ``lead_id`` and ``workspace_id`` inside
+# the webhook's transaction; the drafts app receives it and skips the drafts waiting to be sent.
+lead_opted_out = Signal()
+
 
 # After a broker failure this process stops trying for a few seconds: webhooks
 # keep answering in milliseconds and the sweeper enqueues what was skipped.
@@ -253,17 +315,15 @@ def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = Fa
     between commit and enqueue, the mark ages past ``DRAFT_SWEEP_AFTER_S``
     and the sweeper re-enqueues it then.)
     """
-    from config.celery_app import app as celery_app
-    from drafts.tasks import classify_and_draft
-
+    task = inbound_work_task()
     accepted = False
     if force or time.monotonic() >= broker_health.down_until:
         try:
             # One connection attempt, no kombu reconnect loop (which waits seconds on a
             # dead broker); the pooled producer connection is reused across requests.
-            with celery_app.producer_pool.acquire(block=True, timeout=1) as producer:
+            with task.app.producer_pool.acquire(block=True, timeout=1) as producer:
                 producer.connection.ensure_connection(max_retries=0, timeout=1)
-                classify_and_draft.apply_async(args=[message_id], retry=False, producer=producer)
+                task.apply_async(args=[message_id], retry=False, producer=producer)
             accepted = True
         except SoftTimeLimitExceeded:
             # The sweeper task ran out of time: not a broker outage, let celery see it.
@@ -280,40 +340,6 @@ def message_work_enqueue(*, message_id: int, workspace_id: int, force: bool = Fa
     return accepted
 
 
-def message_sweep_unprocessed(*, now: datetime | None = None, grace_s: float = 15.0, limit: int = 500) -> int:
-    """Enqueue the work of inbound messages whose enqueue was lost (broker down, crash), and of
-    open drafts whose task was lost (``drafts.services.draft_sweep_stale``).
-
-    Stops at the first broker failure (the next run retries). Returns how
-    many messages were enqueued.
-    """
-    from drafts.services import draft_sweep_stale
-
-    now = now or timezone.now()
-    enqueued = 0
-    for workspace_id in Workspace.objects.filter(is_active=True).order_by("id").values_list("id", flat=True):
-        broker_ok = True
-        for message_id in messages_awaiting_work(workspace_id=workspace_id, now=now, grace_s=grace_s, limit=limit):
-            broker_ok = message_work_enqueue(message_id=message_id, workspace_id=workspace_id, force=True)
-            if not broker_ok:
-                break
-            enqueued += 1
-        if broker_ok:
-            # Open drafts whose task was lost (a regenerate's enqueue, a killed worker).
-            drafts_enqueued, drafts_failed, broker_ok = draft_sweep_stale(
-                workspace_id=workspace_id, now=now, limit=limit
-            )
-            enqueued += drafts_enqueued
-            if drafts_failed:
-                logger.warning("sweeper: %d abandoned drafts failed in workspace %s", drafts_failed, workspace_id)
-        if not broker_ok:
-            logger.warning("sweeper: broker unavailable after %d enqueues; next run retries", enqueued)
-            return enqueued
-    if enqueued:
-        logger.info("sweeper: enqueued classify_and_draft for %d messages", enqueued)
-    return enqueued
-
-
 # --- Deliveries ----------------------------------------------------------------------------
 
 
@@ -324,12 +350,10 @@ def _delivery_apply(
         return IngestStatus.IGNORED, None, None
     lead, _ = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
     if delivery.action == DeliveryAction.BLACKLIST:
-        from drafts.services import drafts_skip_for_blacklisted_lead
-
         already = lead.is_blacklisted
         lead = lead_blacklist(lead=lead, reason=delivery.event_type)
         if not already:
-            drafts_skip_for_blacklisted_lead(lead_id=lead.pk, workspace_id=workspace_id)
+            lead_opted_out.send(sender=Lead, lead_id=lead.pk, workspace_id=workspace_id)
         return (IngestStatus.DUPLICATE if already else IngestStatus.CREATED), None, lead
     assert delivery.message is not None
     inbound = delivery.message.direction == Direction.INBOUND

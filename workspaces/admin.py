@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -23,12 +23,18 @@ from workspaces.models import (
     generate_webhook_secret,
 )
 from workspaces.services import (
-    TOKEN_BOUND_URLS,
-    URL_FIELDS,
+    CONFIGURABLE,
+    CREDENTIALS,
+    GENERAL,
+    SENDING,
+    SPEED,
     integration_error_resolve,
-    outbound_url_error,
     token_reentry_errors,
+    workspace_configure,
+    workspace_validate_changes,
 )
+
+CONFIGURABLE_BY_NAME = {field.name: field for field in CONFIGURABLE}
 
 
 class WriteOnlySecretWidget(forms.PasswordInput):
@@ -68,28 +74,49 @@ class WorkspaceAdminForm(forms.ModelForm):
             self.initial[name] = ""
 
     def clean(self):
+        """The submitted settings become ``workspace_changes``, checked by the rules of
+        ``workspace_configure`` (which ``WorkspaceAdmin.save_model`` saves them through)."""
         cleaned = super().clean()
         stored = Workspace.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
-        for name in URL_FIELDS:
-            if name in self.changed_data and cleaned.get(name) and (refused := outbound_url_error(cleaned[name])):
-                self.add_error(name, refused)
         cleared = set(cleaned.get("clear_secrets") or [])
-        submitted = {url: cleaned.get(url, "") for url in TOKEN_BOUND_URLS if url in self.changed_data}
-        for token in TOKEN_BOUND_URLS.values():
-            # A new token, or clearing the stored one: either way the old token never goes to the new URL.
-            submitted[token] = "cleared" if token in cleared else cleaned.get(token)
-        for name, message in token_reentry_errors(stored=stored, changes=submitted).items():
-            self.add_error(name, message)
+        changes: dict[str, Any] = {}
+        for field in CONFIGURABLE:
+            names = [name for name in field.admin_fields if name in self.fields]
+            if not names or not (stored is None or any(name in self.changed_data for name in names)):
+                continue
+            if field.name == "sms_send_window":
+                start, end = (cleaned.get(name) for name in names)
+                if start is not None and end is not None:
+                    changes[field.name] = f"{start.isoformat()}-{end.isoformat()}"
+            elif field.name in SECRET_FIELDS:
+                # Write-only: a blank submission keeps the stored value; a ticked box clears it.
+                if field.name in cleared:
+                    changes[field.name] = ""
+                elif cleaned.get(field.name):
+                    changes[field.name] = cleaned[field.name]
+            elif field.name in cleaned:
+                changes[field.name] = cleaned[field.name]
         for name in SECRET_FIELDS:
-            if not cleaned.get(name):
-                cleaned[name] = getattr(stored, name) if stored else ""
-        for name in cleaned.get("clear_secrets") or []:
-            cleaned[name] = ""
-        secret = cleaned.get("webhook_secret")
-        if not secret:
-            cleaned["webhook_secret"] = generate_webhook_secret()
-        elif len(secret) < 16:
-            self.add_error("webhook_secret", "must be at least 16 characters")
+            # What the model instance (and its own validation) holds: never a blank secret.
+            cleaned[name] = changes.get(name, getattr(stored, name) if stored else "")
+        if not cleaned.get("webhook_secret"):
+            cleaned["webhook_secret"] = changes["webhook_secret"] = generate_webhook_secret()
+        slug = stored.slug if stored else cleaned.get("slug") or ""
+        problems = dict(token_reentry_errors(stored=stored, changes=changes))
+        try:
+            workspace_validate_changes(slug=slug, changes=changes)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                problems.setdefault(name, "; ".join(messages))
+        for name, message in problems.items():
+            for form_field in CONFIGURABLE_BY_NAME[name].admin_fields if name in CONFIGURABLE_BY_NAME else (name,):
+                if form_field in self.fields and form_field not in self.errors:
+                    self.add_error(form_field, message)
+                    break
+            else:
+                if name not in self.errors:
+                    self.add_error(None, f"{name}: {message}")
+        self.workspace_changes = changes
         return cleaned
 
 
@@ -145,6 +172,41 @@ def workspace_tool_register(tool: WorkspaceTool) -> None:
     WORKSPACE_TOOLS[tool.name] = tool
 
 
+# Inlines other apps show first on the workspace page (the availability snapshot), registered
+# from their own admin module like the tools above.
+WORKSPACE_INLINES: list[type] = []
+
+
+def workspace_inline_register(inline: type) -> None:
+    if inline not in WORKSPACE_INLINES:
+        WORKSPACE_INLINES.append(inline)
+
+
+# Shown around the configurable settings (``workspaces.services.CONFIGURABLE``) on the page.
+_DISPLAY_BEFORE = {GENERAL: ("slug",), CREDENTIALS: ("masked_credentials",)}
+_DISPLAY_AFTER = {GENERAL: ("related_links", "webhook_urls", "panels"), CREDENTIALS: ("clear_secrets",)}
+_SECTION_DESCRIPTIONS = {
+    SENDING: "SMS leave only inside this window, in the lead's local time (quiet hours).",
+    SPEED: "How long a lead may wait for our answer, in business minutes (business hours"
+    " above); a lead waiting longer raises an SLA breach and, optionally, a note by email or webhook.",
+}
+
+
+def _workspace_fieldsets() -> tuple:
+    sections: dict[str, list[str]] = {}
+    for field in CONFIGURABLE:
+        sections.setdefault(field.section, []).extend(field.admin_fields)
+    fieldsets = []
+    for section, names in sections.items():
+        options: dict[str, Any] = {
+            "fields": (*_DISPLAY_BEFORE.get(section, ()), *names, *_DISPLAY_AFTER.get(section, ()))
+        }
+        if section in _SECTION_DESCRIPTIONS:
+            options["description"] = _SECTION_DESCRIPTIONS[section]
+        fieldsets.append((None if section == GENERAL else section, options))
+    return (*fieldsets, ("Timestamps", {"fields": ("created_at", "updated_at")}))
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(WorkspaceScopedAdmin):
     workspace_field = None  # the workspace itself
@@ -155,69 +217,7 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
     search_fields = ("slug", "name", "ghl_location_id")
     readonly_fields = ("related_links", "panels", "webhook_urls", "masked_credentials", "created_at", "updated_at")
     inlines = [OpenIntegrationErrorInline]
-    fieldsets = (
-        (None, {"fields": ("slug", "name", "timezone", "is_active", "related_links", "webhook_urls", "panels")}),
-        (
-            "Credentials (write-only)",
-            {
-                "fields": (
-                    "masked_credentials",
-                    "webhook_secret",
-                    "verify_ghl_signatures",
-                    "ghl_location_id",
-                    "ghl_token",
-                    "emailbison_base_url",
-                    "emailbison_token",
-                    "calendly_token",
-                    "clear_secrets",
-                )
-            },
-        ),
-        (
-            "Booking",
-            {
-                "fields": (
-                    "booking_provider",
-                    "ghl_calendar_id",
-                    "ghl_booking_url",
-                    "calendly_event_type_uri",
-                    "calendly_booking_url",
-                    "business_hours_start",
-                    "business_hours_end",
-                    "business_days",
-                )
-            },
-        ),
-        (
-            "AI persona",
-            {
-                "fields": (
-                    "persona_name",
-                    "persona_tone",
-                    "company_name",
-                    "offer_description",
-                    "signature",
-                    "slots_to_offer",
-                )
-            },
-        ),
-        (
-            "Sending",
-            {
-                "fields": ("sms_send_start", "sms_send_end"),
-                "description": "SMS leave only inside this window, in the lead's local time (quiet hours).",
-            },
-        ),
-        (
-            "Speed to lead",
-            {
-                "fields": ("sla_sms_minutes", "sla_email_minutes", "sla_notify_email", "sla_notify_webhook_url"),
-                "description": "How long a lead may wait for our answer, in business minutes (business hours"
-                " above); a lead waiting longer raises an SLA breach and, optionally, a note by email or webhook.",
-            },
-        ),
-        ("Timestamps", {"fields": ("created_at", "updated_at")}),
-    )
+    fieldsets = _workspace_fieldsets()
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -226,6 +226,17 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
         # Read-only pages render field values: never the decrypted credentials (the masks stay).
         hidden = {*SECRET_FIELDS, "clear_secrets"}
         return [(name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]}) for name, opts in fieldsets]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The slug is in the webhook URLs the providers were given: it is set once, at creation.
+        fields = super().get_readonly_fields(request, obj)
+        return (*fields, "slug") if obj is not None else fields
+
+    def save_model(self, request, obj, form, change):
+        """Through ``workspace_configure``, like ``configure_workspace``: one set of rules."""
+        workspace, _ = workspace_configure(slug=obj.slug, changes=form.workspace_changes)
+        obj.pk = workspace.pk
+        obj.refresh_from_db()
 
     def get_queryset(self, request):
         from django.db.models import Count, Q
@@ -265,12 +276,7 @@ class WorkspaceAdmin(WorkspaceScopedAdmin):
         return spec.view(request, workspace=workspace, context=context)
 
     def get_inlines(self, request, obj):
-        inlines = list(self.inlines)
-        try:
-            from availability.admin import AvailabilitySnapshotInline
-        except ImportError:
-            return inlines
-        return [AvailabilitySnapshotInline, *inlines]
+        return [*WORKSPACE_INLINES, *self.inlines]
 
     @admin.display(description="Open errors", ordering="_open_errors")
     def open_errors(self, obj: Workspace) -> int:

@@ -32,25 +32,50 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def _count_by(queryset, field: str) -> dict[str, int]:
+def count_by(queryset, field: str) -> dict[str, int]:
+    """{value of ``field``: rows} over ``queryset`` (one GROUP BY)."""
     return dict(queryset.values(field).annotate(n=Count("id")).order_by().values_list(field, "n"))
+
+
+# The keys of ``workspace_report`` in their documented order. ``workspace`` and ``open_errors``
+# are this app's; every other key is a section owned by an app above this one (leads, messaging,
+# drafts, availability, ghl, inbox, emailbison), registered from that app's AppConfig.ready so
+# this low layer imports none of them. A key nobody registered reports None.
+REPORT_KEYS = (
+    "workspace",
+    "leads",
+    "leads_by_sentiment",
+    "messages",
+    "drafts",
+    "open_errors",
+    "availability",
+    "last_sync",
+    "speed_to_lead",
+    "senders",
+)
+ReportSection = Callable[..., Any]
+_report_sections: dict[str, ReportSection] = {}
+
+
+def report_section_register(name: str, section: ReportSection) -> None:
+    """Fill ``name`` of ``workspace_report``: ``section(workspace=...)`` gives its value."""
+    if name not in REPORT_KEYS:
+        raise ValueError(f"{name!r} is not a workspace_report key")
+    _report_sections[name] = section
 
 
 def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
     """The workspace's state, as printed by ``workspace_report <slug> --json``."""
-    from django.utils import timezone
+    own = {"workspace": workspace.slug, "open_errors": _open_errors(workspace=workspace)}
+    report: dict[str, Any] = {}
+    for key in REPORT_KEYS:
+        section = _report_sections.get(key)
+        report[key] = own[key] if key in own else (section(workspace=workspace) if section else None)
+    return report
 
-    from availability.selectors import availability_summary
-    from drafts.models import Draft
-    from emailbison.selectors import sender_counts
-    from inbox.selectors import speed_to_lead_summary
-    from leads.models import Lead
-    from messaging.models import Direction, Message
 
-    by_sentiment = _count_by(Lead.objects.filter(workspace=workspace), "sentiment")
-    by_direction = _count_by(Message.objects.filter(workspace=workspace), "direction")
-    drafts = _count_by(Draft.objects.filter(workspace=workspace), "status")
-    open_errors = [
+def _open_errors(*, workspace: Workspace) -> list[dict[str, Any]]:
+    return [
         {
             "source": err.source,
             "code": err.code,
@@ -60,35 +85,3 @@ def workspace_report(*, workspace: Workspace) -> dict[str, Any]:
         }
         for err in IntegrationError.objects.filter(workspace=workspace, resolved_at__isnull=True).order_by("-last_seen")
     ]
-    return {
-        "workspace": workspace.slug,
-        "leads": sum(by_sentiment.values()),
-        "leads_by_sentiment": by_sentiment,
-        "messages": {
-            "inbound": by_direction.get(Direction.INBOUND, 0),
-            "outbound": by_direction.get(Direction.OUTBOUND, 0),
-        },
-        "drafts": drafts,
-        "open_errors": open_errors,
-        "availability": availability_summary(workspace=workspace),
-        "last_sync": _last_sync(workspace=workspace),
-        "speed_to_lead": speed_to_lead_summary(workspace=workspace, now=timezone.now()),
-        "senders": sender_counts(workspace_id=workspace.pk),
-    }
-
-
-# Report sections owned by apps above this one (e.g. ``last_sync`` from ghl), registered from
-# their AppConfig.ready: a section nobody registered reports None.
-ReportSection = Callable[..., Any]
-_report_sections: dict[str, ReportSection] = {}
-
-
-def report_section_register(name: str, section: ReportSection) -> None:
-    """Add ``name`` to ``workspace_report``: ``section(workspace=...)`` gives its value."""
-    _report_sections[name] = section
-
-
-def _last_sync(*, workspace: Workspace) -> dict[str, Any] | None:
-    """The latest GHL sync run (``ghl.SyncRun``, registered by the ghl app), or None."""
-    section = _report_sections.get("last_sync")
-    return section(workspace=workspace) if section is not None else None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -27,33 +28,76 @@ from workspaces.models import (
 
 # --- Workspaces --------------------------------------------------------------
 
-CONFIGURABLE_FIELDS = (
-    "name",
-    "timezone",
-    "is_active",
-    "webhook_secret",
-    "ghl_location_id",
-    "ghl_token",
-    "emailbison_base_url",
-    "emailbison_token",
-    "calendly_token",
-    "booking_provider",
-    "ghl_calendar_id",
-    "ghl_booking_url",
-    "calendly_event_type_uri",
-    "calendly_booking_url",
-    "persona_name",
-    "persona_tone",
-    "company_name",
-    "offer_description",
-    "signature",
-    "slots_to_offer",
-    "sms_send_window",  # "HH:MM-HH:MM", stored as sms_send_start / sms_send_end
-    "sla_sms_minutes",
-    "sla_email_minutes",
-    "sla_notify_email",
-    "sla_notify_webhook_url",
+
+def _flag_bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ConfigurableField:
+    """A workspace setting ``workspace_configure`` takes: ``configure_workspace --<name>`` (its
+    value read by ``parse``; no flag when ``flag`` is False) and the admin form's fields
+    (``form_fields``, the field itself by default) in the fieldset ``section``."""
+
+    name: str
+    section: str
+    parse: Callable[[str], Any] = str
+    flag: bool = True
+    form_fields: tuple[str, ...] = ()
+
+    @property
+    def admin_fields(self) -> tuple[str, ...]:
+        return self.form_fields or (self.name,)
+
+
+GENERAL, CREDENTIALS, BOOKING, PERSONA, SENDING, SPEED = (
+    "General",
+    "Credentials (write-only)",
+    "Booking",
+    "AI persona",
+    "Sending",
+    "Speed to lead",
 )
+# The one list of configurable workspace settings: the command's flags, the admin form and
+# ``workspace_validate_changes`` all read it.
+CONFIGURABLE = (
+    ConfigurableField("name", GENERAL),
+    ConfigurableField("timezone", GENERAL),
+    ConfigurableField("is_active", GENERAL, flag=False),  # --active / --inactive
+    ConfigurableField("webhook_secret", CREDENTIALS),
+    ConfigurableField("verify_ghl_signatures", CREDENTIALS, parse=_flag_bool),
+    ConfigurableField("ghl_location_id", CREDENTIALS),
+    ConfigurableField("ghl_token", CREDENTIALS),
+    ConfigurableField("emailbison_base_url", CREDENTIALS),
+    ConfigurableField("emailbison_token", CREDENTIALS),
+    ConfigurableField("calendly_token", CREDENTIALS),
+    ConfigurableField("booking_provider", BOOKING),
+    ConfigurableField("ghl_calendar_id", BOOKING),
+    ConfigurableField("ghl_booking_url", BOOKING),
+    ConfigurableField("calendly_event_type_uri", BOOKING),
+    ConfigurableField("calendly_booking_url", BOOKING),
+    ConfigurableField("business_hours_start", BOOKING, parse=dt.time.fromisoformat),
+    ConfigurableField("business_hours_end", BOOKING, parse=dt.time.fromisoformat),
+    ConfigurableField("business_days", BOOKING),
+    ConfigurableField("persona_name", PERSONA),
+    ConfigurableField("persona_tone", PERSONA),
+    ConfigurableField("company_name", PERSONA),
+    ConfigurableField("offer_description", PERSONA),
+    ConfigurableField("signature", PERSONA),
+    ConfigurableField("slots_to_offer", PERSONA, parse=int),
+    # "HH:MM-HH:MM", stored as sms_send_start / sms_send_end (the admin shows both).
+    ConfigurableField("sms_send_window", SENDING, form_fields=("sms_send_start", "sms_send_end")),
+    ConfigurableField("sla_sms_minutes", SPEED, parse=int),
+    ConfigurableField("sla_email_minutes", SPEED, parse=int),
+    ConfigurableField("sla_notify_email", SPEED),
+    ConfigurableField("sla_notify_webhook_url", SPEED),
+)
+CONFIGURABLE_FIELDS = tuple(field.name for field in CONFIGURABLE)
 URL_FIELDS = (
     "emailbison_base_url",
     "ghl_booking_url",
@@ -78,7 +122,7 @@ def outbound_url_error(value: str) -> str | None:
 
 def token_reentry_errors(*, stored: Workspace | None, changes: dict[str, Any]) -> dict[str, str]:
     """{token field: message} for each token-bound URL that changes while a token is stored
-    and no new token is given (``changes`` holds the submitted values, blank = keep)."""
+    and the token is neither given again nor cleared (``""`` in ``changes``)."""
     errors = {}
     if stored is None:
         return errors
@@ -86,7 +130,7 @@ def token_reentry_errors(*, stored: Workspace | None, changes: dict[str, Any]) -
         new_url = changes.get(url_field)
         if new_url is None or (new_url or "") == (getattr(stored, url_field) or ""):
             continue
-        if getattr(stored, token_field) and not changes.get(token_field):
+        if getattr(stored, token_field) and changes.get(token_field) is None:
             errors[token_field] = (
                 f"enter the {token_field.replace('_', ' ')} again: {url_field.replace('_', ' ')} changes, "
                 "and the stored token is never sent to a new host"

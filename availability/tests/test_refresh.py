@@ -525,21 +525,6 @@ def test_dispatcher_unmarks_what_the_broker_did_not_take(workspace, other_worksp
     assert snapshot(globex).refresh_queued_until is None
 
 
-def test_dispatcher_is_registered_under_the_beat_name():
-    from config.beat import beat_entries
-    from config.celery_app import app
-
-    app.loader.import_default_modules()
-    names = {e.task for e in beat_entries()}
-    assert "availability.tasks.availability_refresh_dispatch" in names
-    assert "availability.tasks.availability_refresh_dispatch" in app.tasks
-    refresh = app.tasks["availability.tasks.availability_refresh_workspace"]
-    from django.conf import settings
-
-    assert refresh.soft_time_limit > settings.AVAILABILITY_WORKSPACE_DEADLINE_S
-    assert refresh.time_limit > refresh.soft_time_limit
-
-
 @pytest.mark.parametrize(
     ("provider", "booking_url", "config"),
     [

@@ -1,4 +1,5 @@
-"""Slot selection for drafts: business hours, spread across days, declined slots excluded, lead's timezone."""
+"""Slot selection for drafts: business hours, spread across days, declined slots excluded (which
+ones: drafts/tests/test_slot_offers.py), lead's timezone."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from django.utils import timezone
 
 from availability.models import AvailabilitySnapshot
 from availability.selectors import availability_summary, available_slots_for_lead
-from drafts.models import Draft
 from leads.models import Lead
-from messaging.models import Message
 
 pytestmark = pytest.mark.django_db
 
@@ -42,15 +41,6 @@ def cache(workspace, starts: list[dt.datetime]) -> None:
 def make_lead(workspace, **kwargs) -> Lead:
     kwargs.setdefault("first_name", "Pat")
     return Lead.objects.create(workspace=workspace, **kwargs)
-
-
-def offered_draft(workspace, lead, slots, status="sent") -> Draft:
-    message = Message.objects.create(
-        workspace=workspace, lead=lead, channel="sms", direction="inbound", body="hi", sent_at=timezone.now()
-    )
-    return Draft.objects.create(
-        workspace=workspace, lead=lead, message=message, channel="sms", status=status, offered_slots=slots
-    )
 
 
 def starts_of(result) -> list[dt.datetime]:
@@ -85,24 +75,6 @@ def test_spread_across_days_before_doubling_up(workspace):
     assert starts_of(result) == [local(monday, 9), local(tuesday, 13), local(wednesday, 15)]
     result = available_slots_for_lead(workspace=workspace, lead=None, count=4)
     assert starts_of(result) == [local(monday, 9), local(monday, 10), local(tuesday, 13), local(wednesday, 15)]
-
-
-def test_slots_already_offered_to_this_lead_are_not_offered_again(workspace):
-    monday = next_monday()
-    tuesday = monday + dt.timedelta(days=1)
-    cache(workspace, [local(monday, 9), local(monday, 10), local(tuesday, 9)])
-    lead = make_lead(workspace)
-    other = make_lead(workspace, first_name="Other")
-    offered_draft(workspace, lead, [{"start_utc": local(monday, 9).astimezone(dt.UTC).isoformat(), "label": "x"}])
-    # A draft the lead never saw does not count as declined.
-    offered_draft(workspace, lead, [{"start_utc": local(tuesday, 9).astimezone(dt.UTC).isoformat()}], "rejected")
-    offered_draft(workspace, other, [{"start_utc": local(monday, 10).astimezone(dt.UTC).isoformat()}])
-
-    assert starts_of(available_slots_for_lead(workspace=workspace, lead=lead, count=3)) == [
-        local(monday, 10),
-        local(tuesday, 9),
-    ]
-    assert local(monday, 9) in starts_of(available_slots_for_lead(workspace=workspace, lead=other, count=3))
 
 
 def test_labels_in_the_leads_timezone_else_the_workspaces(workspace):

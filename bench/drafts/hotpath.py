@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from core.testing.fake_openai import fake_openai_server
     from drafts.models import Draft, DraftStatus
-    from drafts.services import message_classify_and_draft
+    from drafts.services.pipeline import message_classify_and_draft
     from workspaces.services import workspace_configure
 
     workspace, _ = workspace_configure(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from core.testing.fake_openai import fake_openai_server
+from messaging.tests.fixtures import _fresh_webhook_state, admin_client_logged, enqueued  # noqa: F401 - fixtures
 
 
 @pytest.fixture

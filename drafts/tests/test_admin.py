@@ -55,7 +55,7 @@ def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft
     assert ready_draft.status == DraftStatus.REJECTED
 
     with (
-        mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue,
+        mock.patch("drafts.services.actions.message_work_enqueue", return_value=True) as enqueue,
         django_capture_on_commit_callbacks(execute=True),
     ):
         admin_client.post(url, {"action": "regenerate_drafts", "_selected_action": [ready_draft.pk]})

@@ -8,7 +8,7 @@ import pytest
 
 from drafts.classification import classify_fast
 from drafts.models import Draft
-from drafts.services import message_classify_and_draft
+from drafts.services.pipeline import message_classify_and_draft
 from drafts.tests.factories import lead_create, message_create
 from leads.models import LeadStatus, Sentiment
 

@@ -6,7 +6,7 @@ import pytest
 
 from drafts import llm
 from drafts.classification import LLM_TAGS, classify_fast, classify_with_llm
-from drafts.services import message_classify
+from drafts.services.classify import message_classify
 from drafts.tests.factories import lead_create, message_create
 from leads.models import Sentiment
 from messaging.models import Channel
@@ -292,11 +292,11 @@ def test_soft_limit_on_a_possible_opt_out_leaves_it_unclassified(workspace, fake
 
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from drafts.services import message_classify_and_draft
+    from drafts.services.pipeline import message_classify_and_draft
 
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="Interested! Please remove me from the other list though")
-    with mock.patch("drafts.services.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
+    with mock.patch("drafts.services.classify.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
         assert message_classify_and_draft(message_id=message.pk) is None
 
     message.refresh_from_db()

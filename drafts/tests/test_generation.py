@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import draft_token_budget, message_classify_and_draft
+from drafts.services.generation import draft_token_budget
+from drafts.services.pipeline import message_classify_and_draft
 from drafts.tasks import classify_and_draft
 from drafts.tests.factories import lead_create, message_create
 from leads.models import LeadStatus, Sentiment
@@ -458,7 +459,8 @@ def test_late_classification_of_an_older_message_leaves_the_leads_tag(workspace,
 
 
 def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monkeypatch):
-    from drafts import classification, services
+    from drafts import classification
+    from drafts.services import classify
     from leads.models import Lead
 
     lead = lead_create(workspace=workspace)
@@ -470,7 +472,7 @@ def test_opt_out_landing_during_classification_wins(workspace, fake_openai, monk
         Lead.objects.filter(pk=lead.pk).update(status=LeadStatus.BLACKLISTED, sentiment=Sentiment.BLACKLIST)
         return outcome
 
-    monkeypatch.setattr(services, "classify_with_llm", opt_out_meanwhile)
+    monkeypatch.setattr(classify, "classify_with_llm", opt_out_meanwhile)
     assert message_classify_and_draft(message_id=message.pk) is None
 
     lead.refresh_from_db()
@@ -497,12 +499,12 @@ def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_op
 ):
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from drafts import services
+    from drafts.services import classify
 
     def soft_limit(**kwargs):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(services, "classify_with_llm", soft_limit)
+    monkeypatch.setattr(classify, "classify_with_llm", soft_limit)
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="hmm, who is this?")
 
@@ -518,7 +520,8 @@ def test_soft_time_limit_during_classification_tags_by_fallback_and_tells_the_op
 def test_provider_interest_landing_while_classifying_makes_the_neutral_reply_interested(
     workspace, fake_openai, monkeypatch
 ):
-    from drafts import classification, services
+    from drafts import classification
+    from drafts.services import classify
     from messaging.models import Message
 
     lead = lead_create(workspace=workspace)
@@ -530,7 +533,7 @@ def test_provider_interest_landing_while_classifying_makes_the_neutral_reply_int
         Message.objects.filter(pk=message.pk).update(provider_interested=True)  # LEAD_INTERESTED commits
         return outcome
 
-    monkeypatch.setattr(services, "classify_with_llm", interest_meanwhile)
+    monkeypatch.setattr(classify, "classify_with_llm", interest_meanwhile)
     draft = message_classify_and_draft(message_id=message.pk)
 
     message.refresh_from_db()

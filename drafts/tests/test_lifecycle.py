@@ -11,22 +11,16 @@ from django.utils import timezone
 
 from core.sentry import ReportedError
 from drafts.models import Draft, DraftStatus
-from drafts.selectors import drafts_stale_open
+from drafts.selectors import drafts_stale_open, messages_awaiting_work
 from drafts.sending import draft_approve_and_send
-from drafts.services import (
-    DRAFT_ABANDON_AFTER,
-    draft_edit,
-    draft_regenerate,
-    draft_reject,
-    draft_sweep_stale,
-    message_classify_and_draft,
-)
+from drafts.services.actions import draft_edit, draft_regenerate, draft_reject
+from drafts.services.pipeline import message_classify_and_draft
+from drafts.services.sweeper import DRAFT_ABANDON_AFTER, draft_sweep_stale, message_sweep_unprocessed
 from drafts.tasks import classify_and_draft
 from drafts.tests.factories import lead_create, message_create
 from leads.models import Lead, LeadStatus, Sentiment
 from messaging.models import Channel, Message
-from messaging.selectors import SWEEP_MAX_ENQUEUES, messages_awaiting_work
-from messaging.services import message_sweep_unprocessed
+from messaging.selectors import SWEEP_MAX_ENQUEUES
 from workspaces.models import IntegrationError
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,7 +50,7 @@ def _draft(message, status, **fields) -> Draft:
 def test_unexpected_error_in_generation_fails_the_draft_and_is_recorded(workspace, fake_openai, caplog):
     lead = lead_create(workspace=workspace)
     message = message_create(lead=lead, body="interested, secret-body-words")
-    with mock.patch("drafts.services.available_slots_for_lead", side_effect=RuntimeError("boom secret-body-words")):
+    with mock.patch("drafts.services.generation.slots_to_offer", side_effect=RuntimeError("boom secret-body-words")):
         draft = message_classify_and_draft(message_id=message.pk)
 
     assert draft.status == DraftStatus.FAILED and draft.failure_reason == "unexpected"
@@ -77,8 +71,8 @@ def test_unexpected_error_around_generation_fails_the_open_draft_and_reraises(wo
     message = _classified(lead)
     draft = _draft(message, DraftStatus.PENDING)
     with (
-        mock.patch("drafts.services.draft_generate", side_effect=KeyError("lead wrote: secret-body-words")),
-        mock.patch("drafts.services.sentry_sdk.capture_exception") as captured,
+        mock.patch("drafts.services.pipeline.draft_generate", side_effect=KeyError("lead wrote: secret-body-words")),
+        mock.patch("drafts.services.pipeline.sentry_sdk.capture_exception") as captured,
     ):
         result = classify_and_draft.apply(args=[message.pk])
 
@@ -94,7 +88,7 @@ def test_soft_limit_in_classification_keeps_the_providers_interest_and_fails_not
     from celery.exceptions import SoftTimeLimitExceeded
 
     message = message_create(lead=lead_create(workspace=workspace), body="hmm", provider_interested=True)
-    with mock.patch("drafts.services.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
+    with mock.patch("drafts.services.classify.classify_with_llm", side_effect=SoftTimeLimitExceeded()):
         assert message_classify_and_draft(message_id=message.pk) is None
     message.refresh_from_db()
     assert message.sentiment == Sentiment.INTERESTED and message.classified_at is not None
@@ -127,7 +121,7 @@ def test_a_reason_longer_than_the_column_still_ends_the_draft(workspace, fake_op
         backoff_ms=0.0,
     )
     weird.as_dict.return_value = {}
-    with mock.patch("drafts.services.llm.responses_create", return_value=weird):
+    with mock.patch("drafts.services.generation.llm.responses_create", return_value=weird):
         draft = message_classify_and_draft(message_id=message.pk)
     assert draft.status == DraftStatus.FAILED and len(draft.failure_reason) <= 32
 
@@ -190,7 +184,7 @@ def test_a_lead_opting_out_while_the_reply_is_written_gets_no_ready_draft(worksp
         lead_blacklist(lead=Lead.objects.get(pk=lead.pk), reason="unsubscribed")
         return []
 
-    with mock.patch("drafts.services.available_slots_for_lead", side_effect=opt_out_meanwhile):
+    with mock.patch("drafts.services.generation.slots_to_offer", side_effect=opt_out_meanwhile):
         draft = message_classify_and_draft(message_id=message.pk)
     assert draft.status == DraftStatus.SKIPPED and draft.failure_reason == "blacklisted"
 
@@ -251,7 +245,7 @@ def test_regenerate_with_the_broker_down_keeps_a_pending_draft_the_sweeper_enque
     message = _classified(lead_create(workspace=workspace), work_enqueue_count=4)
     old = _draft(message, DraftStatus.FAILED, failure_reason="timeout")
 
-    with mock.patch("drafts.services.message_work_enqueue", return_value=False) as enqueue:
+    with mock.patch("drafts.services.actions.message_work_enqueue", return_value=False) as enqueue:
         new = draft_regenerate(draft=old)
     # on_commit ran at once (autocommit test): the enqueue was tried and refused.
     enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
@@ -263,7 +257,7 @@ def test_regenerate_with_the_broker_down_keeps_a_pending_draft_the_sweeper_enque
 
     later = timezone.now() + dt.timedelta(seconds=settings.DRAFT_SWEEP_AFTER_S + 1)
     assert [row[:3] for row in drafts_stale_open(workspace_id=workspace.pk, now=later)] == [(new.pk, message.pk, 0)]
-    with mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue:
+    with mock.patch("drafts.services.sweeper.message_work_enqueue", return_value=True) as enqueue:
         assert message_sweep_unprocessed(now=later) == 1
     enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
 
@@ -271,7 +265,7 @@ def test_regenerate_with_the_broker_down_keeps_a_pending_draft_the_sweeper_enque
 def test_regenerated_draft_is_written_by_the_task(workspace, fake_openai):
     message = _classified(lead_create(workspace=workspace))
     old = _draft(message, DraftStatus.READY, content="first")
-    with mock.patch("drafts.services.message_work_enqueue", return_value=True):
+    with mock.patch("drafts.services.actions.message_work_enqueue", return_value=True):
         new = draft_regenerate(draft=old)
 
     draft = message_classify_and_draft(message_id=message.pk)
@@ -303,7 +297,7 @@ def test_sweeper_re_enqueues_a_draft_stuck_generating_then_abandons_it(workspace
         _classified(lead_create(workspace=workspace)), DraftStatus.GENERATING, generation_started_at=timezone.now()
     )
 
-    with mock.patch("drafts.services.message_work_enqueue", return_value=True) as enqueue:
+    with mock.patch("drafts.services.sweeper.message_work_enqueue", return_value=True) as enqueue:
         assert draft_sweep_stale(workspace_id=workspace.pk) == (1, 0, True)
     enqueue.assert_called_once_with(message_id=message.pk, workspace_id=workspace.pk, force=True)
 
@@ -314,7 +308,7 @@ def test_sweeper_re_enqueues_a_draft_stuck_generating_then_abandons_it(workspace
     # Enqueued the maximum number of times: not enqueued again; failed for good only once the
     # draft has not changed for DRAFT_ABANDON_AFTER (its last task may still wait in a long queue).
     Message.objects.filter(pk=message.pk).update(work_enqueued_at=long_ago, work_enqueue_count=SWEEP_MAX_ENQUEUES)
-    with mock.patch("drafts.services.message_work_enqueue") as enqueue:
+    with mock.patch("drafts.services.sweeper.message_work_enqueue") as enqueue:
         assert draft_sweep_stale(workspace_id=workspace.pk) == (0, 0, True)
         enqueue.assert_not_called()
         # An hour on, the other (then fresh) generating draft is stale too: enqueued, not failed.
@@ -370,7 +364,7 @@ def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_ta
     from celery.exceptions import SoftTimeLimitExceeded
     from django.db import connection
 
-    from drafts.services import message_lock_id
+    from drafts.services.pipeline import message_lock_id
 
     message = message_create(lead=lead_create(workspace=workspace), body="STOP")
 
@@ -409,10 +403,10 @@ def test_message_ids_beyond_32_bits_are_locked_and_drafted(workspace, fake_opena
 def test_soft_limit_while_storing_an_llm_tag_keeps_the_llm_tag(workspace, fake_openai):
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from drafts import services
+    from drafts.services import classify
 
     message = message_create(lead=lead_create(workspace=workspace), body="Can we meet on Tuesday?")
-    real, calls = services.lead_tag_from_message, []
+    real, calls = classify.lead_tag_from_message, []
 
     def interrupted_once(**kwargs):
         calls.append(kwargs["tag"])
@@ -420,7 +414,7 @@ def test_soft_limit_while_storing_an_llm_tag_keeps_the_llm_tag(workspace, fake_o
             raise SoftTimeLimitExceeded()
         return real(**kwargs)
 
-    with mock.patch("drafts.services.lead_tag_from_message", side_effect=interrupted_once):
+    with mock.patch("drafts.services.classify.lead_tag_from_message", side_effect=interrupted_once):
         assert message_classify_and_draft(message_id=message.pk) is None
 
     message.refresh_from_db()
@@ -431,7 +425,7 @@ def test_soft_limit_while_storing_an_llm_tag_keeps_the_llm_tag(workspace, fake_o
 
 @pytest.mark.parametrize("blocker", ["newer_person_message", "live_draft", "blacklisted", "older_than_the_reply"])
 def test_a_stale_draft_is_revived_only_when_the_machine_reply_alone_made_it_stale(workspace, blocker):
-    from drafts.services import drafts_revive_stale
+    from drafts.services.lifecycle import drafts_revive_stale
 
     lead = lead_create(workspace=workspace)
     warm = _classified(lead, sent_at=timezone.now() - dt.timedelta(minutes=3))

@@ -115,7 +115,7 @@ def test_an_httpx_layout_it_cannot_bound_is_a_config_error(monkeypatch):
 
 def test_the_chain_deadline_counts_from_the_tasks_start(settings):
     settings.DRAFT_TASK_SOFT_TIME_LIMIT_S = 20
-    from drafts.services import task_chain_deadline
+    from drafts.services.pipeline import task_chain_deadline
 
     before = time.monotonic()
     from_now = task_chain_deadline()

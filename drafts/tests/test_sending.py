@@ -271,7 +271,7 @@ def test_an_approved_draft_of_a_lead_who_opted_out_meanwhile_is_never_sent(ws):
 @pytest.mark.django_db
 @responses.activate
 def test_an_opt_out_skips_approved_and_scheduled_drafts(ws):
-    from drafts.services import drafts_skip_for_blacklisted_lead
+    from drafts.services.lifecycle import drafts_skip_for_blacklisted_lead
 
     approved = _draft(ws)
     scheduled = _draft(ws, status=DraftStatus.SCHEDULED, lead=approved.lead)
@@ -416,7 +416,7 @@ def test_email_that_came_through_ghl_is_answered_as_a_ghl_email(ws):
 
 @pytest.mark.django_db
 def test_a_draft_being_sent_cannot_be_edited_rejected_or_regenerated(ws):
-    from drafts.services import draft_edit, draft_regenerate, draft_reject
+    from drafts.services.actions import draft_edit, draft_regenerate, draft_reject
 
     draft = _draft(ws)
     _claimed(ws, draft)
@@ -435,7 +435,7 @@ def test_a_draft_being_sent_cannot_be_edited_rejected_or_regenerated(ws):
 @pytest.mark.django_db
 @responses.activate
 def test_an_opt_out_during_the_call_cannot_unsend_and_a_stuck_send_is_settled_whatever_the_status(ws):
-    from drafts.services import drafts_skip_for_blacklisted_lead
+    from drafts.services.lifecycle import drafts_skip_for_blacklisted_lead
 
     draft = _draft(ws)
 
@@ -523,7 +523,7 @@ def test_a_dead_sender_whose_list_cannot_be_read_fails_as_unsent_not_unconfirmed
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_send_is_not_in_the_conversation_the_next_draft_reads(ws, fake_openai):
-    from drafts.services import message_classify_and_draft
+    from drafts.services.pipeline import message_classify_and_draft
 
     lead = lead_create(workspace=ws, timezone=midday_zone())
     first = message_create(lead=lead, body="Interested, tell me more", sentiment="Interested")

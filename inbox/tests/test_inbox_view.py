@@ -113,7 +113,7 @@ def test_reject_and_regenerate_in_place(admin_client, workspace, django_capture_
     rejected = _waiting(workspace, minutes_ago=5)
     regenerated = _waiting(workspace, minutes_ago=6)
     admin_client.post(INBOX, {"action": "reject", "draft_id": rejected.pk})
-    with mock.patch("drafts.services.message_work_enqueue"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.services.actions.message_work_enqueue"), django_capture_on_commit_callbacks(execute=True):
         admin_client.post(INBOX, {"action": "regenerate", "draft_id": regenerated.pk})
     assert Draft.objects.get(pk=rejected.pk).status == DraftStatus.REJECTED
     assert Draft.objects.get(pk=regenerated.pk).status == DraftStatus.SUPERSEDED

@@ -6,15 +6,15 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
+from core.sql import RowsExist, rows_exist
 from leads import services as lead_services
-from leads.models import Lead, LeadStatus, Sentiment
+from leads.models import MACHINE_REPLACEABLE_SENTIMENTS, Lead, LeadStatus, Sentiment
+from leads.selectors import lead_opted_out
 from leads.services import (
     LeadIdentity,
     lead_blacklist,
-    lead_open_sql,
     lead_rollups_touch,
     lead_sentiment_set,
     lead_upsert,
@@ -23,12 +23,12 @@ from leads.services import (
 
 pytestmark = pytest.mark.django_db
 
+_ALWAYS = RowsExist(model=Lead, equal=())  # a condition that holds (any lead exists)
+_NEVER = RowsExist(model=Lead, equal=(("id", -1),))
+
 
 def _lead_is_open(lead: Lead, *, workspace_id: int | None = None) -> bool:
-    sql, params = lead_open_sql(lead_id=lead.pk, workspace_id=workspace_id or lead.workspace_id)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql}", params)
-        return cursor.fetchone()[0]
+    return not rows_exist(lead_opted_out(lead_id=lead.pk, workspace_id=workspace_id or lead.workspace_id))
 
 
 def test_the_open_lead_condition_is_false_once_the_lead_opted_out(workspace, other_workspace):
@@ -62,18 +62,29 @@ def test_a_classification_sets_the_leads_sentiment_unless_the_condition_holds(wo
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
 
     # "Unless" holds: the lead is left alone.
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless_sql="TRUE") is False
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=_ALWAYS) is False
     assert lead.sentiment == Sentiment.INTERESTED
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
     # Unless it does not.
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless_sql="FALSE") is True
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.NEUTRAL, unless=_NEVER) is True
     assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.NEUTRAL
+
+
+def test_a_tag_that_may_only_replace_some_tags_leaves_the_others(workspace):
+    lead = Lead.objects.create(workspace=workspace, email="auto@x.io", sentiment=Sentiment.INTERESTED)
+
+    only = MACHINE_REPLACEABLE_SENTIMENTS
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.OUT_OF_OFFICE, only_replacing=only) is False
+    assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.INTERESTED
+    Lead.objects.filter(pk=lead.pk).update(sentiment=Sentiment.NEUTRAL)
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.OUT_OF_OFFICE, only_replacing=only) is True
+    assert Lead.objects.get(pk=lead.pk).sentiment == Sentiment.OUT_OF_OFFICE
 
 
 def test_an_opt_out_ignores_the_unless_condition_and_is_final(workspace):
     lead = Lead.objects.create(workspace=workspace, email="out@x.io")
 
-    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST, unless_sql="TRUE") is True
+    assert lead_sentiment_set(lead=lead, sentiment=Sentiment.BLACKLIST, unless=_ALWAYS) is True
     assert (lead.status, lead.sentiment) == (LeadStatus.BLACKLISTED, Sentiment.BLACKLIST)
 
     assert lead_sentiment_set(lead=lead, sentiment=Sentiment.INTERESTED) is False

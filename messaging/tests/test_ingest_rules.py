@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from drafts.models import Draft, DraftStatus
 from leads.models import Lead, Sentiment
 from messaging.models import Message, WebhookEvent
-from messaging.services import broker_health, message_provider_interest_note, message_sweep_unprocessed
+from messaging.services import broker_health, message_provider_interest_note
 from messaging.tests.factories import emailbison, ghl_custom, ghl_inbound, iso_ago, post
 
 pytestmark = pytest.mark.django_db
@@ -44,26 +42,6 @@ def test_late_interest_flags_only_that_reply(workspace, enqueued, django_capture
     other.refresh_from_db()
     assert (message.provider_interested, message.sentiment) == (True, Sentiment.INTERESTED)
     assert (other.provider_interested, other.sentiment) == (False, Sentiment.NEUTRAL)
-
-
-def test_late_interest_with_the_broker_down_is_left_to_the_sweeper_at_once(
-    workspace, enqueued, django_capture_on_commit_callbacks
-):
-    """The upgrade is a new job: its first enqueue failing, the sweeper takes it at its next
-    run, not only once the reply's original enqueue has aged out."""
-    client = Client()
-    replied, message = _reply_classified_neutral(client, django_capture_on_commit_callbacks)
-    enqueued.fail_with = OperationalError("Connection refused")
-
-    with django_capture_on_commit_callbacks(execute=True):
-        post(client, "emailbison", _interested(replied))
-
-    message.refresh_from_db()
-    assert (message.work_enqueued_at, message.work_enqueue_count) == (None, 0)
-    enqueued.fail_with = None
-    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    assert message_sweep_unprocessed() == 1
-    assert enqueued.calls == [message.pk, message.pk]  # the reply's own work, then the sweeper's
 
 
 def test_noting_interest_answers_the_message_as_written(workspace, enqueued, django_capture_on_commit_callbacks):
@@ -179,19 +157,3 @@ def test_a_second_opt_out_of_a_blacklisted_lead_is_a_duplicate(workspace, enqueu
 
     assert first["status"] == "created"
     assert second == {"status": "duplicate", "message_id": None, "lead_id": first["lead_id"]}
-
-
-def test_an_opt_out_skips_the_leads_drafts_waiting_for_review(workspace, enqueued, django_capture_on_commit_callbacks):
-    client = Client()
-    replied = emailbison("LEAD_REPLIED")
-    with django_capture_on_commit_callbacks(execute=True):
-        post(client, "emailbison", replied)
-    message = Message.objects.get()
-    draft = Draft.objects.create(
-        workspace=workspace, lead=message.lead, message=message, channel="email", status=DraftStatus.READY
-    )
-
-    post(client, "emailbison", emailbison("LEAD_UNSUBSCRIBED", lead=replied["data"]["lead"]))
-
-    draft.refresh_from_db()
-    assert (draft.status, draft.failure_reason) == (DraftStatus.SKIPPED, "blacklisted")

@@ -8,35 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from core.redaction import mask_secret
 from workspaces.models import SECRET_FIELDS, Workspace
 from workspaces.selectors import workspace_webhook_urls
-from workspaces.services import workspace_configure
-
-# flag -> model field
-FLAGS = {
-    "name": "name",
-    "timezone": "timezone",
-    "webhook_secret": "webhook_secret",
-    "ghl_location_id": "ghl_location_id",
-    "ghl_token": "ghl_token",
-    "emailbison_base_url": "emailbison_base_url",
-    "emailbison_token": "emailbison_token",
-    "calendly_token": "calendly_token",
-    "booking_provider": "booking_provider",
-    "ghl_calendar_id": "ghl_calendar_id",
-    "ghl_booking_url": "ghl_booking_url",
-    "calendly_event_type_uri": "calendly_event_type_uri",
-    "calendly_booking_url": "calendly_booking_url",
-    "persona_name": "persona_name",
-    "persona_tone": "persona_tone",
-    "company_name": "company_name",
-    "offer_description": "offer_description",
-    "signature": "signature",
-    "slots_to_offer": "slots_to_offer",
-    "sms_send_window": "sms_send_window",
-    "sla_sms_minutes": "sla_sms_minutes",
-    "sla_email_minutes": "sla_email_minutes",
-    "sla_notify_email": "sla_notify_email",
-    "sla_notify_webhook_url": "sla_notify_webhook_url",
-}
+from workspaces.services import CONFIGURABLE, workspace_configure
 
 
 def workspace_public_json(workspace: Workspace) -> dict:
@@ -68,17 +40,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
-        for flag in FLAGS:
-            kwargs = {"dest": flag}
-            if flag in ("slots_to_offer", "sla_sms_minutes", "sla_email_minutes"):
-                kwargs["type"] = int
-            parser.add_argument(f"--{flag.replace('_', '-')}", **kwargs)
+        for field in CONFIGURABLE:
+            if field.flag:
+                parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.parse)
         active = parser.add_mutually_exclusive_group()
         active.add_argument("--active", dest="is_active", action="store_true", default=None)
         active.add_argument("--inactive", dest="is_active", action="store_false")
 
     def handle(self, *args, slug: str, **options):
-        changes = {field: options[flag] for flag, field in FLAGS.items() if options.get(flag) is not None}
+        changes = {f.name: options[f.name] for f in CONFIGURABLE if f.flag and options.get(f.name) is not None}
         if options.get("is_active") is not None:
             changes["is_active"] = options["is_active"]
         try:

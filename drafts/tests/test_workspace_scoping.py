@@ -29,9 +29,10 @@ from kombu.exceptions import OperationalError
 from sqlparse import tokens as T
 
 from drafts.models import Draft, DraftStatus
+from drafts.services.sweeper import message_sweep_unprocessed
 from leads.models import Lead, LeadStatus, Sentiment
 from messaging.models import Message, WebhookEvent
-from messaging.services import message_sweep_unprocessed, webhook_event_reprocess
+from messaging.services import webhook_event_reprocess
 from messaging.tests.factories import emailbison, ghl_custom, ghl_inbound, iso_ago, post
 from workspaces.models import IntegrationError
 

@@ -63,7 +63,7 @@ def test_broker_down_webhook_answers_200_then_sweeper_gets_the_draft_made(worksp
     # A minute later the broker is back: beat sends the sweeper, a real worker runs it.
     Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(seconds=60))
     from config.celery_app import app
-    from messaging.tasks import sweep_unprocessed_messages
+    from drafts.tasks import sweep_unprocessed_messages
 
     app.conf.broker_url = _broker_url()
     app.control.purge()

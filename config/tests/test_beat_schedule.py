@@ -86,3 +86,28 @@ def test_beat_on_a_fresh_database_runs_the_schedule_without_setup_periodic_tasks
     assert "ghl.tasks.ghl_sync_dispatch" in sent, "beat sent nothing"
     installed = set(PeriodicTask.objects.filter(enabled=True).values_list("name", flat=True))
     assert {entry.name for entry in beat_entries()} <= installed
+
+
+def test_sweep_task_is_registered_under_the_beat_name():
+    from config.beat import beat_entries
+    from config.celery_app import app
+
+    app.loader.import_default_modules()
+    names = {entry.task for entry in beat_entries()}
+    assert "drafts.tasks.sweep_unprocessed_messages" in names
+    assert "drafts.tasks.sweep_unprocessed_messages" in app.tasks
+
+
+def test_dispatcher_is_registered_under_the_beat_name():
+    from config.beat import beat_entries
+    from config.celery_app import app
+
+    app.loader.import_default_modules()
+    names = {e.task for e in beat_entries()}
+    assert "availability.tasks.availability_refresh_dispatch" in names
+    assert "availability.tasks.availability_refresh_dispatch" in app.tasks
+    refresh = app.tasks["availability.tasks.availability_refresh_workspace"]
+    from django.conf import settings
+
+    assert refresh.soft_time_limit > settings.AVAILABILITY_WORKSPACE_DEADLINE_S
+    assert refresh.time_limit > refresh.soft_time_limit

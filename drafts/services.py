@@ -7,12 +7,10 @@ Every path ends with the draft ``ready``, ``failed``/``skipped`` (with a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +26,7 @@ from availability.selectors import available_slots_for_lead
 from core.sentry import ReportedError
 from core.sql import ModelColumns, table, update_rows
 from drafts import llm
+from drafts.claims import message_work_claim
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
@@ -40,7 +39,7 @@ from leads.models import (
     LeadStatus,
     Sentiment,
 )
-from leads.services import advisory_lock_id, lead_open_sql, lead_sentiment_set
+from leads.services import lead_open_sql, lead_sentiment_set
 from messaging.models import SEND_CLAIMED_DELIVERIES, Channel, Delivery, Direction, Message
 from messaging.selectors import (
     SWEEP_MAX_ENQUEUES,
@@ -392,44 +391,6 @@ def _newer_inbound_cached(message: Message) -> bool:
 # --- Task entry point ----------------------------------------------------------
 
 
-def message_lock_id(message_id: int) -> int:
-    """The advisory lock key (one bigint, any message id) of "classify_and_draft(message)"."""
-    return advisory_lock_id(f"classify_and_draft:{message_id}")
-
-
-@contextlib.contextmanager
-def _message_lock(message_id: int) -> Iterator[bool]:
-    """A session-level PostgreSQL advisory lock per message.
-
-    Two live workers never work on the same message at once; when a worker
-    dies its connection closes and the lock goes with it, so the re-delivered
-    task can finish the job. Workers keep their connection across tasks
-    (``CELERY_DB_REUSE_MAX``), so when the unlock itself fails (a soft time limit
-    raised inside it, a broken connection) the connection is closed: the lock
-    never outlives the task. (No-op outside PostgreSQL.)
-    """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [message_lock_id(message_id)])
-            acquired = bool(cursor.fetchone()[0])
-    except BaseException:
-        connection.close()  # interrupted after the lock may have been taken: drop it with the session
-        raise
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [message_lock_id(message_id)])
-            except BaseException:
-                connection.close()
-                raise
-
-
 @functools.cache
 def _work_columns() -> tuple[ModelColumns, ModelColumns, ModelColumns]:
     # The workspace's credentials are not needed here: not selected, not decrypted (deferred).
@@ -468,13 +429,13 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
 
     ``started`` (``time.monotonic()``) is when the task started (the worker's ``task_prerun``);
     the draft's ``usage.timing.total_ms`` counts from there to the final write. Whatever
-    interrupts the run, the message's open draft is failed while the lock is still held (so
+    interrupts the run, the message's open draft is failed while the claim is still held (so
     never a draft another worker has taken over): the soft time limit (reason ``timeout``,
     swallowed: the task is done) or an unexpected exception (``unexpected``, re-raised).
     """
     entered = time.monotonic()
     started = entered if started is None else started
-    with _message_lock(message_id) as acquired:
+    with message_work_claim(message_id) as acquired:
         if not acquired:
             logger.info("classify_and_draft: message %s is being handled by another worker", message_id)
             return None
@@ -514,6 +475,7 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
     if message is None:
         logger.info("classify_and_draft: no inbound message %s", message_id)
         return None
+    llm.calls_ordered_by(message.created_at.timestamp())  # rate-limit slots: oldest inbound first
     draft = None
     if message.live_draft_id is not None:
         draft = Draft.objects.get(pk=message.live_draft_id, workspace_id=message.workspace_id)
@@ -994,7 +956,7 @@ def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: 
     A draft is stale when it is ``pending`` longer than ``DRAFT_SWEEP_AFTER_S`` (its enqueue
     was lost: broker down during a regenerate) or ``generating`` longer than the task's hard
     time limit plus a margin (its worker was killed and the task not re-delivered). Its
-    message is enqueued again (``force``: the per-message advisory lock makes a duplicate
+    message is enqueued again (``force``: the per-message work claim makes a duplicate
     harmless), at most ``SWEEP_MAX_ENQUEUES`` times per message; after that, once the draft
     has not changed for ``DRAFT_ABANDON_AFTER`` (its last task is not merely waiting in a busy
     queue), it ends ``failed`` with reason ``abandoned`` and an IntegrationError. Returns

@@ -10,6 +10,13 @@
   would overrun it.
 - Each call reports model, status, usage (input/output/reasoning tokens),
   latency, the server's own processing time and the number of HTTP attempts.
+- Every HTTP attempt first takes a slot from the OpenAI rate limiter
+  (``core.ratelimit``, shared through Redis by every process, one per API key
+  and model), in the order of the inbound message being answered
+  (``calls_ordered_by``); the announced ``x-ratelimit-*`` headers and 429s
+  adapt it. The database connection goes back to the pool before the wait
+  (``release_db_connection``): no connection is held while the LLM thinks.
+  The time spent waiting for a slot does not count against the deadlines.
 
 Nothing here logs prompts, outputs or the API key.
 """
@@ -17,10 +24,12 @@ Nothing here logs prompts, outputs or the API key.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +38,11 @@ import httpcore2
 import httpx2
 import openai
 from django.conf import settings
+from django.db import connection
+
+from core.http import Deadline as HttpDeadline
+from core.http import ProviderRateLimited
+from core.ratelimit import shared_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +61,84 @@ class Deadline:
     def __init__(self, seconds: float, *, start: float | None = None) -> None:
         self.total_s = seconds
         self.at = (time.monotonic() if start is None else start) + seconds
+        _thread_deadlines().add(self)
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+# --- Rate limit, order, database connection (hooks around each HTTP attempt) ----------
+
+_order = threading.local()
+
+
+def _thread_deadlines() -> weakref.WeakSet:
+    found = getattr(_order, "deadlines", None)
+    if found is None:
+        found = _order.deadlines = weakref.WeakSet()
+    return found
+
+
+def calls_ordered_by(priority: float | None) -> None:
+    """This thread's next calls wait for their rate-limit slot behind every call of a lower
+    ``priority`` (the answered inbound message's arrival time: oldest first); None: unordered."""
+    _order.priority = priority
+
+
+def _extend_deadlines(seconds: float) -> None:
+    """Time spent waiting for a rate-limit slot is not the provider's: every live deadline of
+    this thread (the task's chain and its classification share) moves by it."""
+    for deadline in list(_thread_deadlines()):
+        deadline.at += seconds
+
+
+def openai_limiter(model: str):
+    """The shared limiter of (API key, model): OpenAI's limits are per organization and model."""
+    scope = hashlib.sha256(f"{settings.OPENAI_BASE_URL}|{settings.OPENAI_API_KEY}".encode()).hexdigest()[:16]
+    return shared_limiter(
+        f"openai:{scope}:{model}",
+        limit=settings.OPENAI_REQUESTS_PER_INTERVAL,
+        interval_s=settings.OPENAI_RATE_LIMIT_INTERVAL_S,
+        redis_url=settings.RATE_LIMIT_REDIS_URL,
+        tokens_reserve=settings.OPENAI_TOKENS_RESERVE,
+        probe=True,
+    )
+
+
+def release_db_connection() -> None:
+    """Give this thread's database connection back to the pool before waiting on the LLM (it is
+    taken again by the next query). Only with a pool and outside a transaction: without a pool,
+    closing would cost a new connection per call."""
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    if not (connection.settings_dict.get("OPTIONS") or {}).get("pool"):
+        return
+    connection.close()
+
+
+def _wait_for_slot(model: str, call: LLMCall) -> None:
+    """Release the connection, then wait for the model's rate-limit slot, in order."""
+    release_db_connection()
+    try:
+        waited = openai_limiter(model).acquire(
+            deadline=HttpDeadline(settings.OPENAI_QUEUE_MAX_WAIT_S),
+            provider="openai",
+            # Unordered callers queue by the time they ask (first come, first served).
+            priority=getattr(_order, "priority", None) or time.time(),
+        )
+    except ProviderRateLimited as exc:
+        raise LLMError("rate_limited", "no rate-limit slot within OPENAI_QUEUE_MAX_WAIT_S", call) from exc
+    if waited:
+        call.queued_ms += waited * 1000
+        _extend_deadlines(waited)
+
+
+def _observe_limits(model: str, headers: Any) -> None:
+    if headers is not None:
+        openai_limiter(model).update_from_headers(headers)
 
 
 @dataclass
@@ -73,6 +159,7 @@ class LLMCall:
     latency_ms: float = 0.0
     server_ms: float = 0.0  # the server's own processing time (``openai-processing-ms``), when reported
     backoff_ms: float = 0.0  # time actually slept between attempts
+    queued_ms: float = 0.0  # time waited for a rate-limit slot (not counted against the deadline)
     http_attempts: int = 0
     response_id: str = ""
 
@@ -89,6 +176,7 @@ class LLMCall:
             "latency_ms": round(self.latency_ms, 1),
             "server_ms": round(self.server_ms, 1),
             "backoff_ms": round(self.backoff_ms, 1),
+            "queued_ms": round(self.queued_ms, 1),
             "http_attempts": self.http_attempts,
             "text_chars": len(self.text),
         }
@@ -309,6 +397,9 @@ def responses_create(
     next(delays)  # prime the generator (backoff's first yield is a no-op)
     last_code, last_detail = "deadline", "no time left for a first attempt"
     while call.http_attempts < MAX_HTTP_ATTEMPTS:
+        if deadline.remaining() < MIN_ATTEMPT_S:
+            break
+        _wait_for_slot(model, call)
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_S:
             break
@@ -323,9 +414,10 @@ def responses_create(
                 )
         except openai.OpenAIError as exc:
             call.latency_ms += (time.perf_counter() - started) * 1000
+            code, retryable = _classify_exception(exc)
             if isinstance(exc, openai.APIStatusError):
                 _add_server_time(call, exc.response.headers)
-            code, retryable = _classify_exception(exc)
+                _observe_limits(model, exc.response.headers)
             last_code = code
             last_detail = f"{type(exc).__name__}" + (
                 f" HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else ""
@@ -338,6 +430,9 @@ def responses_create(
                 retry_after = _retry_after_s(exc)
                 if retry_after is not None:
                     wait = retry_after
+            if code == "rate_limited":
+                # Every process sharing the limit waits as long (the server's named time, else our backoff).
+                openai_limiter(model).pause(wait)
             if call.http_attempts >= MAX_HTTP_ATTEMPTS:
                 break
             if wait + MIN_ATTEMPT_S > deadline.remaining():
@@ -349,6 +444,7 @@ def responses_create(
             continue
         call.latency_ms += (time.perf_counter() - started) * 1000
         _add_server_time(call, raw.headers)
+        _observe_limits(model, raw.headers)
         try:
             data = raw.http_response.json()
         except ValueError as exc:  # a 2xx answer that is not JSON: not retried

@@ -228,6 +228,9 @@ OPENAI_QUEUE_MAX_WAIT_S = env.float("OPENAI_QUEUE_MAX_WAIT_S", default=300.0)
 DRAFT_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_TASK_SOFT_TIME_LIMIT_S", default=90)
 DRAFT_TASK_TIME_LIMIT_S = env.int("DRAFT_TASK_TIME_LIMIT_S", default=120)
 DRAFT_CONTEXT_MESSAGES = env.int("DRAFT_CONTEXT_MESSAGES", default=10)
+# One LLM call answers the tag and the reply of a message no fast path decides (drafts/onecall.py);
+# false: a classification call, then a draft call.
+DRAFT_ONE_CALL = env.bool("DRAFT_ONE_CALL", default=True)
 DRAFT_SWEEP_AFTER_S = env.int("DRAFT_SWEEP_AFTER_S", default=120)
 # Sending approved drafts (drafts.tasks.draft_send): the provider call's own deadline sits
 # inside the task's soft limit.

@@ -23,10 +23,11 @@ ratios decide, seeded so runs are reproducible):
 
 - ``ok``: a completed answer. For ``text.format`` ``json_schema`` requests
   (classification) valid JSON that matches the schema, picking an enum value
-  deterministically from the input; otherwise a short plausible reply, or the
-  next text given to ``fake.enqueue_draft_texts(...)`` (each draft request, not a
-  classification, takes the next one, whatever its behaviour: a test can then
-  tell which attempt's text was kept).
+  deterministically from the input (a ``reply`` property, the one-call answer, gets the next
+  text given to ``enqueue_draft_texts``, else a reply when the tag is warm, else "");
+  otherwise a short plausible reply, or the next text given to
+  ``fake.enqueue_draft_texts(...)`` (each draft request, not a classification, takes the
+  next one, whatever its behaviour: a test can then tell which attempt's text was kept).
 - ``incomplete``: ``status: "incomplete"``, reason ``max_output_tokens``,
   a truncated text (the first 20 characters of the reply) and
   ``output_tokens == max_output_tokens``.
@@ -84,6 +85,10 @@ _CLASSIFY_HINTS: list[tuple[str, str]] = [
     (r"\binterested\b|\byes\b|\bsounds good\b", "Interested"),
     (r"\blater\b|\bnext (week|month)\b|\bfollow up\b", "Follow Up"),
 ]
+
+
+# The tags that get a reply (leads.models.DRAFTABLE_SENTIMENTS; the fake imports no Django).
+_WARM_TAGS = {"Interested", "Meeting Requested", "Call Requested", "Information Requested", "Follow Up"}
 
 
 @dataclass
@@ -180,7 +185,7 @@ class FakeOpenAI:
             self._draft_texts.extend(texts)
 
     def _next_draft_text(self, body: dict[str, Any]) -> str | None:
-        if _is_classify(body):
+        if _is_classify(body) and not _asks_for_reply(body):
             return None
         with self._lock:
             return self._draft_texts.pop(0) if self._draft_texts else None
@@ -254,6 +259,12 @@ def _is_classify(body: dict[str, Any]) -> bool:
     return fmt.get("type") == "json_schema"
 
 
+def _asks_for_reply(body: dict[str, Any]) -> bool:
+    """A structured answer with a ``reply`` (the one-call tag and reply)."""
+    schema = ((body.get("text") or {}).get("format") or {}).get("schema") or {}
+    return "reply" in (schema.get("properties") or {})
+
+
 def _input_text(body: dict[str, Any]) -> str:
     raw = body.get("input")
     if isinstance(raw, str):
@@ -276,7 +287,7 @@ def _last_inbound_text(text: str) -> str:
     return text[marker:] if marker >= 0 else text
 
 
-def _classification_json(body: dict[str, Any]) -> str:
+def _classification_json(body: dict[str, Any], draft_text: str | None = None) -> str:
     fmt = body["text"]["format"]
     schema = fmt.get("schema") or {}
     props = schema.get("properties") or {}
@@ -299,6 +310,9 @@ def _classification_json(body: dict[str, Any]) -> str:
             answer[name] = 1
         elif spec.get("type") == "boolean":
             answer[name] = False
+        elif name == "reply":  # the one-call answer: a text given to the fake, else a reply for a warm tag
+            warm = answer.get("sentiment") in _WARM_TAGS
+            answer[name] = draft_text if draft_text is not None else (_draft_text(body) if warm else "")
         else:
             answer[name] = "fake classification"
     return json.dumps(answer)
@@ -330,7 +344,7 @@ def _response_body(body: dict[str, Any], behaviour: str, draft_text: str | None 
         status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         msg_status = "incomplete"
     else:
-        text = "" if behaviour == "empty" else (_classification_json(body) if classify else reply)
+        text = "" if behaviour == "empty" else (_classification_json(body, draft_text) if classify else reply)
         output_tokens = max(1, len(text) // 4)
         reasoning = 16
         status, incomplete, msg_status = "completed", None, "completed"

@@ -70,6 +70,7 @@ def test_100_drafts_in_flight_hold_no_more_connections_than_the_pool(workspace):
             "OPENAI_BASE_URL": fake.base_url,
             "OPENAI_API_KEY": f"sk-test-burst-{time.monotonic_ns()}",  # a limiter key of its own
             "DATABASE_POOL_MAX_SIZE": str(POOL_MAX),
+            "DRAFT_ONE_CALL": "true",  # production's default: one LLM call per draft
             "PGAPPNAME": application_name,  # libpq names the worker's sessions
         }
         sampler = ConnectionSampler(application_name=application_name)

@@ -29,6 +29,7 @@ from drafts import llm
 from drafts.claims import message_work_claim
 from drafts.classification import classify_fast, classify_with_llm, opt_out_suspected, prompt_template
 from drafts.models import Draft, DraftStatus
+from drafts.onecall import message_tag_and_reply
 from drafts.quoting import reply_text
 from drafts.selectors import drafts_stale_open
 from leads.models import (
@@ -482,6 +483,13 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         if draft.status not in OPEN_STATUSES:
             return draft  # done before: a second run stops here
     classification: ClassifyResult | None = None
+    first_answer: llm.LLMCall | None = None
+    if message.classified_at is None and draft is None:
+        # One call for the tag and the reply when no fast path decides (drafts/onecall.py);
+        # None: not applicable or it did not work, and the two calls below follow.
+        one_call = message_tag_and_reply(message=message, deadline=deadline)
+        if one_call is not None:
+            classification, first_answer = one_call
     if message.classified_at is None:
         classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
         try:
@@ -534,6 +542,7 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         started=started,
         classification=classification,
         already_generating=inserted,
+        first_answer=first_answer,
     )
 
 
@@ -680,11 +689,13 @@ def draft_generate(
     started: float | None = None,
     classification: ClassifyResult | None = None,
     already_generating: bool = False,
+    first_answer: llm.LLMCall | None = None,
 ) -> Draft:
     """Write the reply for ``draft`` within ``deadline``; ends ready, failed or superseded.
 
     ``already_generating``: the caller inserted the draft in ``generating`` in this run (no
-    transition needed).
+    transition needed). ``first_answer``: a reply already written (the one-call path), used as
+    the first draft call's answer.
     """
     started = started if started is not None else time.monotonic()
     if not already_generating:
@@ -711,7 +722,7 @@ def draft_generate(
         "slots": [],
     }
     try:
-        return _draft_write(message=message, deadline=deadline, common=common)
+        return _draft_write(message=message, deadline=deadline, common=common, first_answer=first_answer)
     except llm.LLMError as exc:
         if exc.call is not None and exc.call not in calls:
             calls.append(exc.call)
@@ -731,7 +742,9 @@ def draft_generate(
         return _draft_failed(**common, failure_reason="unexpected", error=f"unexpected error: {type(exc).__name__}")
 
 
-def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, Any]) -> Draft:
+def _draft_write(
+    *, message: Message, deadline: llm.Deadline, common: dict[str, Any], first_answer: llm.LLMCall | None = None
+) -> Draft:
     """Slots, prompts and the LLM calls (first try, larger budget, fallback); the final write."""
     draft, calls = common["draft"], common["calls"]
     workspace = message.workspace
@@ -741,9 +754,13 @@ def _draft_write(*, message: Message, deadline: llm.Deadline, common: dict[str, 
     instructions, prompt, prompt_context = _prompts(message=message, slots=slots)
     budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
     cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
-    call = _call(
-        (settings.OPENAI_DRAFT_MODEL, instructions, budget, "low"), prompt=prompt, deadline=deadline, calls=calls
-    )
+    if first_answer is not None:
+        call = first_answer
+        calls.append(call)
+    else:
+        call = _call(
+            (settings.OPENAI_DRAFT_MODEL, instructions, budget, "low"), prompt=prompt, deadline=deadline, calls=calls
+        )
     reason = _unusable_reason(call=call, channel=message.channel)
     if reason == "max_output_tokens" and budget < cap:
         # Retry: at least double the budget, less reasoning, never above the cap.

@@ -276,15 +276,8 @@ class LocalWindowLimiter:
             self._paused_until = max(self._paused_until, time.monotonic() + max(0.0, seconds))
 
 
-# KEYS[1] = log (sorted set of send times, ms), KEYS[2] = state (hash)
-# ARGV: default limit, default interval ms, margin ms (-1: derived), member id
-_ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local st = redis.call('HMGET', KEYS[2], 'limit', 'interval_ms', 'paused_until', 'daily_refused_until')
-local limit = tonumber(st[1] or ARGV[1])
-local interval = tonumber(st[2] or ARGV[2])
-if tonumber(st[4] or 0) > now then return {-1, limit, interval} end
+# Both acquire scripts: wait out a pause, then slide the window (``count``: sends in it).
+_SLIDE_LUA = """
 local paused = tonumber(st[3] or 0)
 if paused > now then return {paused - now, limit, interval} end
 local margin = tonumber(ARGV[3])
@@ -292,7 +285,21 @@ if margin < 0 then margin = math.min(250, math.max(50, math.floor(interval * 0.0
 local window = interval + margin
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
-if count < limit then
+"""
+
+# KEYS[1] = log (sorted set of send times, ms), KEYS[2] = state (hash)
+# ARGV: default limit, default interval ms, margin ms (-1: derived), member id
+_ACQUIRE_LUA = (
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local st = redis.call('HMGET', KEYS[2], 'limit', 'interval_ms', 'paused_until', 'daily_refused_until')
+local limit = tonumber(st[1] or ARGV[1])
+local interval = tonumber(st[2] or ARGV[2])
+if tonumber(st[4] or 0) > now then return {-1, limit, interval} end
+"""
+    + _SLIDE_LUA
+    + """if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
   return {0, limit, interval}
@@ -300,11 +307,13 @@ end
 local gate = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
 return {math.max(1, tonumber(gate[2]) + window - now), limit, interval}
 """
+)
 
 # KEYS[1] = log, KEYS[2] = state, KEYS[3] = queue (ticket -> priority), KEYS[4] = beats (ticket -> last seen)
 # ARGV: default limit, default interval ms, margin ms (-1: derived), member id, ticket, priority, stale ms,
 #       probe ('1': one request at a time until a first answer was observed)
-_ACQUIRE_ORDERED_LUA = """
+_ACQUIRE_ORDERED_LUA = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local st = redis.call('HMGET', KEYS[2], 'limit', 'interval_ms', 'paused_until', 'daily_refused_until', 'seen')
@@ -326,14 +335,9 @@ for _, gone in ipairs(stale) do
 end
 redis.call('PEXPIRE', KEYS[3], 3600000)
 redis.call('PEXPIRE', KEYS[4], 3600000)
-local paused = tonumber(st[3] or 0)
-if paused > now then return {paused - now, limit, interval} end
-local margin = tonumber(ARGV[3])
-if margin < 0 then margin = math.min(250, math.max(50, math.floor(interval * 0.02))) end
-local window = interval + margin
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-local rank = redis.call('ZRANK', KEYS[3], ARGV[5])
+"""
+    + _SLIDE_LUA
+    + """local rank = redis.call('ZRANK', KEYS[3], ARGV[5])
 if rank < limit - count then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
@@ -350,6 +354,7 @@ end
 if probing then wait = math.min(wait, 200) end
 return {wait, limit, interval}
 """
+)
 
 # ARGV: limit|'' , interval ms|'', remaining|'', daily remaining|'', default limit, default interval ms,
 #       margin ms (-1: derived), member prefix, mode ('headers' | 'drain'), daily recheck ms

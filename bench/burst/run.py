@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile  # noqa: E402
+from bench.common import manage, percentile, process_env  # noqa: E402
 from core.testing.fake_openai import fake_openai_server  # noqa: E402
 from core.testing.processes import free_port, wait_for_port  # noqa: E402
 
@@ -45,7 +45,6 @@ DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/leadline_bench_burst"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
 SECRET = "whsec-bench-burst-0123456789abcdef"
 LOCATION = "LOC_BURST"
-FERNET_KEY = "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE="
 BODIES = [
     "Yes, I'm interested. What does it cost for a team like ours? ref {n}",
     "Sounds good, interested! Can we book a meeting next Tuesday? ref {n}",
@@ -53,36 +52,6 @@ BODIES = [
     "Interested - send me more details please, ref {n}",
 ]
 FINAL = ("ready", "failed", "skipped", "superseded", "approved", "rejected", "sent", "scheduled")
-
-
-def _env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": redis_url,
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "FIELD_ENCRYPTION_KEY": FERNET_KEY,
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(extra)
-    return env
-
-
-def _manage(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stderr[-2000:]}")
 
 
 def _prepare(database_url: str, redis_url: str) -> None:
@@ -93,9 +62,9 @@ def _prepare(database_url: str, redis_url: str) -> None:
     with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
-    env = _env(database_url, redis_url)
-    _manage(env, "migrate", "--noinput")
-    _manage(env, "configure_workspace", "burst", "--name", "Burst", "--webhook-secret", SECRET,
+    env = process_env(database_url, redis_url)
+    manage(env, "migrate", "--noinput")
+    manage(env, "configure_workspace", "burst", "--name", "Burst", "--webhook-secret", SECRET,
             "--ghl-location-id", LOCATION, "--persona-name", "Sam", "--company-name", "Acme")  # fmt: skip
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
@@ -222,21 +191,31 @@ def _post_all(port: int, n: int, run: str) -> tuple[float, int]:
     return time.monotonic() - started, sum(1 for c in codes if 200 <= c < 300)
 
 
-def _order_violations(fake, created_rank: dict[int, int]) -> dict[str, int]:
-    """Per model: pairs where a newer message's call reached the fake > 1 s before an older one's."""
-    by_model: dict[str, list[tuple[float, int]]] = {}
+def _order_violations(fake, created_rank: dict[int, int], queued_by_ref: dict[int, list[float]]) -> dict[str, int]:
+    """Per model: pairs of calls where the older message's call was already waiting for its
+    rate-limit slot when the newer message's call reached the fake, and reached it more than a
+    second later (slots freed together are taken in any order within that second). The wait
+    start is the arrival minus the ``queued_ms`` the worker recorded for that call."""
+    calls: dict[str, list[tuple[float, float, int]]] = {}
+    seen: dict[int, int] = {}
     for body, record in zip(fake.requests, fake.records, strict=False):
         found = re.search(r"ref (\d+)", json.dumps(body.get("input")))
-        if found and int(found.group(1)) in created_rank:
-            by_model.setdefault(record.model, []).append((record.received_at, created_rank[int(found.group(1))]))
+        if not found or int(found.group(1)) not in created_rank or record.status_code != 200:
+            continue
+        ref = int(found.group(1))
+        index = seen[ref] = seen.get(ref, -1) + 1
+        queued = queued_by_ref.get(ref, [])
+        waited_s = queued[index] / 1000 if index < len(queued) else 0.0
+        calls.setdefault(record.model, []).append(
+            (record.received_at, record.received_at - waited_s, created_rank[ref])
+        )
     result = {}
-    for model, calls in by_model.items():
-        calls.sort()
+    for model, items in calls.items():
         result[model] = sum(
             1
-            for i, (t_i, rank_i) in enumerate(calls)
-            for t_j, rank_j in calls[i + 1 :]
-            if rank_i > rank_j and t_j - t_i > 1.0
+            for arrival_a, waiting_a, rank_a in items
+            for arrival_b, _, rank_b in items
+            if rank_a < rank_b and waiting_a < arrival_b - 0.2 and arrival_a > arrival_b + 1.0
         )
     return result
 
@@ -270,7 +249,9 @@ def main() -> int:
     with fake_openai_server(
         latency_s=args.latency, rate_limit_requests=rl_requests, rate_limit_interval_s=rl_interval
     ) as fake:
-        env = _env(database_url, redis_url, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-bench-burst", **extra)
+        env = process_env(
+            database_url, redis_url, OPENAI_BASE_URL=fake.base_url, OPENAI_API_KEY="sk-bench-burst", **extra
+        )
         port = free_port()
         web = _procfile_command("web").replace("${PORT:-8000}", str(port))
         with (
@@ -310,17 +291,19 @@ def main() -> int:
             " FROM messaging_message m LEFT JOIN drafts_draft d ON d.message_id = m.id AND d.status <> 'superseded'"
             " WHERE m.direction = 'inbound' ORDER BY m.created_at, m.id"
         ).fetchall()
-    created_rank = {}
+    created_rank, queued_by_ref = {}, {}
     latencies, statuses, tokens_in, tokens_out, failures = [], {}, 0, 0, {}
     for rank, (body, created_at, status, finished_at, usage, failure) in enumerate(rows):
-        created_rank[int(re.search(r"ref (\d+)", body).group(1))] = rank
+        ref = int(re.search(r"ref (\d+)", body).group(1))
+        created_rank[ref] = rank
         statuses[status or "none"] = statuses.get(status or "none", 0) + 1
         if failure:
             failures[failure] = failures.get(failure, 0) + 1
         if status == "ready":
             latencies.append((finished_at - created_at).total_seconds())
         usage = usage or {}
-        calls = list(usage.get("calls") or []) + list(((usage.get("classification") or {}).get("calls")) or [])
+        calls = list(((usage.get("classification") or {}).get("calls")) or []) + list(usage.get("calls") or [])
+        queued_by_ref[ref] = [c.get("queued_ms", 0.0) for c in calls if c.get("http_attempts")]
         tokens_in += sum(c.get("input_tokens", 0) for c in calls)
         tokens_out += sum(c.get("output_tokens", 0) for c in calls)
     ready = statuses.get("ready", 0)
@@ -349,7 +332,7 @@ def main() -> int:
             "output_fake_usage": round(tokens_out / max(1, ready)),
         },
         "rate_limited_429": fake.rate_limited,
-        "order_violations": _order_violations(fake, created_rank),
+        "order_violations": _order_violations(fake, created_rank, queued_by_ref),
         "peak_pg_connections": sampler.peak_connections,
         "peak_pg_states": sampler.peak_states,
         "worker_peak_rss_mib": round(sampler.peak_rss_kib / 1024, 1),

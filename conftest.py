@@ -121,3 +121,15 @@ def redis_client():
     except redis.RedisError:
         pytest.skip("no Redis at TEST_REDIS_URL")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _two_call_flow_by_default(monkeypatch):
+    """The suite's scripted fakes (``fake.enqueue(...)``) follow the two-call chain: a
+    classification call, then draft calls. Tests pin it (here and in the processes they start);
+    the one-call path (production's default, ``DRAFT_ONE_CALL``) has its own tests, which turn it
+    on (``drafts/tests/test_onecall.py``, the burst end-to-end test)."""
+    from django.conf import settings
+
+    monkeypatch.setattr(settings, "DRAFT_ONE_CALL", False, raising=False)
+    monkeypatch.setenv("DRAFT_ONE_CALL", "false")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,35 @@ def require_env(*, redis: bool = False) -> str | None:
     if redis and not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
         return "set CELERY_BROKER_URL to a Redis database (e.g. redis://127.0.0.1:6379/4)"
     return None
+
+
+BENCH_FERNET_KEY = "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE="
+
+
+def process_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a bench's own processes (web, worker, manage.py): production-like
+    settings (DEBUG off) on the bench's database and Redis."""
+    env = {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": redis_url,
+        "DJANGO_DEBUG": "0",
+        # Plain HTTP on 127.0.0.1: production's HTTPS redirect would answer every post with 301.
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+        "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
+        "FIELD_ENCRYPTION_KEY": BENCH_FERNET_KEY,
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """``manage.py <args>`` in a subprocess with ``env``; exits the bench on failure."""
+    full = {**os.environ, **env}
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=full, capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result.stdout

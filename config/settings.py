@@ -98,6 +98,21 @@ if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'leadline.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: each process borrows connections from a psycopg pool (Django's "pool" option) and
+# gives them back when Django closes them, so a process holds at most DATABASE_POOL_MAX_SIZE
+# connections whatever its thread count (docs/drafts.md, "Connections"). 0 = no pool (one
+# persistent connection per thread, CONN_MAX_AGE).
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=1), DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # A thread waits this long for a free connection before its query fails.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_S", default=30.0),
+        # An idle connection above min_size is closed after this (a burst's extra connections go).
+        "max_idle": env.float("DATABASE_POOL_MAX_IDLE_S", default=60.0),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded setup runs web + worker + beat on one file: wait for locks
     # instead of failing with "database is locked".
@@ -176,7 +191,13 @@ BEAT_ENTRIES = "config.beat.beat_entries"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Availability refreshes (many, each up to AVAILABILITY_WORKSPACE_DEADLINE_S on a
 # hanging page) get their own queue so they never delay drafts.
-CELERY_TASK_ROUTES = {"availability.tasks.*": {"queue": "availability"}}
+# Classification and drafts (I/O-bound: they wait on the LLM) get their own queue, served by a
+# threads worker with many slots (README, Procfile); CPU- and database-heavy tasks stay on the
+# default queue and are never starved by a reply burst.
+CELERY_TASK_ROUTES = {
+    "availability.tasks.*": {"queue": "availability"},
+    "drafts.tasks.classify_and_draft": {"queue": "drafts"},
+}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
 # --- Providers --------------------------------------------------------------
@@ -197,9 +218,21 @@ OPENAI_DRAFT_TOKEN_BUDGET_MULTIPLIER = env.float("OPENAI_DRAFT_TOKEN_BUDGET_MULT
 OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP = env.int("OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP", default=8000)
 OPENAI_DRAFT_TIMEOUT_S = env.float("OPENAI_DRAFT_TIMEOUT_S", default=25.0)
 OPENAI_CLASSIFY_TIMEOUT_S = env.float("OPENAI_CLASSIFY_TIMEOUT_S", default=10.0)
+# OpenAI's rate limits, shared through RATE_LIMIT_REDIS_URL by every process (one limit per API key
+# and model): the starting values until the API announces its own (x-ratelimit-* headers).
+OPENAI_REQUESTS_PER_INTERVAL = env.int("OPENAI_REQUESTS_PER_INTERVAL", default=500)
+OPENAI_RATE_LIMIT_INTERVAL_S = env.float("OPENAI_RATE_LIMIT_INTERVAL_S", default=60.0)
+# Every process stops when the API says fewer tokens than this remain, until its token reset.
+OPENAI_TOKENS_RESERVE = env.int("OPENAI_TOKENS_RESERVE", default=10000)
+# The longest one call waits for its turn under the rate limit (oldest inbound first); this wait
+# does not count against the draft's own deadline.
+OPENAI_QUEUE_MAX_WAIT_S = env.float("OPENAI_QUEUE_MAX_WAIT_S", default=300.0)
 DRAFT_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_TASK_SOFT_TIME_LIMIT_S", default=90)
 DRAFT_TASK_TIME_LIMIT_S = env.int("DRAFT_TASK_TIME_LIMIT_S", default=120)
 DRAFT_CONTEXT_MESSAGES = env.int("DRAFT_CONTEXT_MESSAGES", default=10)
+# One LLM call answers the tag and the reply of a message no fast path decides (drafts/services/onecall.py);
+# false: a classification call, then a draft call.
+DRAFT_ONE_CALL = env.bool("DRAFT_ONE_CALL", default=True)
 DRAFT_SWEEP_AFTER_S = env.int("DRAFT_SWEEP_AFTER_S", default=120)
 # Sending approved drafts (drafts.tasks.draft_send): the provider call's own deadline sits
 # inside the task's soft limit.

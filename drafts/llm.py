@@ -11,6 +11,13 @@
   no attempt starts (no sleep is taken) when the chain would overrun it.
 - Each call reports model, status, usage (input/output/reasoning tokens),
   latency, the server's own processing time and the number of HTTP attempts.
+- Every HTTP attempt first takes a slot from the OpenAI rate limiter
+  (``core.ratelimit``, shared through Redis by every process, one per API key
+  and model), in the order of the inbound message being answered
+  (``calls_ordered_by``); the announced ``x-ratelimit-*`` headers and 429s
+  adapt it. The database connection goes back to the pool before the wait
+  (``release_db_connection``): no connection is held while the LLM thinks.
+  The time spent waiting for a slot does not count against the deadlines.
 
 Nothing here logs prompts, outputs or the API key.
 """
@@ -18,10 +25,12 @@ Nothing here logs prompts, outputs or the API key.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +38,11 @@ import httpcore2
 import httpx2
 import openai
 from django.conf import settings
+from django.db import connection
 
-from core.http import Deadline, backoff_full_jitter, retry_call
+from core.http import Deadline as HttpDeadline
+from core.http import ProviderRateLimited, backoff_full_jitter, retry_call
+from core.ratelimit import shared_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,88 @@ BACKOFF_MAX_S = 4.0
 # Do not start an attempt with less time than this left: it could not finish.
 MIN_ATTEMPT_S = 0.25
 CONNECT_TIMEOUT_S = 3.0
+
+
+class Deadline(HttpDeadline):
+    """``core.http.Deadline`` (the one deadline of every outbound call), registered with this
+    thread so that the time spent waiting for a rate-limit slot moves it (``_extend_deadlines``):
+    that wait is not the provider's time."""
+
+    def __init__(self, seconds: float | None, *, start: float | None = None) -> None:
+        super().__init__(seconds, start=start)
+        _thread_deadlines().add(self)
+
+
+# --- Rate limit, order, database connection (hooks around each HTTP attempt) ----------
+
+_order = threading.local()
+
+
+def _thread_deadlines() -> weakref.WeakSet:
+    found = getattr(_order, "deadlines", None)
+    if found is None:
+        found = _order.deadlines = weakref.WeakSet()
+    return found
+
+
+def calls_ordered_by(priority: float | None) -> None:
+    """This thread's next calls wait for their rate-limit slot behind every call of a lower
+    ``priority`` (the answered inbound message's arrival time: oldest first); None: unordered."""
+    _order.priority = priority
+
+
+def _extend_deadlines(seconds: float) -> None:
+    """Time spent waiting for a rate-limit slot is not the provider's: every live deadline of
+    this thread (the task's chain and its classification share) moves by it."""
+    for deadline in list(_thread_deadlines()):
+        if deadline.expires_at is not None:
+            deadline.expires_at += seconds
+
+
+def openai_limiter(model: str):
+    """The shared limiter of (API key, model): OpenAI's limits are per organization and model."""
+    scope = hashlib.sha256(f"{settings.OPENAI_BASE_URL}|{settings.OPENAI_API_KEY}".encode()).hexdigest()[:16]
+    return shared_limiter(
+        f"openai:{scope}:{model}",
+        limit=settings.OPENAI_REQUESTS_PER_INTERVAL,
+        interval_s=settings.OPENAI_RATE_LIMIT_INTERVAL_S,
+        redis_url=settings.RATE_LIMIT_REDIS_URL,
+        tokens_reserve=settings.OPENAI_TOKENS_RESERVE,
+        probe=True,
+    )
+
+
+def release_db_connection() -> None:
+    """Give this thread's database connection back to the pool before waiting on the LLM (it is
+    taken again by the next query). Only with a pool and outside a transaction: without a pool,
+    closing would cost a new connection per call."""
+    if connection.connection is None or connection.in_atomic_block:
+        return
+    if not (connection.settings_dict.get("OPTIONS") or {}).get("pool"):
+        return
+    connection.close()
+
+
+def _wait_for_slot(model: str, call: LLMCall) -> None:
+    """Release the connection, then wait for the model's rate-limit slot, in order."""
+    release_db_connection()
+    try:
+        waited = openai_limiter(model).acquire(
+            deadline=HttpDeadline(settings.OPENAI_QUEUE_MAX_WAIT_S),
+            provider="openai",
+            # Unordered callers queue by the time they ask (first come, first served).
+            priority=getattr(_order, "priority", None) or time.time(),
+        )
+    except ProviderRateLimited as exc:
+        raise LLMError("rate_limited", "no rate-limit slot within OPENAI_QUEUE_MAX_WAIT_S", call) from exc
+    if waited:
+        call.queued_ms += waited * 1000
+        _extend_deadlines(waited)
+
+
+def _observe_limits(model: str, headers: Any) -> None:
+    if headers is not None:
+        openai_limiter(model).update_from_headers(headers)
 
 
 @dataclass
@@ -60,6 +154,7 @@ class LLMCall:
     latency_ms: float = 0.0
     server_ms: float = 0.0  # the server's own processing time (``openai-processing-ms``), when reported
     backoff_ms: float = 0.0  # time actually slept between attempts
+    queued_ms: float = 0.0  # time waited for a rate-limit slot (not counted against the deadline)
     http_attempts: int = 0
     response_id: str = ""
 
@@ -76,6 +171,7 @@ class LLMCall:
             "latency_ms": round(self.latency_ms, 1),
             "server_ms": round(self.server_ms, 1),
             "backoff_ms": round(self.backoff_ms, 1),
+            "queued_ms": round(self.queued_ms, 1),
             "http_attempts": self.http_attempts,
             "text_chars": len(self.text),
         }
@@ -300,6 +396,7 @@ def responses_create(
         if backoff_from is not None:
             call.backoff_ms += (time.perf_counter() - backoff_from) * 1000
             backoff_from = None
+        _wait_for_slot(model, call)
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_S:
             raise LLMError(last["code"], last["detail"], call)
@@ -314,17 +411,22 @@ def responses_create(
                 )
         except openai.OpenAIError as exc:
             call.latency_ms += (time.perf_counter() - started) * 1000
+            code, retryable = _classify_exception(exc)
             if isinstance(exc, openai.APIStatusError):
                 _add_server_time(call, exc.response.headers)
-            code, retryable = _classify_exception(exc)
+                _observe_limits(model, exc.response.headers)
             last["code"] = code
             last["detail"] = f"{type(exc).__name__}" + (
                 f" HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else ""
             )
             logger.warning("openai call failed", extra={"code": code, "attempt": attempt_no, "model": model})
+            if code == "rate_limited":
+                # Every process sharing the limit waits as long (the server's named time, else our backoff).
+                openai_limiter(model).pause(_retry_wait_s(exc, failures=attempt_no))
             raise _AttemptFailed(exc, retryable=retryable) from exc
         call.latency_ms += (time.perf_counter() - started) * 1000
         _add_server_time(call, raw.headers)
+        _observe_limits(model, raw.headers)
         try:
             data = raw.http_response.json()
         except ValueError as exc:  # a 2xx answer that is not JSON: not retried
@@ -335,10 +437,7 @@ def responses_create(
         return call
 
     def wait(failed: _AttemptFailed, failures: int) -> float:
-        retry_after = _retry_after_s(failed.exc) if isinstance(failed.exc, openai.APIStatusError) else None
-        if retry_after is not None:
-            return retry_after
-        return backoff_full_jitter(failures=failures, base_s=BACKOFF_BASE_S, max_wait_s=BACKOFF_MAX_S)
+        return _retry_wait_s(failed.exc, failures=failures)
 
     def on_backoff(failed: _AttemptFailed, failures: int, seconds: float) -> None:
         nonlocal backoff_from
@@ -363,6 +462,14 @@ def responses_create(
         stop=stop,
         on_backoff=on_backoff,
     )
+
+
+def _retry_wait_s(exc: openai.OpenAIError, *, failures: int) -> float:
+    """The server's named wait (``Retry-After``), else backoff with full jitter."""
+    retry_after = _retry_after_s(exc) if isinstance(exc, openai.APIStatusError) else None
+    if retry_after is not None:
+        return retry_after
+    return backoff_full_jitter(failures=failures, base_s=BACKOFF_BASE_S, max_wait_s=BACKOFF_MAX_S)
 
 
 class _AttemptFailed(Exception):

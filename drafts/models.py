@@ -71,3 +71,20 @@ class Draft(models.Model):
 
     def __str__(self) -> str:
         return f"draft #{self.pk} ({self.status})"
+
+
+class MessageWorkClaim(models.Model):
+    """A lease on one inbound message's classify-and-draft work (``drafts.claims``).
+
+    A row exists only while a task works on the message (or until its lease expires, when the
+    task died): two deliveries of the task never work on it at once, and no database connection
+    is held meanwhile (the LLM calls take seconds). No foreign key: the row is short-lived and
+    its message may be deleted under it.
+    """
+
+    message_id = models.BigIntegerField(primary_key=True)
+    token = models.CharField(max_length=32)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"claim on message #{self.message_id}"

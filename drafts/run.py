@@ -39,6 +39,9 @@ class DraftRun:
     # asked once (``has_newer_inbound``).
     newer_inbound: bool | None = None
     classification: ClassifyResult | None = None
+    # The reply the one-call path wrote with the tag (drafts/services/onecall.py): the draft
+    # chain's first answer instead of a first draft call.
+    first_answer: llm.LLMCall | None = None
     calls: list[llm.LLMCall] = field(default_factory=list)  # the draft's LLM calls
     slots: list[dict] = field(default_factory=list)  # the slots the draft offers
     _transcripts: dict[int, list[dict[str, str]]] = field(default_factory=dict)

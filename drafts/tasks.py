@@ -27,12 +27,16 @@ def _mark_started(sender=None, task=None, **kwargs) -> None:
 )
 def classify_and_draft(self, message_id: int) -> None:
     """Classify one inbound message and, for warm leads, write its reply draft."""
+    from drafts import llm
     from drafts.services.pipeline import message_classify_and_draft
 
     # Failures end the message's open draft inside the service (under its lock); an unexpected
     # exception is re-raised from there, for the worker log and Sentry.
     started = getattr(self.request, "drafts_started_at", None) or time.monotonic()
-    message_classify_and_draft(message_id=message_id, started=started)
+    try:
+        message_classify_and_draft(message_id=message_id, started=started)
+    finally:
+        llm.calls_ordered_by(None)  # this worker thread's next task sets its own order
 
 
 @shared_task(

@@ -43,39 +43,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import manage, process_env  # noqa: E402
 from core.testing.processes import celery_worker, free_port, gunicorn_server, wait_for_port  # noqa: E402
 
 SECRET = "whsec-bench-0123456789abcdef"
 LOCATION = "LOC_BENCH"
-FERNET_KEY = "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE="
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/leadline_bench_webhooks"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 
 
-def _env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": redis_url,
-        "DJANGO_DEBUG": "0",
-        # Plain HTTP on 127.0.0.1: production's HTTPS redirect would answer every post with 301.
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
-        "FIELD_ENCRYPTION_KEY": FERNET_KEY,
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    env.update(extra)
-    return env
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    full = {**os.environ, **env}
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stderr[-2000:]}")
-    return result.stdout
+_env = process_env
+_manage = manage
 
 
 def _prepare_database(database_url: str, redis_url: str) -> None:

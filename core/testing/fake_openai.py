@@ -23,10 +23,11 @@ ratios decide, seeded so runs are reproducible):
 
 - ``ok``: a completed answer. For ``text.format`` ``json_schema`` requests
   (classification) valid JSON that matches the schema, picking an enum value
-  deterministically from the input; otherwise a short plausible reply, or the
-  next text given to ``fake.enqueue_draft_texts(...)`` (each draft request, not a
-  classification, takes the next one, whatever its behaviour: a test can then
-  tell which attempt's text was kept).
+  deterministically from the input (a ``reply`` property, the one-call answer, gets the next
+  text given to ``enqueue_draft_texts``, else a reply when the tag is warm, else "");
+  otherwise a short plausible reply, or the next text given to
+  ``fake.enqueue_draft_texts(...)`` (each draft request, not a classification, takes the
+  next one, whatever its behaviour: a test can then tell which attempt's text was kept).
 - ``incomplete``: ``status: "incomplete"``, reason ``max_output_tokens``,
   a truncated text (the first 20 characters of the reply) and
   ``output_tokens == max_output_tokens``.
@@ -36,6 +37,14 @@ ratios decide, seeded so runs are reproducible):
   byte every ``trickle_interval_s`` (a per-read socket timeout never fires).
 - ``hang``: never answers in time (sleeps ``hang_s``, default 3600 s; the
   server thread gives up when the client disconnects or the server stops).
+
+Rate limits (``rate_limit_requests`` per ``rate_limit_interval_s``, per model, a token bucket
+refilled continuously as OpenAI's; ``rate_limit_tokens`` likewise for tokens, counted as the
+request's ``max_output_tokens`` plus its input characters / 4): every answer then announces
+``x-ratelimit-limit-requests``, ``x-ratelimit-remaining-requests`` and
+``x-ratelimit-reset-requests`` (a duration such as ``1.2s`` or ``350ms``; the ``-tokens`` trio
+when tokens are limited), and a request over the limit gets a 429 with ``retry-after`` (recorded
+with behaviour ``429``; ``fake.rate_limited`` counts them).
 
 Every response carries ``X-Fake-Server-Time-Ms`` and ``openai-processing-ms``
 (the time from the request line's arrival to the encoded answer being ready:
@@ -51,6 +60,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import random
 import re
 import threading
@@ -77,6 +87,10 @@ _CLASSIFY_HINTS: list[tuple[str, str]] = [
 ]
 
 
+# The tags that get a reply (leads.models.DRAFTABLE_SENTIMENTS; the fake imports no Django).
+_WARM_TAGS = {"Interested", "Meeting Requested", "Call Requested", "Information Requested", "Follow Up"}
+
+
 @dataclass
 class RequestRecord:
     behaviour: str
@@ -85,6 +99,42 @@ class RequestRecord:
     model: str
     max_output_tokens: int | None
     kind: str  # "classify" | "draft"
+    received_at: float = 0.0  # time.time() when the request arrived
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's style of ``x-ratelimit-reset-*`` values: ``6m0s``, ``1.5s``, ``20ms``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    if minutes:
+        return f"{int(minutes)}m{rest:.3g}s"
+    return f"{rest:.3g}s"
+
+
+class _Bucket:
+    """A continuously refilled bucket (OpenAI's rate limits replenish this way)."""
+
+    def __init__(self, capacity: float, interval_s: float) -> None:
+        self.capacity, self.rate = float(capacity), float(capacity) / float(interval_s)
+        self.level, self.updated = float(capacity), time.monotonic()
+
+    def take(self, amount: float) -> float:
+        """Take ``amount`` (returns 0.0) or return the seconds until it would be there."""
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.level >= amount:
+            self.level -= amount
+            return 0.0
+        return (amount - self.level) / self.rate
+
+    def headers(self, kind: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{kind}": str(int(self.capacity)),
+            f"x-ratelimit-remaining-{kind}": str(int(self.level)),
+            f"x-ratelimit-reset-{kind}": format_duration((self.capacity - self.level) / self.rate),
+        }
 
 
 @dataclass
@@ -99,12 +149,19 @@ class FakeOpenAI:
     seed: int | None = 0
     script: list[str] = field(default_factory=list)
     stats_file: str | None = None
+    rate_limit_requests: int = 0  # per model and interval; 0: no limit
+    rate_limit_tokens: int = 0
+    rate_limit_interval_s: float = 60.0
     base_url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
+    rate_limited: int = 0
+    in_flight: int = 0  # requests being answered now
+    max_in_flight: int = 0  # the most at once
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._rng = random.Random(self.seed)
         self._stop = threading.Event()
         self._seen_prompts: set[str] = set()
@@ -128,7 +185,7 @@ class FakeOpenAI:
             self._draft_texts.extend(texts)
 
     def _next_draft_text(self, body: dict[str, Any]) -> str | None:
-        if _is_classify(body):
+        if _is_classify(body) and not _asks_for_reply(body):
             return None
         with self._lock:
             return self._draft_texts.pop(0) if self._draft_texts else None
@@ -152,6 +209,31 @@ class FakeOpenAI:
             if first_attempt and not _is_classify(body) and self._rng.random() < self.incomplete_ratio:
                 return "incomplete"
             return "ok"
+
+    def _rate_limit(self, body: dict[str, Any]) -> tuple[float, dict[str, str]]:
+        """(seconds to wait when over the limit else 0, the rate-limit headers to announce)."""
+        if not self.rate_limit_requests and not self.rate_limit_tokens:
+            return 0.0, {}
+        model = str(body.get("model") or "")
+        tokens = int(body.get("max_output_tokens") or 0) + len(_input_text(body)) // 4
+        headers: dict[str, str] = {}
+        wait = 0.0
+        with self._lock:
+            for kind, capacity, amount in (
+                ("requests", self.rate_limit_requests, 1),
+                ("tokens", self.rate_limit_tokens, tokens),
+            ):
+                if not capacity:
+                    continue
+                bucket = self._buckets.get((model, kind))
+                if bucket is None:
+                    bucket = self._buckets[(model, kind)] = _Bucket(capacity, self.rate_limit_interval_s)
+                if not wait:
+                    wait = bucket.take(min(amount, capacity))
+                headers.update(bucket.headers(kind))
+            if wait:
+                self.rate_limited += 1
+        return wait, headers
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -177,6 +259,12 @@ def _is_classify(body: dict[str, Any]) -> bool:
     return fmt.get("type") == "json_schema"
 
 
+def _asks_for_reply(body: dict[str, Any]) -> bool:
+    """A structured answer with a ``reply`` (the one-call tag and reply)."""
+    schema = ((body.get("text") or {}).get("format") or {}).get("schema") or {}
+    return "reply" in (schema.get("properties") or {})
+
+
 def _input_text(body: dict[str, Any]) -> str:
     raw = body.get("input")
     if isinstance(raw, str):
@@ -199,7 +287,7 @@ def _last_inbound_text(text: str) -> str:
     return text[marker:] if marker >= 0 else text
 
 
-def _classification_json(body: dict[str, Any]) -> str:
+def _classification_json(body: dict[str, Any], draft_text: str | None = None) -> str:
     fmt = body["text"]["format"]
     schema = fmt.get("schema") or {}
     props = schema.get("properties") or {}
@@ -222,6 +310,9 @@ def _classification_json(body: dict[str, Any]) -> str:
             answer[name] = 1
         elif spec.get("type") == "boolean":
             answer[name] = False
+        elif name == "reply":  # the one-call answer: a text given to the fake, else a reply for a warm tag
+            warm = answer.get("sentiment") in _WARM_TAGS
+            answer[name] = draft_text if draft_text is not None else (_draft_text(body) if warm else "")
         else:
             answer[name] = "fake classification"
     return json.dumps(answer)
@@ -253,7 +344,7 @@ def _response_body(body: dict[str, Any], behaviour: str, draft_text: str | None 
         status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         msg_status = "incomplete"
     else:
-        text = "" if behaviour == "empty" else (_classification_json(body) if classify else reply)
+        text = "" if behaviour == "empty" else (_classification_json(body, draft_text) if classify else reply)
         output_tokens = max(1, len(text) // 4)
         reasoning = 16
         status, incomplete, msg_status = "completed", None, "completed"
@@ -339,9 +430,23 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._send_json(400, {"error": {"message": "invalid JSON body", "type": "invalid_request_error"}})
                 return
+            received_at = time.time()
+            with fake._lock:
+                fake.in_flight += 1
+                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            try:
+                self._answer(body, started, received_at)
+            finally:
+                with fake._lock:
+                    fake.in_flight -= 1
+
+        def _answer(self, body: dict[str, Any], started: float, received_at: float) -> None:
             behaviour = fake._next_behaviour(body)
             draft_text = fake._next_draft_text(body)
             kind = "classify" if _is_classify(body) else "draft"
+            over_limit_s, limit_headers = fake._rate_limit(body)
+            if over_limit_s:
+                behaviour = "429"
             if behaviour == "hang":
                 fake._stop.wait(fake.hang_s)
                 fake._record(
@@ -353,9 +458,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if behaviour == "trickle":
                 self._trickle(body, started, draft_text)
                 return
-            if fake.latency_s:
+            if fake.latency_s and not over_limit_s:
                 fake._stop.wait(fake.latency_s)
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = dict(limit_headers)
             if behaviour in {"500", "503"}:
                 code = int(behaviour)
                 payload: dict[str, Any] = {
@@ -366,7 +471,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 payload = {"error": {"message": "Invalid request.", "type": "invalid_request_error", "code": None}}
             elif behaviour == "429":
                 code = 429
-                headers["Retry-After"] = f"{fake.retry_after_s:g}"
+                headers["Retry-After"] = f"{max(1, math.ceil(over_limit_s)) if over_limit_s else fake.retry_after_s:g}"
                 payload = {"error": {"message": "Rate limit reached.", "type": "rate_limit_error", "code": None}}
             else:
                 code = 200
@@ -377,7 +482,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             # The real API reports its own processing time in this header too.
             headers["openai-processing-ms"] = f"{elapsed * 1000:.3f}"
             fake._record(
-                RequestRecord(behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind)
+                RequestRecord(
+                    behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind, received_at
+                )
             )
             self._send_json(code, data, headers)
 
@@ -403,7 +510,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024  # a burst of hundreds of calls connects at once
 
 
 @contextlib.contextmanager
@@ -418,6 +525,9 @@ def fake_openai_server(
     retry_after_s: float = 1.0,
     port: int = 0,
     stats_file: str | None = None,
+    rate_limit_requests: int = 0,
+    rate_limit_tokens: int = 0,
+    rate_limit_interval_s: float = 60.0,
 ) -> Iterator[FakeOpenAI]:
     """Run the fake in a background thread; yields the FakeOpenAI with ``base_url`` set."""
     fake = FakeOpenAI(
@@ -429,6 +539,9 @@ def fake_openai_server(
         script=list(script or []),
         retry_after_s=retry_after_s,
         stats_file=stats_file,
+        rate_limit_requests=rate_limit_requests,
+        rate_limit_tokens=rate_limit_tokens,
+        rate_limit_interval_s=rate_limit_interval_s,
     )
     server = _Server(("127.0.0.1", port), _make_handler(fake))
     fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"

@@ -114,8 +114,8 @@ def celery_worker(
         "--without-heartbeat",
         f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h",
     ]
-    if queues:
-        args.append(f"--queues={queues}")
+    # By default the worker serves the default queue and the drafts queue (settings: CELERY_TASK_ROUTES).
+    args.append(f"--queues={queues or 'celery,drafts'}")
     log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-worker-{os.getpid()}.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(

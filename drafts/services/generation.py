@@ -55,7 +55,7 @@ def _booking_url(workspace) -> str:
     return workspace.ghl_booking_url or workspace.calendly_booking_url
 
 
-def _prompts(*, run: DraftRun) -> tuple[str, str, dict[str, Any]]:
+def draft_prompts(*, run: DraftRun) -> tuple[str, str, dict[str, Any]]:
     """(instructions, input, context); the fallback instructions render from the context only when needed."""
     message, slots = run.message, run.slots
     workspace, lead = message.workspace, message.lead
@@ -183,13 +183,19 @@ def _draft_write(*, draft: Draft, run: DraftRun, deadline: llm.Deadline) -> Draf
     """Slots, prompts and the LLM calls (first try, larger budget, fallback); the final write."""
     message, calls = run.message, run.calls
     workspace = message.workspace
-    slots = run.slots = slots_to_offer(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
-    instructions, prompt, prompt_context = _prompts(run=run)
+    if run.first_answer is None:
+        run.slots = slots_to_offer(workspace=workspace, lead=message.lead, count=workspace.slots_to_offer)
+    slots = run.slots  # with a first answer: the slots that answer offers (drafts/services/onecall.py)
+    instructions, prompt, prompt_context = draft_prompts(run=run)
     budget = draft_token_budget(channel=message.channel, input_chars=len(instructions) + len(prompt))
     cap = settings.OPENAI_DRAFT_MAX_OUTPUT_TOKENS_CAP
-    call = _call(
-        (settings.OPENAI_DRAFT_MODEL, instructions, budget, "low"), prompt=prompt, deadline=deadline, calls=calls
-    )
+    if run.first_answer is not None:
+        call = run.first_answer  # the one-call reply: every check of a drafted reply applies
+        calls.append(call)
+    else:
+        call = _call(
+            (settings.OPENAI_DRAFT_MODEL, instructions, budget, "low"), prompt=prompt, deadline=deadline, calls=calls
+        )
     reason = _unusable_reason(call=call, channel=message.channel)
     if reason == "max_output_tokens" and budget < cap:
         # Retry: at least double the budget, less reasoning, never above the cap.

@@ -1,4 +1,4 @@
-"""The ``classify_and_draft`` task's service: one inbound message, under its advisory lock,
+"""The ``classify_and_draft`` task's service: one inbound message, under its work claim,
 loaded in one query, classified, and answered with a draft when the lead is warm.
 
 Every path ends with the draft ``ready``, ``failed``/``skipped`` (with a ``failure_reason``)
@@ -7,12 +7,10 @@ or ``superseded``: never left ``pending``/``generating``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
 import traceback
-from collections.abc import Iterator
 
 import sentry_sdk
 from celery.exceptions import SoftTimeLimitExceeded
@@ -22,14 +20,15 @@ from django.db import connection
 from core.sentry import ReportedError
 from core.sql import ModelColumns, table
 from drafts import llm
+from drafts.claims import message_work_claim
 from drafts.models import Draft, DraftStatus
 from drafts.quoting import reply_text
 from drafts.run import DraftRun
 from drafts.services.classify import classification_failed, classification_store, message_classify
 from drafts.services.generation import draft_generate
 from drafts.services.lifecycle import OPEN_STATUSES, draft_fail_open, draft_finish, draft_insert
+from drafts.services.onecall import message_tag_and_reply
 from leads.models import DRAFTABLE_SENTIMENTS, Lead
-from leads.services import advisory_lock_id
 from messaging.models import Direction, Message
 from workspaces.models import SECRET_FIELDS, IntegrationError, Workspace
 
@@ -41,44 +40,6 @@ def task_chain_deadline(*, started: float | None = None) -> llm.Deadline:
     (``started``, ``time.monotonic()``; now by default): the soft limit minus a margin to save."""
     soft = float(settings.DRAFT_TASK_SOFT_TIME_LIMIT_S)
     return llm.Deadline(max(0.5, soft - max(1.0, soft * 0.1)), start=started)
-
-
-def message_lock_id(message_id: int) -> int:
-    """The advisory lock key (one bigint, any message id) of "classify_and_draft(message)"."""
-    return advisory_lock_id(f"classify_and_draft:{message_id}")
-
-
-@contextlib.contextmanager
-def _message_lock(message_id: int) -> Iterator[bool]:
-    """A session-level PostgreSQL advisory lock per message.
-
-    Two live workers never work on the same message at once; when a worker
-    dies its connection closes and the lock goes with it, so the re-delivered
-    task can finish the job. Workers keep their connection across tasks
-    (``CELERY_DB_REUSE_MAX``), so when the unlock itself fails (a soft time limit
-    raised inside it, a broken connection) the connection is closed: the lock
-    never outlives the task. (No-op outside PostgreSQL.)
-    """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [message_lock_id(message_id)])
-            acquired = bool(cursor.fetchone()[0])
-    except BaseException:
-        connection.close()  # interrupted after the lock may have been taken: drop it with the session
-        raise
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s)", [message_lock_id(message_id)])
-            except BaseException:
-                connection.close()
-                raise
 
 
 @functools.cache
@@ -120,13 +81,13 @@ def message_classify_and_draft(*, message_id: int, started: float | None = None)
 
     ``started`` (``time.monotonic()``) is when the task started (the worker's ``task_prerun``);
     the draft's ``usage.timing.total_ms`` counts from there to the final write. Whatever
-    interrupts the run, the message's open draft is failed while the lock is still held (so
+    interrupts the run, the message's open draft is failed while the claim is still held (so
     never a draft another worker has taken over): the soft time limit (reason ``timeout``,
     swallowed: the task is done) or an unexpected exception (``unexpected``, re-raised).
     """
     entered = time.monotonic()
     started = entered if started is None else started
-    with _message_lock(message_id) as acquired:
+    with message_work_claim(message_id) as acquired:
         if not acquired:
             logger.info("classify_and_draft: message %s is being handled by another worker", message_id)
             return None
@@ -167,11 +128,18 @@ def _classify_and_draft_locked(*, message_id: int, started: float, entered: floa
         logger.info("classify_and_draft: no inbound message %s", message_id)
         return None
     message = run.message
+    llm.calls_ordered_by(message.created_at.timestamp())  # rate-limit slots: oldest inbound first
     draft = None
     if run.live_draft_id is not None:
         draft = Draft.objects.get(pk=run.live_draft_id, workspace_id=message.workspace_id)
         if draft.status not in OPEN_STATUSES:
             return draft  # done before: a second run stops here
+    if message.classified_at is None and draft is None:
+        # One call for the tag and the reply when no fast path decides (drafts/services/onecall.py);
+        # None: not applicable or it did not work, and the two calls below follow.
+        one_call = message_tag_and_reply(run=run, deadline=deadline)
+        if one_call is not None:
+            run.classification, run.first_answer = one_call
     if message.classified_at is None:
         classify_deadline = llm.Deadline(min(deadline.remaining() * 0.4, 2 * settings.OPENAI_CLASSIFY_TIMEOUT_S))
         try:

@@ -62,7 +62,7 @@ def draft_sweep_stale(*, workspace_id: int, now: datetime | None = None, limit: 
     A draft is stale when it is ``pending`` longer than ``DRAFT_SWEEP_AFTER_S`` (its enqueue
     was lost: broker down during a regenerate) or ``generating`` longer than the task's hard
     time limit plus a margin (its worker was killed and the task not re-delivered). Its
-    message is enqueued again (``force``: the per-message advisory lock makes a duplicate
+    message is enqueued again (``force``: the per-message work claim makes a duplicate
     harmless), at most ``SWEEP_MAX_ENQUEUES`` times per message; after that, once the draft
     has not changed for ``DRAFT_ABANDON_AFTER`` (its last task is not merely waiting in a busy
     queue), it ends ``failed`` with reason ``abandoned`` and an IntegrationError. Returns

@@ -359,34 +359,36 @@ def test_sweeper_leaves_a_warm_message_a_newer_inbound_answers_until_that_is_a_m
     assert messages_awaiting_work(workspace_id=workspace.pk, now=later, grace_s=15) == [warm.pk]
 
 
-def test_a_failed_unlock_closes_the_connection_so_the_lock_never_outlives_the_task(workspace, fake_openai):
-    import psycopg
+def test_a_failed_release_leaves_a_claim_that_expires_so_another_run_takes_the_work_over(
+    workspace, fake_openai, settings
+):
     from celery.exceptions import SoftTimeLimitExceeded
     from django.db import connection
 
-    from drafts.services.pipeline import message_lock_id
+    from drafts.claims import claim_ttl_s
+    from drafts.models import MessageWorkClaim
 
-    message = message_create(lead=lead_create(workspace=workspace), body="STOP")
+    message = message_create(lead=lead_create(workspace=workspace), body="Can we meet on Tuesday?")
 
-    def soft_limit_in_unlock(execute, sql, params, many, context):
-        if "pg_advisory_unlock" in sql:
+    def soft_limit_in_release(execute, sql, params, many, context):
+        if sql.startswith("DELETE FROM") and "messageworkclaim" in sql:
             raise SoftTimeLimitExceeded()
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(soft_limit_in_unlock), pytest.raises(SoftTimeLimitExceeded):
+    with connection.execute_wrapper(soft_limit_in_release), pytest.raises(SoftTimeLimitExceeded):
         message_classify_and_draft(message_id=message.pk)
+    claim = MessageWorkClaim.objects.get(message_id=message.pk)
+    Draft.objects.filter(message=message).update(status=DraftStatus.GENERATING)  # as if cut short
 
-    # Another session (another worker) can take the message's lock at once.
-    settings_dict = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"],
-        host=settings_dict["HOST"] or None,
-        port=settings_dict["PORT"] or None,
-        autocommit=True,
-    ) as other:
-        got = other.execute("SELECT pg_try_advisory_lock(%s)", [message_lock_id(message.pk)]).fetchone()[0]
-    assert got is True
+    # While the claim lasts another delivery leaves the message alone...
+    assert message_classify_and_draft(message_id=message.pk) is None
+    assert Draft.objects.get(message=message).status == DraftStatus.GENERATING
+    # ...once it has expired (its worker is gone) the next run finishes the work and gives it back.
+    assert claim.expires_at - timezone.now() <= dt.timedelta(seconds=claim_ttl_s())
+    MessageWorkClaim.objects.filter(pk=claim.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    draft = message_classify_and_draft(message_id=message.pk)
+    assert draft.status == DraftStatus.READY
+    assert not MessageWorkClaim.objects.filter(message_id=message.pk).exists()
 
 
 def test_message_ids_beyond_32_bits_are_locked_and_drafted(workspace, fake_openai):

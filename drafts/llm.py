@@ -132,8 +132,7 @@ def _wait_for_slot(model: str, call: LLMCall) -> None:
 
 
 def _observe_limits(model: str, headers: Any) -> None:
-    if headers is not None:
-        openai_limiter(model).update_from_headers(headers)
+    openai_limiter(model).update_from_headers(headers if headers is not None else {})
 
 
 @dataclass
@@ -414,7 +413,8 @@ def responses_create(
             code, retryable = _classify_exception(exc)
             if isinstance(exc, openai.APIStatusError):
                 _add_server_time(call, exc.response.headers)
-                _observe_limits(model, exc.response.headers)
+            # An attempt with no answer (timeout, connection) also ends a cold limiter's probe.
+            _observe_limits(model, exc.response.headers if isinstance(exc, openai.APIStatusError) else {})
             last["code"] = code
             last["detail"] = f"{type(exc).__name__}" + (
                 f" HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else ""

@@ -66,7 +66,7 @@ def test_make_dev_runs_web_worker_and_beat_on_embedded_defaults(tmp_path):
         assert "demo" in session.get(f"{base}/admin/workspaces/workspace/", timeout=5).text
         assert session.get(f"{base}/static/admin/css/base.css", timeout=5).status_code == 200
 
-        for worker in ("default", "availability"):
+        for worker in ("default", "drafts", "availability"):
             _wait_for(lambda w=worker: re.search(rf"{w}@\S+ ready\.", log_path.read_text()), 60, f"{worker} worker")
         _wait_for(lambda: "beat: Starting" in log_path.read_text(), 60, "beat")
 
@@ -79,6 +79,23 @@ def test_make_dev_runs_web_worker_and_beat_on_embedded_defaults(tmp_path):
             timeout=60,
         )
         _wait_for(lambda: re.search(r"core\.tasks\.ping\[[^\]]+\] succeeded", log_path.read_text()), 60, "ping")
+        # The drafts queue has its worker (threads) too, and the work claim runs on SQLite.
+        subprocess.run(
+            [
+                ".venv/bin/python",
+                "manage.py",
+                "shell",
+                "-c",
+                "from drafts.tasks import classify_and_draft as t; t.delay(0)",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+        _wait_for(
+            lambda: re.search(r"classify_and_draft\[[^\]]+\] succeeded", log_path.read_text()), 60, "classify_and_draft"
+        )
         assert Path(tmp_path / "var" / "leadline.sqlite3").exists()
         # The only HEAD request of the run: its access-log line is recognisable. Wait for that
         # line itself (gunicorn flushes it after answering), then look for the secret.

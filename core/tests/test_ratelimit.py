@@ -15,8 +15,8 @@ import redis
 
 from core.http import Deadline, ProviderRateLimited
 from core.ratelimit import LocalWindowLimiter, RedisWindowLimiter
+from core.testing.fake_ghl import fake_ghl_server
 from core.testing.processes import BASE_DIR
-from ghl.testing.fake_ghl import fake_ghl_server
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

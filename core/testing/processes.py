@@ -1,6 +1,8 @@
 """Start and stop real processes for end-to-end tests and benchmarks.
 
 - ``celery_worker(...)``: a real ``celery -A config worker`` subprocess.
+- ``celery_beat(...)``: a real ``celery -A config beat`` (django-celery-beat's scheduler).
+- ``redis_server(...)``: a private ``redis-server`` on a free port (a broker a test may stop).
 - ``gunicorn_server(...)``: the WSGI app under gunicorn on a free port.
 - ``free_port()`` and ``wait_for_port()``.
 
@@ -135,6 +137,49 @@ def celery_worker(
     finally:
         _stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def celery_beat(*, env: dict[str, str] | None = None, log_path: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Run celery-beat (DatabaseScheduler, as the Procfile) until the block exits."""
+    log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-beat-{os.getpid()}.log"
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "beat",
+        "--loglevel=INFO",
+        "--scheduler=django_celery_beat.schedulers:DatabaseScheduler",
+        f"--pidfile={log_path.with_suffix('.pid')}",
+    ]
+    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def redis_server(*, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A private redis-server (no persistence) on a free port; yields (URL, process)."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        _stop(proc)
 
 
 @contextlib.contextmanager

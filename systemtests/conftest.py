@@ -5,6 +5,7 @@ processes. See support.py for what the suite is and how it runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,10 @@ def fakes() -> Iterator[FakeStack]:
         yield stack
 
 
-@pytest.fixture(scope="session")
-def system(fakes, sentry) -> Iterator[System]:
+@pytest.fixture(scope="session", autouse=True)
+def fresh_state(fakes, sentry) -> None:
+    """Once per run, before any scenario: empty artifacts, a re-created and migrated database,
+    a flushed Redis database."""
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
@@ -51,10 +54,14 @@ def system(fakes, sentry) -> Iterator[System]:
     migrated = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=BASE_DIR,
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
     )
     assert migrated.returncode == 0, migrated.stderr
+
+
+@pytest.fixture(scope="session")
+def system(fresh_state, fakes, sentry) -> Iterator[System]:
     with running_system(ARTIFACTS / "shared", fakes=fakes, sentry=sentry, broker=SYSTEM_REDIS) as running:
         yield running

@@ -17,12 +17,11 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psycopg
@@ -30,6 +29,7 @@ import requests
 
 from core.testing.fakes import FakeStack
 from core.testing.processes import BASE_DIR, celery_beat, celery_worker, gunicorn_server
+from core.testing.serving import serving
 
 SYSTEM_DB = os.environ.get("SYSTEM_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/leadline_system")
 SYSTEM_REDIS = os.environ.get("SYSTEM_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -78,15 +78,9 @@ def fake_sentry() -> Iterator[FakeSentry]:
             self.end_headers()
             self.wfile.write(b"{}")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    fake.dsn = f"http://publickey0000@127.0.0.1:{server.server_port}/1"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Handler) as base_url:
+        fake.dsn = base_url.replace("http://", "http://publickey0000@") + "/1"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- the database ----------------------------------------------------------------------
@@ -114,6 +108,17 @@ def scalar(query: str, params: tuple | dict = ()):
     return sql(query, params)[0][0]
 
 
+def workspace_counts(slug: str, table: str, column: str) -> dict[str, int]:
+    """{value of ``column``: rows} of ``table`` (a constant name) in the workspace ``slug``."""
+    return dict(
+        sql(
+            f"""SELECT t.{column}, count(*) FROM {table} t JOIN workspaces_workspace w ON w.id = t.workspace_id
+                WHERE w.slug = %s GROUP BY 1""",
+            (slug,),
+        )
+    )
+
+
 # --- the running system ----------------------------------------------------------------
 
 
@@ -134,8 +139,10 @@ class System:
             text=True,
             timeout=timeout,
         )
+        # The test's own record of the command: secret-bearing values masked, as the app masks them.
+        shown = " ".join("***" if any(v in a for v in SENSITIVE) else a for a in args)
         with open(self.logs / "manage.log", "a") as log:
-            log.write(f"$ manage.py {' '.join(args)} -> {done.returncode}\n{done.stdout}{done.stderr}\n")
+            log.write(f"$ manage.py {shown} -> {done.returncode}\n{done.stdout}{done.stderr}\n")
         if check and done.returncode != 0:
             raise AssertionError(f"manage.py {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
         return done
@@ -163,7 +170,7 @@ class System:
         return response.status_code, time.perf_counter() - started
 
 
-def app_env(*, broker: str, fakes: FakeStack, sentry_dsn: str) -> dict[str, str]:
+def app_env(*, broker: str, fakes: FakeStack, sentry_dsn: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {
         "DATABASE_URL": SYSTEM_DB,
         "CELERY_BROKER_URL": broker,
@@ -183,14 +190,24 @@ def app_env(*, broker: str, fakes: FakeStack, sentry_dsn: str) -> dict[str, str]
         "AVAILABILITY_FETCH_TIMEOUT_S": "3",
         "AVAILABILITY_WORKSPACE_DEADLINE_S": "8",
         **fakes.env(),
+        **(extra or {}),
     }
 
 
 @contextlib.contextmanager
 def running_system(
-    logs: Path, *, fakes: FakeStack, sentry: FakeSentry, broker: str, beat: bool = True
+    logs: Path,
+    *,
+    fakes: FakeStack,
+    sentry: FakeSentry,
+    broker: str,
+    beat: bool = True,
+    worker: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[System]:
-    env = app_env(broker=broker, fakes=fakes, sentry_dsn=sentry.dsn)
+    """gunicorn, the default-queue worker (unless ``worker=False``: the test runs its own), the
+    availability worker and beat, until the block exits."""
+    env = app_env(broker=broker, fakes=fakes, sentry_dsn=sentry.dsn, extra=extra_env)
     sensitive(env["OPENAI_API_KEY"])
     logs.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -199,9 +216,8 @@ def running_system(
                 env=env, workers=2, threads=4, log_path=logs / "gunicorn.log", extra_args=["--access-logfile=-"]
             )
         )
-        stack.enter_context(
-            celery_worker(env=env, concurrency=2, pool="prefork", queues="celery", log_path=logs / "worker.log")
-        )
+        if worker:
+            stack.enter_context(default_worker(env, logs / "worker.log"))
         stack.enter_context(
             celery_worker(
                 env=env, concurrency=8, pool="threads", queues="availability", log_path=logs / "availability.log"
@@ -211,6 +227,11 @@ def running_system(
             stack.enter_context(celery_beat(env=env, log_path=logs / "beat.log"))
         _wait_healthy(base_url)
         yield System(base_url=base_url, env=env, fakes=fakes, sentry=sentry, logs=logs)
+
+
+def default_worker(env: dict[str, str], log_path: Path):
+    """The Procfile's ``worker``: prefork, concurrency 2, the default queue."""
+    return celery_worker(env=env, concurrency=2, pool="prefork", queues="celery", log_path=log_path)
 
 
 def _wait_healthy(base_url: str, timeout: float = 60) -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -180,9 +181,12 @@ def _manage(*args: str) -> None:
 
 def replay(*, base_url: str, plan: dict) -> None:
     """Wait for the app, refresh availability, post the script's webhooks, then sync GHL."""
+    # Slots first, so the drafts offer them (the hanging widget costs one fetch timeout):
+    # refreshed while the web process starts.
+    refresh = threading.Thread(target=_manage, args=("refresh_availability", "--workspace", SLUG))
+    refresh.start()
     _wait_healthy(base_url)
-    # Slots first, so the drafts offer them (the hanging widget costs one fetch timeout).
-    _manage("refresh_availability", "--workspace", SLUG)
+    refresh.join()
     secret, key = plan["webhook_secret"], plan["ghl_signing_key"]
     ghl_url = f"{base_url}/webhooks/ghl/{SLUG}/"
     eb_url = f"{base_url}/webhooks/emailbison/{SLUG}/"

@@ -21,9 +21,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from core.testing.serving import serving
 
 HANG_MAX_S = 120.0
 # The fake's own clock skew allowance: a start a little in the past (the caller's "now") is fine.
@@ -150,22 +152,9 @@ def _make_handler(fake: FakeCalendly) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 @contextlib.contextmanager
 def fake_calendly_server(*, port: int = 0, **kwargs: Any) -> Iterator[FakeCalendly]:
     fake = FakeCalendly(**kwargs)
-    server = _Server(("127.0.0.1", port), _make_handler(fake))
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), port=port, on_stop=fake._stop.set) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        fake._stop.set()
-        server.shutdown()
-        server.server_close()

@@ -50,9 +50,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from core.testing.serving import serving
 
 PAGE_SIZE_MAX = 100
 HANG_MAX_S = 120.0
@@ -371,25 +373,12 @@ def _make_handler(fake: FakeGhl) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 @contextlib.contextmanager
 def fake_ghl_server(*, port: int = 0, **kwargs: Any) -> Iterator[FakeGhl]:
     fake = FakeGhl(**kwargs)
-    server = _Server(("127.0.0.1", port), _make_handler(fake))
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), port=port, on_stop=fake._stop.set) as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        fake._stop.set()
-        server.shutdown()
-        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -63,8 +63,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from core.testing.serving import serving
 
 BEHAVIOURS = {"ok", "incomplete", "empty", "400", "500", "503", "429", "hang", "trickle"}
 
@@ -454,12 +456,6 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 @contextlib.contextmanager
 def fake_openai_server(
     *,
@@ -486,17 +482,9 @@ def fake_openai_server(
         retry_after_s=retry_after_s,
         stats_file=stats_file,
     )
-    server = _Server(("127.0.0.1", port), _make_handler(fake))
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), port=port, on_stop=fake._stop.set) as base_url:
+        fake.base_url = f"{base_url}/v1"
         yield fake
-    finally:
-        fake._stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,9 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from core.testing.serving import serving
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,6 @@ def _reply_send_problem(body: dict) -> str:
     if not body.get("message"):
         return "The message field is required."
     return ""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 def _make_handler(fake: FakeOutbox):
@@ -156,13 +153,6 @@ def fake_outbox_server(
     port: int = 0,
 ) -> Iterator[FakeOutbox]:
     fake = FakeOutbox(senders=senders, dead_senders=frozenset(dead_senders), latency_s=latency_s)
-    server = _Server(("127.0.0.1", port), _make_handler(fake))
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    fake.ghl_base_url, fake.emailbison_base_url = f"{base}/ghl", f"{base}/emailbison"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), port=port) as base:
+        fake.ghl_base_url, fake.emailbison_base_url = f"{base}/ghl", f"{base}/emailbison"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -53,15 +53,8 @@ class FakeStack:
 
     def env(self) -> dict[str, str]:
         """Settings that point an app process at the fakes (the EmailBison URL is per workspace)."""
-        return {
-            "GHL_API_BASE_URL": self.ghl.base_url,
-            "GHL_BACKEND_BASE_URL": self.ghl.backend_base_url,
-            "CALENDLY_API_BASE_URL": self.calendly.base_url,
-            "OPENAI_BASE_URL": self.openai.base_url,
-            "OPENAI_API_KEY": "sk-fake-not-a-real-key",
-            # Workspace URLs (booking pages, EmailBison) on loopback must pass the outbound guard.
-            "LEADLINE_OUTBOUND_ALLOWLIST": "127.0.0.1",
-        }
+        # Workspace URLs (booking pages, EmailBison) on loopback must pass the outbound guard.
+        return {**app_settings(self.describe()), "LEADLINE_OUTBOUND_ALLOWLIST": "127.0.0.1"}
 
     def describe(self) -> dict[str, str]:
         return {
@@ -128,16 +121,19 @@ def plan_write(path: Path) -> dict:
     return plan
 
 
-def plan_env(plan: dict) -> dict[str, str]:
-    urls = plan["urls"]
+def app_settings(urls: dict[str, str]) -> dict[str, str]:
+    """The app's settings for the fakes at ``urls`` (``FakeStack.describe()`` / a plan's ``urls``)."""
     return {
         "GHL_API_BASE_URL": urls["ghl"],
         "GHL_BACKEND_BASE_URL": urls["ghl_backend"],
         "CALENDLY_API_BASE_URL": urls["calendly"],
         "OPENAI_BASE_URL": urls["openai"],
         "OPENAI_API_KEY": "sk-fake-not-a-real-key",
-        "GHL_WEBHOOK_ED25519_PUBLIC_KEY": plan["ghl_public_key"],
     }
+
+
+def plan_env(plan: dict) -> dict[str, str]:
+    return {**app_settings(plan["urls"]), "GHL_WEBHOOK_ED25519_PUBLIC_KEY": plan["ghl_public_key"]}
 
 
 def _serve(plan: dict, *, demo: bool, replay_to: str, latency_s: float) -> None:

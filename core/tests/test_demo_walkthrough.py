@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from core.testing.browser import needs_chromium, screenshot
-from core.testing.processes import BASE_DIR, free_port, wait_until
+from core.testing.processes import BASE_DIR, free_port, stop_process, wait_until
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
 
@@ -55,13 +54,7 @@ def demo(tmp_path):
     try:
         yield {"port": port, "log": log_path, "var": tmp_path / "var", "started": started, "proc": proc}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_process(proc, grace=20)
 
 
 def _log(demo) -> str:
@@ -113,10 +106,9 @@ def test_make_dev_demo_walkthrough(demo, browser):
     assert "10:00 AM EST" in sends[0]["message"]
 
     browser.get(f"{base}/admin/leads/lead/")
-    page = browser.page_source
-    for tag in ("Interested", "Meeting Requested", "Out of Office", "Blacklist"):
-        assert tag in page, tag
     _shot(browser, "03-leads")
+    cells = [c.text.lower() for c in browser.find_elements(By.CSS_SELECTOR, "td.field-sentiment")]
+    assert sorted(cells) == ["blacklist", "blacklist", "interested", "meeting requested", "out of office"], cells
     browser.get(f"{base}/admin/workspaces/integrationerror/")
     assert "booking_page_timeout" in browser.page_source
     _shot(browser, "04-integration-errors")

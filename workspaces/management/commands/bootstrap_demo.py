@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from core.testing import demo
+from core.testing.fakes import plan_write
 from workspaces.models import Workspace
 from workspaces.services import workspace_configure
 
@@ -30,17 +30,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--fakes",
             metavar="FILE",
-            help="point the demo workspace at the local provider fakes planned in FILE (python -m core.testing.fakes)",
+            help="plan the local provider fakes into FILE (python -m core.testing.fakes --serve FILE runs them) "
+            "and point the demo workspace at them",
         )
         parser.add_argument(
-            "--has-credentials",
+            "--fakes-unless-credentials",
             action="store_true",
-            help="only answer (exit 0 yes, 1 no) whether the demo workspace holds real provider credentials",
+            help="with --fakes: only when the demo workspace holds no real provider credentials",
         )
 
     def handle(self, *args, username: str, reset_password: bool, fakes: str | None, **options):
-        if options["has_credentials"]:
-            raise SystemExit(0 if _has_real_credentials() else 1)
+        if fakes and options["fakes_unless_credentials"] and _has_real_credentials():
+            self.stdout.write("workspace 'demo' holds provider credentials: no fakes")
+            fakes = None
         workspace, created = workspace_configure(
             slug=demo.SLUG,
             changes={
@@ -53,10 +55,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"workspace 'demo' {'created' if created else 'already there'}")
         if fakes:
-            try:
-                plan = json.loads(Path(fakes).read_text())
-            except (OSError, ValueError) as exc:
-                raise CommandError(f"--fakes: cannot read {fakes}: {exc}") from exc
+            plan = plan_write(Path(fakes))
             workspace, _ = workspace_configure(slug=demo.SLUG, changes=demo.workspace_changes(plan))
             # The fakes sign GHL events as GHL does: the demo checks them as production would.
             Workspace.objects.filter(pk=workspace.pk).update(verify_ghl_signatures=True)

@@ -10,12 +10,14 @@ URL layout on ``base``: ``/ghl`` (API), ``/ghl-backend`` (widget free-slots),
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from core.testing.fake_calendly import calendly_times
+from core.testing.fake_ghl import ghl_free_slots
 
 HANG_MAX_S = 120
 
@@ -139,35 +141,3 @@ class FakeProviders:
                 return self._json(404, {"message": f"no fake for {path}"})
 
         return Handler
-
-
-def ghl_free_slots(query: dict) -> dict:
-    start = dt.datetime.fromtimestamp(int(float(query["startDate"][0])) / 1000, tz=dt.UTC)
-    end = dt.datetime.fromtimestamp(int(float(query["endDate"][0])) / 1000, tz=dt.UTC)
-    body: dict = {"traceId": "fake-trace"}
-    day = start.date()
-    while day <= end.date():
-        slots = [dt.datetime.combine(day, dt.time(hour), tzinfo=dt.UTC) for hour in (15, 19)]
-        slots = [s.isoformat() for s in slots if start <= s <= end]
-        if slots:
-            body[day.isoformat()] = {"slots": slots}
-        day += dt.timedelta(days=1)
-    return body
-
-
-def calendly_times(query: dict) -> dict:
-    start = dt.datetime.fromisoformat(query["start_time"][0].replace("Z", "+00:00"))
-    end = dt.datetime.fromisoformat(query["end_time"][0].replace("Z", "+00:00"))
-    out = []
-    cursor = dt.datetime.combine(start.date(), dt.time(16), tzinfo=dt.UTC)
-    while cursor <= end:
-        if cursor >= start:
-            out.append(
-                {
-                    "status": "available",
-                    "start_time": cursor.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
-                    "invitees_remaining": 1,
-                }
-            )
-        cursor += dt.timedelta(days=1)
-    return {"collection": out}

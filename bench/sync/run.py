@@ -1,7 +1,7 @@
 """GHL sync benchmark: one workspace's sync_all under GHL's burst limit, two worker processes sharing it.
 
 Scenario: 80 leads with a GHL contact (5 messages each) plus 3 email-only leads
-(upserted to GHL and linked), against the local fake GHL (``ghl/testing/fake_ghl.py``,
+(upserted to GHL and linked), against the local fake GHL (``core/testing/fake_ghl.py``,
 in this process) that enforces a sliding-window burst limit and announces it in
 ``X-RateLimit-*`` headers. One SyncRun split in two shards, each executed by its
 own worker process (``sync_run_execute``, ``--concurrency`` threads each); both
@@ -109,9 +109,9 @@ def _seed(fake, *, location: str) -> int:
 def _scenario(*, limit: int, interval_s: float, concurrency: int, redis_url: str, db_url: str) -> dict:
     import redis
 
+    from core.testing.fake_ghl import fake_ghl_server
     from ghl.models import SyncRun
     from ghl.services import sync_run_start
-    from ghl.testing.fake_ghl import fake_ghl_server
     from messaging.models import Message
     from workspaces.models import Workspace
 

@@ -46,6 +46,11 @@ request's ``max_output_tokens`` plus its input characters / 4): every answer the
 when tokens are limited), and a request over the limit gets a 429 with ``retry-after`` (recorded
 with behaviour ``429``; ``fake.rate_limited`` counts them).
 
+On demand, from another process (a system test scripting the fake a worker talks to):
+``POST /_fake/script`` with ``{"behaviours": ["incomplete", "500", ...]}`` queues behaviours,
+``{"hang": true|false}`` switches hanging on or off, and ``GET /_fake/stats`` answers the
+count of requests per behaviour and kind.
+
 Every response carries ``X-Fake-Server-Time-Ms`` and ``openai-processing-ms``
 (the time from the request line's arrival to the encoded answer being ready:
 parsing the headers, reading the body, the latency, building and JSON-encoding
@@ -68,8 +73,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from core.testing.serving import serving
 
 BEHAVIOURS = {"ok", "incomplete", "empty", "400", "500", "503", "429", "hang", "trickle"}
 
@@ -318,14 +325,37 @@ def _classification_json(body: dict[str, Any], draft_text: str | None = None) ->
     return json.dumps(answer)
 
 
+def _offered_slots(text: str) -> list[str]:
+    """The slot labels the draft prompt offers (``- <label>`` lines after "offer these times", or
+    ``Offer: a; b.`` in the fallback prompt), so the fake's drafts offer the workspace's real slots."""
+    marker = text.find("offer these times")
+    if marker >= 0:
+        lines = text[marker:].splitlines()[1:]
+        labels = []
+        for line in lines:
+            if not line.startswith("- "):
+                break
+            labels.append(line[2:].strip())
+        return labels
+    if match := re.search(r"Offer: ([^\n]+?)\.(?:\s|$)", text):
+        return [label.strip() for label in match.group(1).split(";") if label.strip()]
+    return []
+
+
 def _draft_text(body: dict[str, Any]) -> str:
     text = _input_text(body) + "\n" + str(body.get("instructions") or "")
     sms = "channel: sms" in text.lower()
+    slots = _offered_slots(str(body.get("instructions") or "")) or _offered_slots(text)
+    times = (
+        f"{slots[0]} or {slots[1]}"
+        if len(slots) > 1
+        else (slots[0] if slots else "Tuesday at 10am or Wednesday at 2pm")
+    )
     if sms:
-        return "Thanks for getting back to us! Would Tuesday at 10am or Wednesday at 2pm work for a quick call?"
+        return f"Thanks for getting back to us! Would {times} work for a quick call?"
     return (
         "Hi there,\n\nThanks for your reply. Happy to share more details and find a time that suits you. "
-        "Would Tuesday at 10am or Wednesday at 2pm work for a short call?\n\nBest regards,\nSam"
+        f"Would {times} work for a short call?\n\nBest regards,\nSam"
     )
 
 
@@ -422,6 +452,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             started = getattr(self, "_started", None) or time.monotonic()
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if self.path == "/_fake/script":
+                self._control(raw)
+                return
             if not self.path.rstrip("/").endswith("/responses"):
                 self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 return
@@ -488,6 +521,29 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             )
             self._send_json(code, data, headers)
 
+        def _control(self, raw: bytes) -> None:
+            try:
+                order = json.loads(raw or b"{}")
+                if "hang" in order:
+                    fake.hang = bool(order["hang"])
+                fake.enqueue(*order.get("behaviours", []))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._send_json(400, {"error": {"message": str(exc)}})
+                return
+            self._send_json(200, {"queued": len(fake.script), "hang": fake.hang})
+
+        def do_GET(self) -> None:
+            if self.path != "/_fake/stats":
+                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            with fake._lock:
+                counts: dict[str, int] = {}
+                for r in fake.records:
+                    key = f"{r.kind}:{r.behaviour}"
+                    counts[key] = counts.get(key, 0) + 1
+                payload = {"requests": len(fake.requests), "answered": counts}
+            self._send_json(200, payload)
+
         def _trickle(self, body: dict[str, Any], started: float, draft_text: str | None) -> None:
             data = json.dumps(_response_body(body, "ok", draft_text)).encode()
             self.send_response(200)
@@ -507,12 +563,6 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # a burst of hundreds of calls connects at once
-
-
 @contextlib.contextmanager
 def fake_openai_server(
     *,
@@ -520,6 +570,7 @@ def fake_openai_server(
     incomplete_ratio: float = 0.0,
     error_ratio: float = 0.0,
     hang: bool = False,
+    hang_s: float = 3600.0,
     seed: int | None = 0,
     script: list[str] | None = None,
     retry_after_s: float = 1.0,
@@ -535,6 +586,7 @@ def fake_openai_server(
         incomplete_ratio=incomplete_ratio,
         error_ratio=error_ratio,
         hang=hang,
+        hang_s=hang_s,
         seed=seed,
         script=list(script or []),
         retry_after_s=retry_after_s,
@@ -543,17 +595,9 @@ def fake_openai_server(
         rate_limit_tokens=rate_limit_tokens,
         rate_limit_interval_s=rate_limit_interval_s,
     )
-    server = _Server(("127.0.0.1", port), _make_handler(fake))
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_make_handler(fake), port=port, on_stop=fake._stop.set) as base_url:
+        fake.base_url = f"{base_url}/v1"
         yield fake
-    finally:
-        fake._stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,8 @@
 """Start and stop real processes for end-to-end tests and benchmarks.
 
 - ``celery_worker(...)``: a real ``celery -A config worker`` subprocess.
+- ``celery_beat(...)``: a real ``celery -A config beat`` (django-celery-beat's scheduler).
+- ``redis_server(...)``: a private ``redis-server`` on a free port (a broker a test may stop).
 - ``gunicorn_server(...)``: the WSGI app under gunicorn on a free port.
 - ``free_port()`` and ``wait_for_port()``.
 
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+CELERY = [sys.executable, "-m", "celery", "-A", "config"]
 
 
 def free_port() -> int:
@@ -75,7 +78,17 @@ def _child_env(env: dict[str, str] | None) -> dict[str, str]:
     return child
 
 
-def _stop(proc: subprocess.Popen, *, grace: float = 10.0) -> None:
+def _spawn(args: list[str], *, env: dict[str, str] | None, log_path: Path):
+    """(log file, process): ``args`` in its own process group, output to ``log_path``."""
+    log = open(log_path, "w")  # noqa: SIM115 - the caller closes it
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return log, proc
+
+
+def stop_process(proc: subprocess.Popen, *, grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL after ``grace`` seconds."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -100,11 +113,7 @@ def celery_worker(
 ) -> Iterator[subprocess.Popen]:
     """Run a real Celery worker until the block exits. Waits for it to be ready."""
     args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
+        *CELERY,
         "worker",
         "--loglevel=INFO",
         f"--concurrency={concurrency}",
@@ -117,10 +126,7 @@ def celery_worker(
     # By default the worker serves the default queue and the drafts queue (settings: CELERY_TASK_ROUTES).
     args.append(f"--queues={queues or 'celery,drafts'}")
     log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-worker-{os.getpid()}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log, proc = _spawn(args, env=env, log_path=log_path)
     try:
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -133,8 +139,44 @@ def celery_worker(
             raise TimeoutError(f"celery worker not ready in {ready_timeout}s; see {log_path}")
         yield proc
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def celery_beat(*, env: dict[str, str] | None = None, log_path: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Run celery-beat (DatabaseScheduler, as the Procfile) until the block exits."""
+    log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-beat-{os.getpid()}.log"
+    args = [
+        *CELERY,
+        "beat",
+        "--loglevel=INFO",
+        "--scheduler=django_celery_beat.schedulers:DatabaseScheduler",
+        f"--pidfile={log_path.with_suffix('.pid')}",
+    ]
+    log, proc = _spawn(args, env=env, log_path=log_path)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def redis_server(*, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A private redis-server (no persistence) on a free port; yields (URL, process)."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -161,13 +203,10 @@ def gunicorn_server(
         *(extra_args or []),
     ]
     log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-gunicorn-{os.getpid()}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        args, cwd=BASE_DIR, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log, proc = _spawn(args, env=env, log_path=log_path)
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()

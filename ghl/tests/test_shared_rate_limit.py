@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
+from core.testing.fake_ghl import fake_ghl_server
 from core.testing.processes import BASE_DIR
 from core.tests.test_ratelimit import REDIS_URL, max_in_any_window
-from ghl.testing.fake_ghl import fake_ghl_server
 
 _CHILD = """
 import json, os, sys, time

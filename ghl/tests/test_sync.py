@@ -14,10 +14,10 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from core.testing.fake_ghl import fake_ghl_server
 from ghl import services
 from ghl.models import SyncRun
 from ghl.services import SyncAlreadyRunning, SyncCannotRun, sync_run_execute, sync_run_start
-from ghl.testing.fake_ghl import fake_ghl_server
 from leads.models import Lead
 from messaging.models import Direction, Message, Origin
 from workspaces.models import IntegrationError

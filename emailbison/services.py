@@ -160,20 +160,21 @@ def _sends_today_bump(*, workspace: Workspace, sender_id: str) -> None:
 def sender_pick(*, workspace: Workspace, preferred_sender_id: str = "", exclude: frozenset[str] = frozenset()) -> str:
     """The sender to send through: the thread's own when it can send, else the default, else
     the sendable sender least used today (ties: the oldest). "" when none can send."""
-    sendable = SenderEmail.objects.filter(workspace_id=workspace.pk, is_sendable=True).exclude(sender_id__in=exclude)
-    if preferred_sender_id and sendable.filter(sender_id=preferred_sender_id).exists():
-        return preferred_sender_id
-    default = sendable.filter(is_default=True).values_list("sender_id", flat=True).first()
-    if default:
-        return default
     today = timezone.localdate(timezone=workspace.tzinfo)
-    least_used = (
-        sendable.annotate(used=Case(When(sends_day=today, then=F("sends_today")), default=Value(0)))
-        .order_by("used", "id")
+    preferred = When(sender_id=preferred_sender_id, then=Value(0)) if preferred_sender_id else None
+    picked = (
+        SenderEmail.objects.filter(workspace_id=workspace.pk, is_sendable=True)
+        .exclude(sender_id__in=exclude)
+        .annotate(
+            # One statement: the order says the rule (thread's own, default, least used today, oldest).
+            not_preferred=Case(preferred, default=Value(1)) if preferred else Value(1),
+            used=Case(When(sends_day=today, then=F("sends_today")), default=Value(0)),
+        )
+        .order_by("not_preferred", "-is_default", "used", "id")
         .values_list("sender_id", flat=True)
         .first()
     )
-    return least_used or ""
+    return picked or ""
 
 
 # --- Sending -------------------------------------------------------------------------------

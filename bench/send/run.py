@@ -116,6 +116,8 @@ def _cpu_seconds(pid: int) -> float:
     import os
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    if os.environ.get("BENCH_CPU_SPLIT"):
+        print(f"  (pid {pid}: user {int(fields[11])} ticks, system {int(fields[12])} ticks)")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -142,6 +144,9 @@ def _run(args) -> int:
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "GHL_API_BASE_URL": fake.ghl_base_url,
             "GHL_REQUESTS_PER_10S": "1000",
+            # The worker runs as in production: no query log, no debug cursor.
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-0123456789",
         }
         client = Client()
         client.force_login(user)

@@ -16,6 +16,7 @@ import pytest
 import responses
 import time_machine
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.testing.clock import midday_zone
@@ -541,3 +542,27 @@ def test_a_failed_send_is_not_in_the_conversation_the_next_draft_reads(ws, fake_
     message_classify_and_draft(message_id=later.pk)
     prompts = json.dumps(fake_openai.requests)
     assert "DELIVERED-REPLY-TEXT" in prompts and "NEVER-LEFT-REPLY-TEXT" not in prompts
+
+
+# --- the cost of a send ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@responses.activate
+@pytest.mark.parametrize("channel", [Channel.SMS, Channel.EMAIL])
+def test_a_send_takes_a_fixed_few_statements(ws, channel):
+    """A click on a hundred drafts runs this a hundred times: each statement counts. The claim
+    reads only ``CLAIM_FIELDS``; a column missing there would load on access, one query more."""
+    if channel == Channel.SMS:
+        draft = _draft(ws)
+        _sms_ok()
+    else:
+        draft = _emailbison_reply_draft(ws)
+        SenderEmail.objects.create(workspace=ws, sender_id="7", email="a@acme.test", is_sendable=True)
+        responses.post(EB_REPLY.format(4242), json={"data": {"id": 9001}})
+    with CaptureQueriesContext(connection) as queries:
+        assert draft_send(draft_id=draft.pk, workspace_id=ws.pk) == Outcome.SENT
+    # SMS: the claim (lock + read, earlier send, newer inbound, insert), the finish (row, draft,
+    # lead's times, errors resolved) and the savepoints around them. Email: its sender's pick,
+    # the thread's sender, the sends-today count and the sender errors resolved.
+    assert len(queries) <= {Channel.SMS: 14, Channel.EMAIL: 18}[channel], [q["sql"][:80] for q in queries]

@@ -447,10 +447,8 @@ def responses_create(
         if not failed.retryable:
             raise LLMError(last["code"], last["detail"], call) from failed.exc
         detail = last["detail"] + ("; the retry would not fit in the time budget" if reason == "no_time" else "")
-        raise LLMError(last["code"], detail, call)
+        raise LLMError(last["code"], detail, call) from None
 
-    if deadline.remaining() < MIN_ATTEMPT_S:
-        raise LLMError(last["code"], last["detail"], call)
     return retry_call(
         attempt,
         retry_on=_AttemptFailed,

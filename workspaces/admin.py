@@ -109,13 +109,12 @@ class WorkspaceAdminForm(forms.ModelForm):
             for name, messages in exc.message_dict.items():
                 problems.setdefault(name, "; ".join(messages))
         for name, message in problems.items():
-            for form_field in CONFIGURABLE_BY_NAME[name].admin_fields if name in CONFIGURABLE_BY_NAME else (name,):
-                if form_field in self.fields and form_field not in self.errors:
-                    self.add_error(form_field, message)
-                    break
-            else:
-                if name not in self.errors:
-                    self.add_error(None, f"{name}: {message}")
+            shown_as = CONFIGURABLE_BY_NAME[name].admin_fields if name in CONFIGURABLE_BY_NAME else (name,)
+            form_field = next((f for f in shown_as if f in self.fields), None)
+            if form_field is None:
+                self.add_error(None, f"{name}: {message}")
+            elif form_field not in self.errors:  # the form's own check already said what is wrong
+                self.add_error(form_field, message)
         self.workspace_changes = changes
         return cleaned
 

@@ -210,6 +210,12 @@ def advisory_lock_id(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
+def lead_discard_new(*, lead: Lead) -> None:
+    """Delete a lead this transaction has just created and nothing refers to yet (its delivery
+    turned out to repeat another lead's message): no lead is left without a message."""
+    Lead.objects.filter(pk=lead.pk, workspace_id=lead.workspace_id).delete()
+
+
 # No savepoint of its own: it runs inside the webhook transaction, and the
 # only error it expects (the insert race) is caught in its inner atomic().
 @transaction.atomic(savepoint=False)

@@ -19,7 +19,14 @@ from django.utils import timezone
 from rest_framework import serializers as drf_serializers
 
 from leads.models import MACHINE_REPLACEABLE_SENTIMENTS, MACHINE_REPLY_SENTIMENTS, Lead, Sentiment
-from leads.services import advisory_xact_lock, lead_blacklist, lead_rollups_touch, lead_sentiment_set, lead_upsert
+from leads.services import (
+    advisory_xact_lock,
+    lead_blacklist,
+    lead_discard_new,
+    lead_rollups_touch,
+    lead_sentiment_set,
+    lead_upsert,
+)
 from messaging.models import Direction, Message, WebhookEvent
 from messaging.selectors import (
     message_body_duplicate_get,
@@ -348,7 +355,7 @@ def _delivery_apply(
 ) -> tuple[str, Message | None, Lead | None]:
     if delivery.action == DeliveryAction.IGNORE or delivery.identity is None:
         return IngestStatus.IGNORED, None, None
-    lead, _ = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
+    lead, lead_created = lead_upsert(workspace_id=workspace_id, identity=delivery.identity)
     if delivery.action == DeliveryAction.BLACKLIST:
         already = lead.is_blacklisted
         lead = lead_blacklist(lead=lead, reason=delivery.event_type)
@@ -368,6 +375,12 @@ def _delivery_apply(
         transaction.on_commit(
             partial(message_work_enqueue, message_id=message.pk, workspace_id=workspace_id, marked=True), robust=True
         )
+    if not created and lead_created and message.lead_id != lead.pk:
+        # The message is known, and another lead's (a provider id reused for another contact):
+        # the lead just made for this delivery would stay without a message. It goes; the
+        # event names the message's own lead.
+        lead_discard_new(lead=lead)
+        lead = message.lead
     return (IngestStatus.CREATED if created else IngestStatus.DUPLICATE), message, lead
 
 

@@ -136,11 +136,5 @@ def test_hostile_bodies_get_4xx_never_5xx(hostile_run):
     assert hostile_run["messages"] <= by_class.get("2xx", 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this scenario: a GHL delivery reusing another contact's messageId is answered "
-    "'duplicate' but leaves the new contact's lead without a message (messaging/services.py "
-    "_delivery_apply upserts the lead before the idempotent message insert); to fix after issue 12",
-)
 def test_hostile_bodies_leave_no_partial_rows(hostile_run):
     assert hostile_run["orphans"] == 0

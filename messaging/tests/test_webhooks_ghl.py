@@ -57,6 +57,18 @@ def test_same_message_twice_is_duplicate_with_original_ids(client, workspace, en
     assert list(WebhookEvent.objects.order_by("id").values_list("status", flat=True)) == ["processed", "duplicate"]
 
 
+def test_a_message_id_reused_for_another_contact_is_a_duplicate_and_leaves_no_lead_behind(client, workspace, enqueued):
+    """Another delivery (its own webhookId) names a known messageId with another contact: it is
+    the known message, answered as a duplicate with its own ids; no lead is made for it."""
+    first = post(client, "ghl", ghl_inbound(contactId="c-1", messageId="m-1", webhookId="wh-1")).json()
+    second = post(client, "ghl", ghl_inbound(contactId="c-2", messageId="m-1", webhookId="wh-2")).json()
+    assert second == {**first, "status": "duplicate"}
+    assert list(Lead.objects.values_list("ghl_contact_id", flat=True)) == ["c-1"]
+    assert Message.objects.count() == 1
+    event = WebhookEvent.objects.order_by("id").last()
+    assert (event.status, event.lead_id, event.message_id) == ("duplicate", first["lead_id"], first["message_id"])
+
+
 def test_outbound_message_recorded_without_enqueue(client, workspace, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, "ghl", ghl_inbound(type="OutboundMessage", direction="outbound"))

@@ -30,6 +30,10 @@ inferred, and the pause when none remains), and ``x-ratelimit-remaining-tokens``
 / ``x-ratelimit-reset-tokens`` (everyone pauses until the token reset when
 fewer than ``tokens_reserve`` tokens remain).
 
+A limiter made with ``probe=True`` lets ordered callers through one at a time until a first
+attempt has been observed (``update_from_headers``, with or without headers): a cold start
+learns the announced limit before a burst can run into it.
+
 Waiters may queue *in order* (``acquire(priority=...)``: lower first, e.g. the
 inbound message's timestamp): each waiter holds a ticket in a Redis sorted set
 beside the log, and a slot goes only to a ticket ranked below the number of free
@@ -183,8 +187,7 @@ class LocalWindowLimiter:
         self.capacity = float(limit)
         self.interval_s = float(interval_s)
         self.tokens_reserve = float(tokens_reserve)
-        # One request at a time (ordered callers) until a first answer is observed: a cold start
-        # learns the announced limit before a burst can run into it.
+        # One ordered caller at a time until a first attempt has ended (``observe``).
         self.probe = probe
         self._seen = False
         self._margin_fixed = margin_s is not None
@@ -311,7 +314,7 @@ return {math.max(1, tonumber(gate[2]) + window - now), limit, interval}
 
 # KEYS[1] = log, KEYS[2] = state, KEYS[3] = queue (ticket -> priority), KEYS[4] = beats (ticket -> last seen)
 # ARGV: default limit, default interval ms, margin ms (-1: derived), member id, ticket, priority, stale ms,
-#       probe ('1': one request at a time until a first answer was observed)
+#       probe ('1': one request at a time until a first attempt was observed)
 _ACQUIRE_ORDERED_LUA = (
     """
 local t = redis.call('TIME')

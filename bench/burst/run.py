@@ -8,7 +8,8 @@ README's production command) against a fake LLM answering every call in 3 s.
 Prints inbound → ready draft p50/p90/max (``Message.created_at``, written by the webhook, to
 ``Draft.finished_at``, written by the worker), calls and tokens per draft, the peak number of
 PostgreSQL connections to the bench database during the run (``pg_stat_activity``, sampled every
-50 ms by a connection to the ``postgres`` database, so not counting itself), the worker's peak
+50 ms by a connection to the ``postgres`` database, so not counting itself; by process through
+``application_name``), the worker's peak
 RSS, 429s answered by the fake, and whether the LLM saw the messages oldest first (per model:
 the pairs where a newer message's call reached the fake more than a second before an older
 one's).
@@ -143,7 +144,8 @@ class Sampler(threading.Thread):
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             while not self._done.is_set():
                 rows = conn.execute(
-                    "SELECT coalesce(state, '?'), count(*) FROM pg_stat_activity WHERE datname = %s GROUP BY 1",
+                    "SELECT coalesce(nullif(application_name, ''), '?'), count(*) FROM pg_stat_activity"
+                    " WHERE datname = %s GROUP BY 1",
                     [self.database],
                 ).fetchall()
                 total = sum(n for _, n in rows)
@@ -198,7 +200,8 @@ def _order_violations(fake, created_rank: dict[int, int], queued_by_ref: dict[in
     start is the arrival minus the ``queued_ms`` the worker recorded for that call."""
     calls: dict[str, list[tuple[float, float, int]]] = {}
     seen: dict[int, int] = {}
-    for body, record in zip(fake.requests, fake.records, strict=False):
+    for record in sorted((r for r in fake.records if r.request_index >= 0), key=lambda r: r.received_at):
+        body = fake.requests[record.request_index]
         found = re.search(r"ref (\d+)", json.dumps(body.get("input")))
         if not found or int(found.group(1)) not in created_rank or record.status_code != 200:
             continue
@@ -256,9 +259,12 @@ def main() -> int:
         web = _procfile_command("web").replace("${PORT:-8000}", str(port))
         with (
             _process(
-                worker_command, env=env, log_path=logs / f"bench-burst-worker-{run}.log", ready=" ready."
+                worker_command,
+                env={**env, "PGAPPNAME": "drafts-worker"},  # libpq names the sessions (the sampler's breakdown)
+                log_path=logs / f"burst-worker-{run}.log",
+                ready=" ready.",
             ) as worker,
-            _process(web, env=env, log_path=logs / f"burst-web-{run}.log", port=port),
+            _process(web, env={**env, "PGAPPNAME": "web"}, log_path=logs / f"burst-web-{run}.log", port=port),
         ):
             sampler = Sampler(
                 admin_url=database_url.rsplit("/", 1)[0] + "/postgres", database=database, worker_pgid=worker.pid
@@ -334,7 +340,7 @@ def main() -> int:
         "rate_limited_429": fake.rate_limited,
         "order_violations": _order_violations(fake, created_rank, queued_by_ref),
         "peak_pg_connections": sampler.peak_connections,
-        "peak_pg_states": sampler.peak_states,
+        "peak_pg_by_process": sampler.peak_states,
         "worker_peak_rss_mib": round(sampler.peak_rss_kib / 1024, 1),
         "worker_cpu_s": round(cpu_s, 1),
         "load_after": [round(x, 2) for x in os.getloadavg()],

@@ -107,6 +107,7 @@ class RequestRecord:
     max_output_tokens: int | None
     kind: str  # "classify" | "draft"
     received_at: float = 0.0  # time.time() when the request arrived
+    request_index: int = -1  # its body: ``fake.requests[request_index]``
 
 
 def format_duration(seconds: float) -> str:
@@ -197,25 +198,30 @@ class FakeOpenAI:
         with self._lock:
             return self._draft_texts.pop(0) if self._draft_texts else None
 
-    def _next_behaviour(self, body: dict[str, Any]) -> str:
+    def _next_behaviour(self, body: dict[str, Any]) -> tuple[str, int]:
+        """(behaviour, the request's index in ``requests``)."""
         with self._lock:
             self.requests.append(body)
-            if self.script:
-                return self.script.pop(0)
-            if self.hang:
-                return "hang"
-            roll = self._rng.random()
-            if roll < self.error_ratio:
-                return "500"
-            # The incomplete ratio hits only a draft's first attempt (the first request
-            # seen with a given prompt), like a model that needs more room than the
-            # plain budget gives it; retries of the same prompt then complete.
-            key = _prompt_key(body)
-            first_attempt = key not in self._seen_prompts
-            self._seen_prompts.add(key)
-            if first_attempt and not _is_classify(body) and self._rng.random() < self.incomplete_ratio:
-                return "incomplete"
-            return "ok"
+            return self._pick_behaviour(body), len(self.requests) - 1
+
+    def _pick_behaviour(self, body: dict[str, Any]) -> str:
+        """Called under the lock."""
+        if self.script:
+            return self.script.pop(0)
+        if self.hang:
+            return "hang"
+        roll = self._rng.random()
+        if roll < self.error_ratio:
+            return "500"
+        # The incomplete ratio hits only a draft's first attempt (the first request
+        # seen with a given prompt), like a model that needs more room than the
+        # plain budget gives it; retries of the same prompt then complete.
+        key = _prompt_key(body)
+        first_attempt = key not in self._seen_prompts
+        self._seen_prompts.add(key)
+        if first_attempt and not _is_classify(body) and self._rng.random() < self.incomplete_ratio:
+            return "incomplete"
+        return "ok"
 
     def _rate_limit(self, body: dict[str, Any]) -> tuple[float, dict[str, str]]:
         """(seconds to wait when over the limit else 0, the rate-limit headers to announce)."""
@@ -474,7 +480,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     fake.in_flight -= 1
 
         def _answer(self, body: dict[str, Any], started: float, received_at: float) -> None:
-            behaviour = fake._next_behaviour(body)
+            behaviour, request_index = fake._next_behaviour(body)
             draft_text = fake._next_draft_text(body)
             kind = "classify" if _is_classify(body) else "draft"
             over_limit_s, limit_headers = fake._rate_limit(body)
@@ -516,7 +522,14 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             headers["openai-processing-ms"] = f"{elapsed * 1000:.3f}"
             fake._record(
                 RequestRecord(
-                    behaviour, code, elapsed, str(body.get("model")), body.get("max_output_tokens"), kind, received_at
+                    behaviour,
+                    code,
+                    elapsed,
+                    str(body.get("model")),
+                    body.get("max_output_tokens"),
+                    kind,
+                    received_at,
+                    request_index,
                 )
             )
             self._send_json(code, data, headers)

@@ -119,7 +119,10 @@ def message_tag_and_reply(*, run: DraftRun, deadline: llm.Deadline) -> tuple[Cla
     classification = ClassifyResult(tag=str(stored), source=source if stored == tag else "provider")
     if stored not in DRAFTABLE_SENTIMENTS:
         return classification, None
-    # The reply is the draft chain's first answer (its checks apply); a tag the provider's flag
-    # changed came with no reply: the chain then writes one.
+    if not reply or stored != tag:
+        # No reply came with the tag (one the provider's flag changed, a model that left it
+        # out): the draft chain writes it from its own first call.
+        return classification, None
+    # The reply is the draft chain's first answer: its checks (SMS length...) apply.
     call.text = reply
     return classification, call

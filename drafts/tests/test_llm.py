@@ -230,3 +230,57 @@ def test_a_worker_with_impossible_time_limits_does_not_start(tmp_path):
     with pytest.raises(RuntimeError, match="exited early \\(1\\)"), celery_worker(env=env, log_path=log):
         pass
     assert "drafts.E001" in log.read_text()
+
+
+def test_a_burst_against_an_announced_limit_gets_no_429_and_goes_oldest_first(settings):
+    """The client learns the limit the fake announces (x-ratelimit-*), with a window of its own
+    (2 s, not the configured 60 s: inferred from the reset), and paces a burst under it, the
+    calls of older messages first."""
+    import threading
+
+    from core.testing.fake_openai import fake_openai_server
+
+    settings.OPENAI_RATE_LIMIT_INTERVAL_S = 60.0
+    settings.OPENAI_REQUESTS_PER_INTERVAL = 500  # what we would assume until the API says otherwise
+    with fake_openai_server(latency_s=0.05, rate_limit_requests=6, rate_limit_interval_s=2.0) as fake:
+        settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test-burst-0000"
+        errors: list[Exception] = []
+
+        def call(priority: float) -> None:
+            llm.calls_ordered_by(priority)
+            try:
+                llm.responses_create(
+                    model="gpt-5-mini",
+                    instructions="be brief",
+                    input=f"ref {priority:g}",
+                    max_output_tokens=50,
+                    deadline=llm.Deadline(60),
+                    timeout_s=5,
+                )
+            except llm.LLMError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call, args=(float(p),)) for p in range(24, 0, -1)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        elapsed = time.monotonic() - started
+
+    assert errors == [] and fake.rate_limited == 0
+    assert len(fake.records) == 24
+    assert elapsed < 20  # the 2 s window was inferred: 24 calls at 6 per 2 s, not 6 per minute
+    # All 24 were waiting from the start: after the probe (whoever asked first), no call reached
+    # the fake clearly (> 0.2 s) before an older one. Slots freed together go to the oldest
+    # tickets at once, and those threads race to the socket: hence the tolerance.
+    arrived = sorted(
+        (record.received_at, float(fake.requests[record.request_index]["input"].split()[1])) for record in fake.records
+    )[1:]
+    inversions = [
+        (older, newer)
+        for t_newer, newer in arrived
+        for t_older, older in arrived
+        if older < newer and t_older - t_newer > 0.2
+    ]
+    assert inversions == []

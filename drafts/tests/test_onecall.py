@@ -98,3 +98,14 @@ def test_a_fast_path_tag_makes_no_call(workspace, fake_openai):
 
     assert message_classify_and_draft(message_id=message.pk) is None
     assert fake_openai.requests == []
+
+
+def test_a_warm_tag_without_a_reply_gets_its_reply_from_a_draft_call(workspace, fake_openai, settings):
+    message = message_create(lead=lead_create(workspace=workspace), body="Interested, what does it cost?")
+    fake_openai.enqueue_draft_texts("", "It starts at $99 a month: want a quick call?")
+
+    draft = message_classify_and_draft(message_id=message.pk)
+
+    assert _kinds(fake_openai) == ["tag_and_reply", "draft"]
+    assert draft.status == DraftStatus.READY and draft.content == "It starts at $99 a month: want a quick call?"
+    assert fake_openai.requests[1]["model"] == settings.OPENAI_DRAFT_MODEL  # a first draft call, not the fallback

@@ -65,3 +65,18 @@ def fresh_state(fakes, sentry) -> None:
 def system(fresh_state, fakes, sentry) -> Iterator[System]:
     with running_system(ARTIFACTS / "shared", fakes=fakes, sentry=sentry, broker=SYSTEM_REDIS) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def fakes_restored(fakes) -> Iterator[None]:
+    """Whatever a scenario turns on the shared fakes (latency, faults, limits) is undone after it,
+    even when it fails half-way."""
+    knobs = [
+        (fakes.openai, ("latency_s", "incomplete_ratio", "error_ratio", "hang")),
+        (fakes.ghl, ("latency_s", "limit", "interval_s", "forbidden", "force_429")),
+    ]
+    saved = [(fake, name, getattr(fake, name)) for fake, names in knobs for name in names]
+    yield
+    for fake, name, value in saved:
+        setattr(fake, name, value)
+    fakes.openai.script.clear()

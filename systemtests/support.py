@@ -189,6 +189,7 @@ def app_env(*, broker: str, fakes: FakeStack, sentry_dsn: str, extra: dict[str, 
         "OPENAI_CLASSIFY_TIMEOUT_S": "3",
         "AVAILABILITY_FETCH_TIMEOUT_S": "3",
         "AVAILABILITY_WORKSPACE_DEADLINE_S": "8",
+        "AVAILABILITY_REFRESH_MINUTES": "1",  # a beat cycle every minute (scenario 6)
         **fakes.env(),
         **(extra or {}),
     }

@@ -146,6 +146,8 @@ def _serve(plan: dict, *, demo: bool, replay_to: str, latency_s: float) -> None:
             demo_script.seed_fakes(stack)
         for name, url in stack.describe().items():
             print(f"fake {name:<11} {url}", flush=True)
+        for name, url in (("ghl", stack.ghl.base_url), ("emailbison", stack.emailbison.emailbison_base_url)):
+            print(f"fake {name} received sends: {url.removesuffix('/emailbison')}/_fake/sends", flush=True)
         if demo and replay_to:
             threading.Thread(
                 target=demo_script.replay, kwargs={"base_url": replay_to, "plan": plan}, daemon=True

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import backoff
 import requests
 import urllib3
 from django.conf import settings
@@ -608,8 +609,13 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def backoff_full_jitter(*, failures: int, base_s: float, factor: float = 2.0, max_wait_s: float = 30.0) -> float:
-    """Exponential backoff with full jitter: a wait in [0, min(max_wait_s, base_s * factor ** (failures - 1))]."""
-    return random.uniform(0, min(max_wait_s, base_s * factor ** (failures - 1)))
+    """Exponential backoff with full jitter: a wait in [0, min(max_wait_s, base_s * factor ** (failures - 1))],
+    from the ``backoff`` library's ``expo`` and ``full_jitter``."""
+    waits = backoff.expo(base=factor, factor=base_s, max_value=max_wait_s)
+    next(waits)  # backoff's wait generators yield once before their first value
+    for _ in range(max(0, failures - 1)):
+        next(waits)
+    return backoff.full_jitter(next(waits))
 
 
 T = typing.TypeVar("T")

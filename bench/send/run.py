@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import statistics
 import sys
 import time
@@ -31,7 +32,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--drafts", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1, help="drafts selected per admin click")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one per core in production)")
     parser.add_argument("--latency", type=float, default=0.05, help="the fake providers' answer time (s)")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
@@ -116,8 +118,6 @@ def _cpu_seconds(pid: int) -> float:
     import os
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    if os.environ.get("BENCH_CPU_SPLIT"):
-        print(f"  (pid {pid}: user {int(fields[11])} ticks, system {int(fields[12])} ticks)")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -152,8 +152,14 @@ def _run(args) -> int:
         client.force_login(user)
         ids = sorted(drafts.values())
         clicked_at: dict[int, float] = {}
-        with celery_worker(env=env, pool="threads", concurrency=args.concurrency, queues="celery") as worker:
-            cpu_before = _cpu_seconds(worker.pid)
+        with contextlib.ExitStack() as stack:
+            workers = [
+                stack.enter_context(
+                    celery_worker(env=env, pool="threads", concurrency=args.concurrency, queues="celery")
+                )
+                for _ in range(args.workers)
+            ]
+            cpu_before = sum(_cpu_seconds(worker.pid) for worker in workers)
             started = time.time()
             for i in range(0, len(ids), args.batch):
                 batch = ids[i : i + args.batch]
@@ -172,7 +178,7 @@ def _run(args) -> int:
                     break
                 time.sleep(0.2)
             wall_s = time.time() - started
-            worker_cpu_s = _cpu_seconds(worker.pid) - cpu_before
+            worker_cpu_s = sum(_cpu_seconds(worker.pid) for worker in workers) - cpu_before
 
     statuses = collections.Counter(Draft.objects.filter(workspace=workspace).values_list("status", flat=True))
     per_draft = collections.Counter()
@@ -186,7 +192,8 @@ def _run(args) -> int:
     by_provider = collections.Counter(send.provider for send in fake.sends)
     print(
         f"drafts: {args.drafts} ({args.drafts // 2 + args.drafts % 2} SMS, {args.drafts // 2} email), "
-        f"{args.batch} per click, worker threads={args.concurrency}, provider latency {args.latency * 1000:.0f} ms"
+        f"{args.batch} per click, {args.workers} worker process(es) of {args.concurrency} threads, "
+        f"provider latency {args.latency * 1000:.0f} ms"
     )
     print(f"final statuses: {dict(statuses)}")
     print(

@@ -98,11 +98,12 @@ if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'leadline.sqlite3'}")}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# PostgreSQL: each process borrows connections from a psycopg pool (Django's "pool" option) and
-# gives them back when Django closes them, so a process holds at most DATABASE_POOL_MAX_SIZE
-# connections whatever its thread count (docs/drafts.md, "Connections"). 0 = no pool (one
-# persistent connection per thread, CONN_MAX_AGE).
-DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=8)
+# PostgreSQL: with DATABASE_POOL_MAX_SIZE > 0 a process borrows connections from a psycopg pool
+# (Django's "pool" option) and gives them back when Django closes them, so it holds at most that
+# many whatever its thread count: the drafts worker's setting (Procfile, README; docs/drafts.md,
+# "Connections"). 0, the default = no pool, one persistent connection per thread (CONN_MAX_AGE):
+# the webhooks measured slower with a pool (a checkout per request; docs/benchmarks.md).
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

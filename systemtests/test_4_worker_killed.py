@@ -1,7 +1,8 @@
 """Scenario 4: the worker is killed with SIGKILL mid-draft and mid-send.
 
 A private system (its own Redis database as broker, a 15 s visibility timeout so that the
-killed worker's unacknowledged task comes back soon) with a worker the test kills and
+killed worker's unacknowledged task comes back soon, task limits that make a killed worker's
+work claim expire in ~60 s) with a worker the test kills and
 replaces. Mid-draft: the fake OpenAI takes 2 s per answer and the worker dies while a draft is
 being written; the draft must still end ready, once. Mid-send: the fake GHL takes 6 s to accept
 an SMS and the worker dies inside that call; the provider must have received it exactly once
@@ -46,6 +47,12 @@ def private(fakes, sentry):
         "DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S": "15",
         "DRAFT_SEND_TASK_TIME_LIMIT_S": "20",
         "DRAFT_SEND_LEASE_MARGIN_S": "5",
+        # A killed worker's claim on its message lasts the task's hard limit + the longest
+        # rate-limit wait + 30 s (drafts/claims.py): short limits here make it ~60 s, so the
+        # swept task takes the work over within the wait below.
+        "DRAFT_TASK_SOFT_TIME_LIMIT_S": "15",
+        "DRAFT_TASK_TIME_LIMIT_S": "20",
+        "OPENAI_QUEUE_MAX_WAIT_S": "10",
     }
     with running_system(
         ARTIFACTS / "worker-killed", fakes=fakes, sentry=sentry, broker=BROKER, worker=False, extra_env=extra
@@ -54,8 +61,11 @@ def private(fakes, sentry):
 
 
 def _is_draft_request(body: dict) -> bool:
-    """A draft's call to the Responses API (a classification asks for a JSON schema)."""
-    return ((body.get("text") or {}).get("format") or {}).get("type") != "json_schema"
+    """A call that writes the reply: a draft call (no JSON schema) or the one call that tags and
+    replies (schema ``tag_and_reply``, production's default); a classification alone asks for
+    another schema."""
+    text_format = (body.get("text") or {}).get("format") or {}
+    return text_format.get("type") != "json_schema" or text_format.get("name") == "tag_and_reply"
 
 
 def _kill(proc) -> None:

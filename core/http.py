@@ -702,7 +702,11 @@ class HttpClient:
         secrets: Iterable[str] = (),
         session: requests.Session | None = None,
         outbound_guard: bool = False,
+        max_connections: int = 10,
     ) -> None:
+        """``max_connections``: keep-alive connections kept per host, for a client that threads
+        share (a batch of sends); more concurrent calls than that still run, on connections
+        closed after use."""
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.classify_error = classify_error
@@ -714,9 +718,9 @@ class HttpClient:
         self.session = session or requests.Session()
         for prefix in ("http://", "https://"):
             if outbound_guard:
-                self.session.mount(prefix, GuardedAdapter())
+                self.session.mount(prefix, GuardedAdapter(pool_maxsize=max_connections))
             elif not isinstance(self.session.get_adapter(prefix), DeadlineAdapter):
-                self.session.mount(prefix, DeadlineAdapter())
+                self.session.mount(prefix, DeadlineAdapter(pool_maxsize=max_connections))
         if outbound_guard:
             self.session.trust_env = False
         self.session.headers.update({"Accept": "application/json", "User-Agent": "leadline/1.0"})

@@ -131,7 +131,19 @@ class RowsExist:
 
 def rows_exist(condition: RowsExist) -> bool:
     """Whether ``condition`` holds now (one query)."""
-    sql, params = condition.sql()
+    return rows_exist_each([condition])[0]
+
+
+def rows_exist_each(conditions: Sequence[RowsExist]) -> list[bool]:
+    """Whether each of ``conditions`` holds now, in order: one query whatever their number
+    (``SELECT EXISTS (...), EXISTS (...), ...``), for batches on hot paths."""
+    if not conditions:
+        return []
+    parts, params = [], []
+    for condition in conditions:
+        sql, args = condition.sql()
+        parts.append(sql)
+        params += args
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql}", params)
-        return bool(cursor.fetchone()[0])
+        cursor.execute(f"SELECT {', '.join(parts)}", params)
+        return [bool(value) for value in cursor.fetchone()]

@@ -97,6 +97,7 @@ class EmailBisonClient:
         read_timeout_s: float = 15.0,
         connect_timeout_s: float = 3.05,
         retry: RetryPolicy | None = None,
+        max_connections: int = 10,
     ) -> None:
         self.http = HttpClient(
             provider="emailbison",
@@ -109,6 +110,7 @@ class EmailBisonClient:
             # The base URL is workspace data an operator typed: loopback, private and metadata
             # addresses are refused on the connected address (core.http, docs/console.md).
             outbound_guard=True,
+            max_connections=max_connections,
         )
 
     def close(self) -> None:

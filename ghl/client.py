@@ -226,7 +226,10 @@ class GhlClient:
         read_timeout_s: float | None = None,
         connect_timeout_s: float = 3.05,
         retry: RetryPolicy | None = None,
+        max_connections: int = 10,
     ) -> None:
+        """``max_connections``: keep-alive connections to the API kept for threads sharing the
+        client (a batch of sends, ``drafts.sending``)."""
         self.token = token
         self.location_id = location_id
         read_timeout_s = read_timeout_s or settings.GHL_FETCH_TIMEOUT_S
@@ -243,6 +246,7 @@ class GhlClient:
             rate_limiter=self.limiter,
             secrets=[token],
             classify_error=classify_error,
+            max_connections=max_connections,
         )
         self._token = token
         self._connect_timeout_s = connect_timeout_s

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -270,27 +270,34 @@ def lead_upsert(*, workspace_id: int, identity: LeadIdentity) -> tuple[Lead, boo
 
 
 @functools.cache
-def _rollup_sql(field: str) -> str:
+def _rollup_sql(field: str, *, leads: int) -> str:
     column, last = (qn(Lead._meta.get_field(name).column) for name in (field, "last_message_at"))
+    ids = "id = %s" if leads == 1 else f"id IN ({', '.join(['%s'] * leads)})"
     return (
         f"UPDATE {table(Lead)} SET {column} = GREATEST(COALESCE({column}, %s), %s),"  # noqa: S608 (names from _meta)
-        f" {last} = GREATEST(COALESCE({last}, %s), %s) WHERE id = %s AND workspace_id = %s"
+        f" {last} = GREATEST(COALESCE({last}, %s), %s) WHERE {ids} AND workspace_id = %s"
     )
 
 
-def lead_rollups_touch(*, lead_id: int, workspace_id: int, direction: str, at: datetime) -> None:
-    """Move the lead's last inbound/outbound/message times forward to ``at`` (never back).
+def lead_rollups_touch(
+    *, lead_id: int | None = None, lead_ids: Iterable[int] = (), workspace_id: int, direction: str, at: datetime
+) -> None:
+    """Move the last inbound/outbound/message times of the lead (or of each of ``lead_ids``)
+    forward to ``at`` (never back).
 
     One statement, safe under concurrent messages for the same lead. On
     PostgreSQL it is plain SQL: it runs on every webhook and the ORM's
     expression compilation costs more than the query itself.
     """
+    ids = sorted({*lead_ids, *([lead_id] if lead_id is not None else [])})
+    if not ids:
+        return
     field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_rollup_sql(field), [at, at, at, at, lead_id, workspace_id])
+            cursor.execute(_rollup_sql(field, leads=len(ids)), [at, at, at, at, *ids, workspace_id])
         return
-    Lead.objects.filter(pk=lead_id, workspace_id=workspace_id).update(
+    Lead.objects.filter(pk__in=ids, workspace_id=workspace_id).update(
         **{
             field: Greatest(Coalesce(F(field), Value(at)), Value(at)),
             "last_message_at": Greatest(Coalesce(F("last_message_at"), Value(at)), Value(at)),

@@ -5,6 +5,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from django.db import connection
 from django.db.models import Q
 from rest_framework import serializers as drf_serializers
 
-from core.sql import RowsExist, rows_exist, table
+from core.sql import RowsExist, rows_exist_each, table
 from leads.models import MACHINE_REPLY_SENTIMENTS, Lead, LeadStatus, Sentiment
 from leads.services import LeadIdentity, lead_match, phone_normalize
 from messaging.models import Delivery, Direction, Message, Origin, WebhookEvent
@@ -188,7 +189,14 @@ def lead_state_after(message: Message) -> LeadAfterMessage:
 def message_has_newer_inbound(message: Message) -> bool:
     """Whether the lead wrote again after ``message`` (``newer_inbound``: a classified
     out-of-office or automated reply does not count)."""
-    return rows_exist(newer_inbound(message))
+    return bool(messages_with_newer_inbound([message]))
+
+
+def messages_with_newer_inbound(messages: Sequence[Message]) -> set[int]:
+    """The ids of ``messages`` whose lead wrote again after them (``message_has_newer_inbound``
+    for each), in one query."""
+    found = rows_exist_each([newer_inbound(message) for message in messages])
+    return {message.pk for message, newer in zip(messages, found, strict=True) if newer}
 
 
 # --- Deduplication of messages without a provider id -----------------------------------
@@ -231,16 +239,31 @@ def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key:
 def message_emailbison_sender_id(message: Message) -> str:
     """The EmailBison sender the lead wrote to (from the stored ``LEAD_REPLIED`` delivery): a
     reply goes out through the same address when it can. "" when unknown."""
-    bodies = WebhookEvent.objects.filter(
-        workspace_id=message.workspace_id, message_id=message.pk, provider=WebhookEvent.Provider.EMAILBISON
-    ).values_list("body", flat=True)
-    for body in bodies:
+    return messages_emailbison_sender_ids([message]).get(message.pk, "")
+
+
+def messages_emailbison_sender_ids(messages: Sequence[Message]) -> dict[int, str]:
+    """``message_emailbison_sender_id`` of each of ``messages`` (one workspace), in one query;
+    messages with no known sender are left out."""
+    if not messages:
+        return {}
+    rows = (
+        WebhookEvent.objects.filter(
+            workspace_id=messages[0].workspace_id,
+            message_id__in=[message.pk for message in messages],
+            provider=WebhookEvent.Provider.EMAILBISON,
+        )
+        .order_by("id")
+        .values_list("message_id", "body")
+    )
+    found: dict[int, str] = {}
+    for message_id, body in rows:
         data = body.get("data") if isinstance(body, dict) else None
         sender = data.get("sender_email") if isinstance(data, dict) else None
         sender_id = sender.get("id") if isinstance(sender, dict) else None
-        if sender_id not in (None, ""):
-            return str(sender_id)[:64]
-    return ""
+        if sender_id not in (None, "") and message_id not in found:
+            found[message_id] = str(sender_id)[:64]
+    return found
 
 
 # --- Dry run of a GHL delivery (the operators' webhook check) -----------------------------

@@ -61,11 +61,16 @@ class EmailReplySent:
     healed_from: str  # the sender that failed before this one succeeded ("" when none did)
 
 
-def emailbison_client_for(workspace: Workspace, *, read_timeout_s: float = 15.0) -> EmailBisonClient:
+def emailbison_client_for(
+    workspace: Workspace, *, read_timeout_s: float = 15.0, max_connections: int = 10
+) -> EmailBisonClient:
     if not workspace.emailbison_base_url or not workspace.emailbison_token:
         raise EmailBisonNotConfigured(f"workspace {workspace.slug} has no EmailBison base URL or token")
     return EmailBisonClient(
-        base_url=workspace.emailbison_base_url, token=workspace.emailbison_token, read_timeout_s=read_timeout_s
+        base_url=workspace.emailbison_base_url,
+        token=workspace.emailbison_token,
+        read_timeout_s=read_timeout_s,
+        max_connections=max_connections,
     )
 
 
@@ -146,35 +151,145 @@ def sender_default_set(*, workspace_id: int, sender_id: str) -> None:
         SenderEmail.objects.filter(workspace_id=workspace_id, sender_id=sender_id).update(is_default=True)
 
 
-def _sends_today_bump(*, workspace: Workspace, sender_id: str) -> None:
+def _sends_today_add(*, workspace: Workspace, counts: dict[str, int]) -> None:
+    """Count ``counts[sender_id]`` more sends today for each sender (one statement a sender)."""
     today = timezone.localdate(timezone=workspace.tzinfo)
-    SenderEmail.objects.filter(workspace_id=workspace.pk, sender_id=sender_id).update(
-        sends_today=Case(When(sends_day=today, then=F("sends_today") + 1), default=Value(1)),
-        sends_day=today,
-    )
+    for sender_id, count in sorted(counts.items()):
+        SenderEmail.objects.filter(workspace_id=workspace.pk, sender_id=sender_id).update(
+            sends_today=Case(When(sends_day=today, then=F("sends_today") + count), default=Value(count)),
+            sends_day=today,
+        )
 
 
 # --- Picking -------------------------------------------------------------------------------
 
 
-def sender_pick(*, workspace: Workspace, preferred_sender_id: str = "", exclude: frozenset[str] = frozenset()) -> str:
-    """The sender to send through: the thread's own when it can send, else the default, else
-    the sendable sender least used today (ties: the oldest). "" when none can send."""
+@dataclass
+class _Candidate:
+    sender_id: str
+    is_default: bool
+    order: int  # the row's id: the oldest wins a tie
+    used: int  # sends today, plus the picks of this batch
+
+
+def _sendable_senders(workspace: Workspace) -> dict[str, _Candidate]:
     today = timezone.localdate(timezone=workspace.tzinfo)
-    preferred = When(sender_id=preferred_sender_id, then=Value(0)) if preferred_sender_id else None
-    picked = (
-        SenderEmail.objects.filter(workspace_id=workspace.pk, is_sendable=True)
-        .exclude(sender_id__in=exclude)
-        .annotate(
-            # One statement: the order says the rule (thread's own, default, least used today, oldest).
-            not_preferred=Case(preferred, default=Value(1)) if preferred else Value(1),
-            used=Case(When(sends_day=today, then=F("sends_today")), default=Value(0)),
-        )
-        .order_by("not_preferred", "-is_default", "used", "id")
-        .values_list("sender_id", flat=True)
-        .first()
+    rows = SenderEmail.objects.filter(workspace_id=workspace.pk, is_sendable=True).values_list(
+        "sender_id", "is_default", "id", "sends_today", "sends_day"
     )
-    return picked or ""
+    return {
+        sender_id: _Candidate(sender_id, is_default, pk, sends if day == today else 0)
+        for sender_id, is_default, pk, sends, day in rows
+    }
+
+
+def _choose(candidates: dict[str, _Candidate], *, preferred: str, exclude: frozenset[str]) -> str:
+    """The rule: the thread's own sender when it can send, else the default, else the sender
+    least used today (ties: the oldest). "" when none can send."""
+    open_ = [c for sender_id, c in candidates.items() if sender_id not in exclude]
+    if preferred and preferred not in exclude and preferred in candidates:
+        return preferred
+    if not open_:
+        return ""
+    return min(open_, key=lambda c: (not c.is_default, c.used, c.order)).sender_id
+
+
+def sender_pick(*, workspace: Workspace, preferred_sender_id: str = "", exclude: frozenset[str] = frozenset()) -> str:
+    """The sender to send through now (``_choose``'s rule over the stored snapshot); "" when none can send."""
+    return _choose(_sendable_senders(workspace), preferred=preferred_sender_id, exclude=exclude)
+
+
+class ReplySenders:
+    """The senders a batch of replies of one workspace goes out through.
+
+    The workspace's sendable senders are read once; each reply gets one by ``_choose``'s rule,
+    the picks of the batch counting as use (a batch spreads over the least used senders, not
+    all onto one). When none can send, the snapshot is refreshed once (one thread of a process
+    at a time per workspace). A sender EmailBison refuses is marked unsendable and recorded
+    (``failed``); ``heal`` then reads the sender list again, once for all the refusals of a
+    wave, before the refused replies pick another sender. ``settle`` writes the day's counts,
+    repairs a dead default and resolves what the batch disproved. Used for one reply
+    (``email_reply_send``) and for a batch (``drafts.sending``) alike; its methods touch the
+    database and run in the caller's thread, never in the threads making the HTTP calls.
+    """
+
+    def __init__(self, *, workspace: Workspace, client: EmailBisonClient) -> None:
+        self.workspace = workspace
+        self.client = client
+        self._candidates: dict[str, _Candidate] | None = None
+        self._failed: set[str] = set()
+        self._sent: collections.Counter[str] = collections.Counter()
+        self._healed: dict[str, str] = {}  # failed sender -> a sender that sent in its place
+        self._read_after: set[str] = set()  # the failed senders the last read of the list followed
+
+    def pick(self, *, preferred: str = "", exclude: frozenset[str] = frozenset(), deadline: Deadline) -> str:
+        """A sender for one reply; raises :class:`NoSendableSender` (recorded) when none can send."""
+        exclude = exclude | self._failed
+        if self._candidates is None:
+            self._candidates = _sendable_senders(self.workspace)
+        sender_id = _choose(self._candidates, preferred=preferred, exclude=exclude)
+        if not sender_id and not exclude:
+            self._refresh_once_for_all(deadline)
+            sender_id = _choose(self._candidates, preferred=preferred, exclude=exclude)
+        if not sender_id:
+            _no_sender(self.workspace, tried=tuple(sorted(exclude)))
+        self._candidates[sender_id].used += 1
+        return sender_id
+
+    def _refresh_once_for_all(self, deadline: Deadline) -> None:
+        lock = _refreshing[self.workspace.pk]
+        # Bounded by the send's own deadline: past it, refresh regardless (as without the lock).
+        locked = lock.acquire(timeout=min(deadline.remaining(), REFRESH_WAIT_MAX_S))
+        try:
+            # Another thread may have refreshed while this one waited for the lock.
+            self._candidates = _sendable_senders(self.workspace)
+            if not self._candidates:
+                sender_snapshot_refresh(workspace=self.workspace, client=self.client, deadline=deadline)
+                self._candidates = _sendable_senders(self.workspace)
+        finally:
+            if locked:
+                lock.release()
+
+    def failed(self, *, sender_id: str, exc: SenderInvalid) -> None:
+        """EmailBison refused ``sender_id`` itself: unsendable from now on, and recorded."""
+        if sender_id not in self._failed:
+            self._failed.add(sender_id)
+            _sender_failed(self.workspace, sender_id=sender_id, exc=exc)
+
+    def heal(self, *, deadline: Deadline) -> None:
+        """Read what EmailBison lists now (after ``failed``), before the refused replies pick
+        again: once for all the refusals of the senders that failed since the last read.
+        Raises :class:`NoSendableSender` when the list cannot be read: nothing went out."""
+        if self._failed <= self._read_after:
+            return
+        self._read_after = set(self._failed)
+        try:
+            sender_snapshot_refresh(workspace=self.workspace, client=self.client, deadline=deadline)
+        except ProviderError as exc:
+            raise NoSendableSender(f"the sender refused and the sender list could not be read: {exc.message}") from exc
+        for sender_id in self._failed:
+            # Still listed as connected, yet it refused: unsendable until a refresh after this batch.
+            sender_mark_unsendable(workspace_id=self.workspace.pk, sender_id=sender_id, reason="refused a send")
+        self._candidates = _sendable_senders(self.workspace)
+
+    def sent(self, *, sender_id: str, healed_from: str = "") -> None:
+        self._sent[sender_id] += 1
+        if healed_from:
+            self._healed.setdefault(healed_from, sender_id)
+
+    def settle(self) -> None:
+        """After the batch: the day's counts, a dead default replaced, errors resolved."""
+        if not self._sent:
+            return
+        _sends_today_add(workspace=self.workspace, counts=dict(self._sent))
+        dead_defaults = SenderEmail.objects.filter(
+            workspace_id=self.workspace.pk, sender_id__in=list(self._healed), is_default=True
+        ).values_list("sender_id", flat=True)
+        for dead in dead_defaults:
+            sender_default_set(workspace_id=self.workspace.pk, sender_id=self._healed[dead])
+        # Sends that needed no healing put the sender problem recorded earlier behind us too.
+        resolved = [NO_SENDABLE_SENDER] if self._failed else [NO_SENDABLE_SENDER, SENDER_INVALID]
+        integration_error_resolve(workspace=self.workspace, source=SOURCE, codes=resolved)
 
 
 # --- Sending -------------------------------------------------------------------------------
@@ -200,6 +315,7 @@ def email_reply_send(
     deadline = Deadline.coerce(deadline)
     own = client is None
     client = client or emailbison_client_for(workspace)
+    senders = ReplySenders(workspace=workspace, client=client)
 
     def send_through(sender_id: str) -> ReplySent:
         try:
@@ -212,61 +328,26 @@ def email_reply_send(
                 deadline=deadline,
             )
         except SenderInvalid as exc:
-            _sender_failed(workspace, sender_id=sender_id, exc=exc)
+            senders.failed(sender_id=sender_id, exc=exc)
             raise
 
     try:
-        sender_id = _sender_for(workspace, client=client, preferred=preferred_sender_id, deadline=deadline)
+        sender_id = senders.pick(preferred=preferred_sender_id, deadline=deadline)
         healed_from = ""
         try:
             sent = send_through(sender_id)
         except SenderInvalid:
             # Refresh what EmailBison lists, then retry once through another sender.
             healed_from = sender_id
-            try:
-                sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
-            except ProviderError as exc:
-                # Nothing went out (the refusal was certain): say so, not "maybe sent".
-                raise NoSendableSender(
-                    f"the sender refused and the sender list could not be read: {exc.message}"
-                ) from exc
-            # Still listed as connected, yet it refused: unsendable until a refresh after this send.
-            sender_mark_unsendable(workspace_id=workspace.pk, sender_id=healed_from, reason="refused a send")
-            sender_id = sender_pick(workspace=workspace, exclude=frozenset({healed_from}))
-            if not sender_id:
-                _no_sender(workspace, tried=(healed_from,))
+            senders.heal(deadline=deadline)
+            sender_id = senders.pick(deadline=deadline)
             sent = send_through(sender_id)
-            if SenderEmail.objects.filter(workspace_id=workspace.pk, sender_id=healed_from, is_default=True).exists():
-                sender_default_set(workspace_id=workspace.pk, sender_id=sender_id)
     finally:
         if own:
             client.close()
-    _sends_today_bump(workspace=workspace, sender_id=sender_id)
-    # A send that needed no healing: the sender problem recorded earlier is behind us too.
-    resolved = [NO_SENDABLE_SENDER] if healed_from else [NO_SENDABLE_SENDER, SENDER_INVALID]
-    integration_error_resolve(workspace=workspace, source=SOURCE, codes=resolved)
+    senders.sent(sender_id=sender_id, healed_from=healed_from)
+    senders.settle()
     return EmailReplySent(sender_id=sender_id, provider_reply_id=sent.reply_id, healed_from=healed_from)
-
-
-def _sender_for(workspace: Workspace, *, client: EmailBisonClient, preferred: str, deadline: Deadline) -> str:
-    """A sender to try first; the snapshot is refreshed when it has none that can send."""
-    sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
-    if not sender_id:
-        lock = _refreshing[workspace.pk]
-        # Bounded by the send's own deadline: past it, refresh regardless (as without the lock).
-        locked = lock.acquire(timeout=min(deadline.remaining(), REFRESH_WAIT_MAX_S))
-        try:
-            # Another thread may have refreshed while this one waited for the lock.
-            sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
-            if not sender_id:
-                sender_snapshot_refresh(workspace=workspace, client=client, deadline=deadline)
-                sender_id = sender_pick(workspace=workspace, preferred_sender_id=preferred)
-        finally:
-            if locked:
-                lock.release()
-    if not sender_id:
-        _no_sender(workspace, tried=())
-    return sender_id
 
 
 def _sender_failed(workspace: Workspace, *, sender_id: str, exc: SenderInvalid) -> None:

@@ -195,9 +195,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Classification and drafts (I/O-bound: they wait on the LLM) get their own queue, served by a
 # threads worker with many slots (README, Procfile); CPU- and database-heavy tasks stay on the
 # default queue and are never starved by a reply burst.
+# Sends (I/O-bound too: a batch waits on its provider calls) get a threads worker of their own,
+# so a click's sends never wait behind a "Sync All" or a sweep (docs/sending.md).
 CELERY_TASK_ROUTES = {
     "availability.tasks.*": {"queue": "availability"},
     "drafts.tasks.classify_and_draft": {"queue": "drafts"},
+    "drafts.tasks.drafts_send": {"queue": "sends"},
+    "drafts.tasks.draft_send": {"queue": "sends"},
 }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
@@ -235,9 +239,12 @@ DRAFT_CONTEXT_MESSAGES = env.int("DRAFT_CONTEXT_MESSAGES", default=10)
 # false: a classification call, then a draft call.
 DRAFT_ONE_CALL = env.bool("DRAFT_ONE_CALL", default=True)
 DRAFT_SWEEP_AFTER_S = env.int("DRAFT_SWEEP_AFTER_S", default=120)
-# Sending approved drafts (drafts.tasks.draft_send): the provider call's own deadline sits
+# Sending approved drafts (drafts.tasks.drafts_send): the provider call's own deadline sits
 # inside the task's soft limit.
 DRAFT_SEND_TIMEOUT_S = env.float("DRAFT_SEND_TIMEOUT_S", default=20.0)
+# Drafts a send task takes at once (claimed together, their provider calls made at the same
+# time in as many threads, finished together): a click on a hundred drafts is a few tasks.
+DRAFT_SEND_BATCH_SIZE = env.int("DRAFT_SEND_BATCH_SIZE", default=50)
 DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S = env.int("DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S", default=45)
 DRAFT_SEND_TASK_TIME_LIMIT_S = env.int("DRAFT_SEND_TASK_TIME_LIMIT_S", default=60)
 # A "sending" row older than the hard limit plus this belongs to no live worker.

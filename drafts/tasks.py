@@ -39,16 +39,28 @@ def classify_and_draft(self, message_id: int) -> None:
         llm.calls_ordered_by(None)  # this worker thread's next task sets its own order
 
 
-@shared_task(
-    name="drafts.tasks.draft_send",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S,
-    time_limit=settings.DRAFT_SEND_TASK_TIME_LIMIT_S,
-    ignore_result=True,
-)
+_SEND_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S,
+    "time_limit": settings.DRAFT_SEND_TASK_TIME_LIMIT_S,
+    "ignore_result": True,
+}
+
+
+@shared_task(name="drafts.tasks.drafts_send", **_SEND_TASK_OPTIONS)
+def drafts_send(draft_ids: list[int], workspace_id: int) -> dict[int, str]:
+    """Send approved drafts of one workspace together (up to DRAFT_SEND_BATCH_SIZE), each at
+    most once (a redelivery finds the sends already claimed)."""
+    from drafts.sending import drafts_send as drafts_send_service
+
+    return drafts_send_service(draft_ids=[int(draft_id) for draft_id in draft_ids], workspace_id=workspace_id)
+
+
+@shared_task(name="drafts.tasks.draft_send", **_SEND_TASK_OPTIONS)
 def draft_send(draft_id: int, workspace_id: int) -> str:
-    """Send one approved draft, at most once (a redelivery finds the send already claimed)."""
+    """One draft's send: what versions before ``drafts_send`` queued (kept so that a task
+    still in the broker at deploy runs), and a handy entry for one draft."""
     from drafts.sending import draft_send as draft_send_service
 
     return draft_send_service(draft_id=draft_id, workspace_id=workspace_id)

@@ -231,11 +231,12 @@ def running_system(
 
 
 def default_worker(env: dict[str, str], log_path: Path):
-    """The Procfile's ``worker`` and ``drafts`` workers in one (prefork, concurrency 2): the
-    default queue (sends, sweeps) and the ``drafts`` queue (classify_and_draft). One process to
-    SIGKILL mid-draft and mid-send (scenario 4); the threads pool of production's drafts worker
-    is measured by bench/burst."""
-    return celery_worker(env=env, concurrency=2, pool="prefork", queues="celery,drafts", log_path=log_path)
+    """The Procfile's ``worker``, ``drafts`` and ``sends`` workers in one (prefork, concurrency 2):
+    the default queue (sweeps, sync), the ``drafts`` queue (classify_and_draft) and the
+    ``sends`` queue (drafts_send). One process to SIGKILL mid-draft and mid-send (scenario 4);
+    the threads pools of production's drafts and sends workers are measured by bench/burst and
+    bench/send."""
+    return celery_worker(env=env, concurrency=2, pool="prefork", queues="celery,drafts,sends", log_path=log_path)
 
 
 def _wait_healthy(base_url: str, timeout: float = 60) -> None:

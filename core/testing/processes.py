@@ -123,8 +123,8 @@ def celery_worker(
         "--without-heartbeat",
         f"--hostname=test-{os.getpid()}-{time.monotonic_ns()}@%h",
     ]
-    # By default the worker serves the default queue and the drafts queue (settings: CELERY_TASK_ROUTES).
-    args.append(f"--queues={queues or 'celery,drafts'}")
+    # By default the worker serves the default, drafts and sends queues (settings: CELERY_TASK_ROUTES).
+    args.append(f"--queues={queues or 'celery,drafts,sends'}")
     log_path = log_path or Path(tempfile.gettempdir()) / f"leadline-worker-{os.getpid()}.log"
     log, proc = _spawn(args, env=env, log_path=log_path)
     try:

@@ -44,11 +44,11 @@ def test_detail_shows_answered_message_and_slots(admin_client, ready_draft):
 @pytest.mark.django_db
 def test_approve_reject_regenerate_actions(admin_client, admin_user, ready_draft, django_capture_on_commit_callbacks):
     url = reverse("admin:drafts_draft_changelist")
-    with mock.patch("drafts.sending.draft_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.sending.drafts_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
         admin_client.post(url, {"action": "approve_and_send", "_selected_action": [ready_draft.pk]})
     ready_draft.refresh_from_db()
     assert ready_draft.status == DraftStatus.APPROVED and ready_draft.approved_by == admin_user
-    send.assert_called_once_with(draft_id=ready_draft.pk, workspace_id=ready_draft.workspace_id)
+    send.assert_called_once_with(draft_ids=[ready_draft.pk], workspace_id=ready_draft.workspace_id)
 
     admin_client.post(url, {"action": "reject", "_selected_action": [ready_draft.pk]})
     ready_draft.refresh_from_db()
@@ -120,13 +120,13 @@ def test_the_change_form_saves_the_edit_then_approves_and_sends(
 ):
     url = reverse("admin:drafts_draft_change", args=[ready_draft.pk])
     assert 'name="_approve_and_send"' in admin_client.get(url).content.decode()
-    with mock.patch("drafts.sending.draft_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.sending.drafts_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url, {"subject": "", "content": "edited, then sent", "_approve_and_send": "1"})
     assert response.status_code == 302
     ready_draft.refresh_from_db()
     assert (ready_draft.content, ready_draft.status) == ("edited, then sent", DraftStatus.APPROVED)
     assert ready_draft.approved_by == admin_user
-    send.assert_called_once_with(draft_id=ready_draft.pk, workspace_id=ready_draft.workspace_id)
+    send.assert_called_once_with(draft_ids=[ready_draft.pk], workspace_id=ready_draft.workspace_id)
 
 
 @pytest.mark.django_db

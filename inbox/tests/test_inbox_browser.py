@@ -65,7 +65,7 @@ def test_operator_edits_approves_and_sends_from_the_inbox(live_server, browser, 
             "CELERY_BROKER_URL": broker,
             "GHL_API_BASE_URL": fake.ghl_base_url,
         }
-        with celery_worker(env=env, pool="threads", concurrency=2, queues="celery"):
+        with celery_worker(env=env, pool="threads", concurrency=2, queues="celery,sends"):
             browser.get(f"{live_server.url}/admin/login/?next=/admin/inbox/")
             browser.find_element(By.NAME, "username").send_keys("operator")
             browser.find_element(By.NAME, "password").send_keys(PASSWORD)

@@ -92,10 +92,10 @@ def test_approve_and_send_in_place_then_the_draft_leaves_the_queue(
     admin_client, admin_user, workspace, django_capture_on_commit_callbacks
 ):
     draft = _waiting(workspace, minutes_ago=5)
-    with mock.patch("drafts.sending.draft_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.sending.drafts_send_enqueue") as send, django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(INBOX, {"action": "send", "draft_id": draft.pk, "content": draft.content})
     assert response.status_code == 302 and response["Location"] == INBOX
-    send.assert_called_once_with(draft_id=draft.pk, workspace_id=workspace.pk)
+    send.assert_called_once_with(draft_ids=[draft.pk], workspace_id=workspace.pk)
     draft.refresh_from_db()
     assert draft.status == DraftStatus.APPROVED and draft.approved_by == admin_user
     assert f'id="draft-{draft.pk}"' not in admin_client.get(INBOX).content.decode()
@@ -103,7 +103,7 @@ def test_approve_and_send_in_place_then_the_draft_leaves_the_queue(
 
 def test_edit_then_send_saves_the_edit_first(admin_client, workspace, django_capture_on_commit_callbacks):
     draft = _waiting(workspace, minutes_ago=5)
-    with mock.patch("drafts.sending.draft_send_enqueue"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.sending.drafts_send_enqueue"), django_capture_on_commit_callbacks(execute=True):
         admin_client.post(INBOX, {"action": "send", "draft_id": draft.pk, "content": "Edited by Sam"})
     draft.refresh_from_db()
     assert (draft.content, draft.status) == ("Edited by Sam", DraftStatus.APPROVED)
@@ -183,7 +183,7 @@ def test_an_untouched_multi_line_draft_sent_from_the_browser_is_not_an_edit(
     from workspaces.models import AuditEvent
 
     draft = _waiting(workspace, minutes_ago=5, content="Hi Dana,\nTuesday works.\nSam")
-    with mock.patch("drafts.sending.draft_send_enqueue"), django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("drafts.sending.drafts_send_enqueue"), django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
             INBOX, {"action": "send", "draft_id": draft.pk, "content": "Hi Dana,\r\nTuesday works.\r\nSam"}
         )

@@ -235,7 +235,13 @@ class WorkspaceScopedAdmin(_ScopingMixin, admin.ModelAdmin):
     def _audited(self, func, name: str):
         @functools.wraps(func)
         def run(modeladmin, request, queryset):
-            targets = list(queryset) if name != "delete_selected" or request.POST.get("post") else []
+            targets = []
+            if name != "delete_selected" or request.POST.get("post"):
+                # The audit needs each row and its workspace, not the changelist's joins (a
+                # hundred drafts would each load and decrypt their workspace's credentials).
+                hops = (self.workspace_field or "").rpartition("__")[0]
+                lean = queryset.select_related(None)
+                targets = list(lean.select_related(hops) if hops else lean)
             result = func(modeladmin, request, queryset)
             if name != "delete_selected":  # deletions are audited by log_deletions
                 self._audit(request, name, targets)

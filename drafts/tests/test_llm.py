@@ -221,6 +221,24 @@ def test_system_check_wants_the_soft_limit_below_the_hard_one(settings, soft, ha
     assert (errors == []) is ok
 
 
+@pytest.mark.parametrize(
+    ("soft", "hard", "timeout", "batch", "failing"),
+    [
+        (45, 60, 20.0, 50, set()),
+        (60, 60, 20.0, 50, {"drafts.E003"}),  # Celery would refuse every send task
+        (45, 60, 45.0, 50, {"drafts.E004"}),
+        (45, 60, 20.0, 0, {"drafts.E005"}),
+    ],
+)
+def test_system_check_wants_send_limits_that_can_work(settings, soft, hard, timeout, batch, failing):
+    from django.core import checks
+
+    settings.DRAFT_SEND_TASK_SOFT_TIME_LIMIT_S, settings.DRAFT_SEND_TASK_TIME_LIMIT_S = soft, hard
+    settings.DRAFT_SEND_TIMEOUT_S, settings.DRAFT_SEND_BATCH_SIZE = timeout, batch
+    found = {e.id for e in checks.run_checks()} & {"drafts.E003", "drafts.E004", "drafts.E005"}
+    assert found == failing
+
+
 def test_a_worker_with_impossible_time_limits_does_not_start(tmp_path):
     """A real worker process (Celery swallows a signal receiver's Exception, not SystemExit)."""
     from core.testing.processes import celery_worker

@@ -788,10 +788,3 @@ def test_a_click_on_many_drafts_is_handed_over_in_batches_and_a_broker_failure_s
     ]
     with mock.patch("drafts.tasks.drafts_send.apply_async", side_effect=[None, ConnectionError("broker down")]):
         assert drafts_send_enqueue(draft_ids=list(range(1, 121)), workspace_id=7) == 50  # the sweep sends the rest
-
-
-def test_sends_have_a_queue_of_their_own():
-    from config.celery_app import app
-
-    for name in ("drafts.tasks.drafts_send", "drafts.tasks.draft_send"):
-        assert app.amqp.router.route({}, name)["queue"].name == "sends"

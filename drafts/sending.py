@@ -1,8 +1,10 @@
 """Approve and send: a draft reaches its lead exactly once, or is never sent.
 
-``draft_send`` runs in a Celery task (``drafts.tasks.draft_send``) in three steps:
+``drafts_send`` runs in a Celery task (``drafts.tasks.drafts_send``, the ``sends`` queue) on a
+batch of approved drafts of one workspace, in three steps, each done once for the batch
+(``draft_send`` is a batch of one):
 
-1. **Claim** (one transaction, the draft row locked): the draft must be ``approved`` (or a
+1. **Claim** (one transaction, the draft rows locked): the draft must be ``approved`` (or a
    ``scheduled`` one whose time came). Compliance is checked now, when the message leaves, not
    only at approval: a blacklisted lead gets nothing (``skipped``); an SMS lead with DND gets
    nothing (``skipped``, reason ``dnd``); an SMS outside the lead's send window is
@@ -10,12 +12,14 @@
    ``delivery=sending`` and ``draft_source=draft``. A partial unique constraint allows one
    such row per draft (``message_one_send_per_draft``): whoever comes second (a double click,
    a second operator, a redelivered task) finds it and sends nothing.
-2. **The provider call**, outside any transaction, under the task's deadline.
-3. **Finish**: accepted → the row becomes ``sent`` with the provider's id, the draft ``sent``
-   and linked (``sent_message``). Refused for certain (4xx, a connect failure, no sendable
-   sender) → the row ``failed``, the draft ``failed`` with the reason, an IntegrationError.
-   Anything else (a read timeout, a 5xx, a dropped connection) → ``unconfirmed``: the provider
-   may have sent it, so it is never sent again; the operator is told to look.
+2. **The provider calls**, outside any transaction, at the same time in threads (HTTP only),
+   under one deadline (``_ProviderCalls``).
+3. **Finish**, one transaction for each group of calls that ended together: accepted → the
+   row becomes ``sent`` with the provider's id, the draft ``sent`` and linked
+   (``sent_message``). Refused for certain (4xx, a connect failure, no sendable sender) → the
+   row ``failed``, the draft ``failed`` with the reason, an IntegrationError. Anything else (a
+   read timeout, a 5xx, a dropped connection) → ``unconfirmed``: the provider may have sent
+   it, so it is never sent again; the operator is told to look.
 
 A worker that dies between the provider's acceptance and step 3 leaves the row ``sending``.
 The redelivered task (or the beat sweep ``drafts_send_due``) leaves it alone while a live

@@ -6,7 +6,9 @@ disconnected, their mailbox paused. ``email_reply_send`` tries the thread's own 
 marks that sender unsendable, refreshes the workspace's snapshot, picks another sendable
 sender (the default first, then the one least used today), retries exactly once, and records
 ``emailbison/sender_invalid`` for operators. Nothing is retried when the refusal is not about
-the sender: a write is never repeated blindly.
+the sender: a write is never repeated blindly. ``ReplySenders`` holds that logic for one reply
+and for a batch of replies sent at once (``drafts.sending``): the senders read once, one read of
+the sender list for all the replies a dead sender refused together.
 """
 
 from __future__ import annotations

@@ -223,6 +223,7 @@ class ReplySenders:
         self._sent: collections.Counter[str] = collections.Counter()
         self._healed: dict[str, str] = {}  # failed sender -> a sender that sent in its place
         self._read_after: set[str] = set()  # the failed senders the last read of the list followed
+        self._none_left = False  # "no sendable sender" recorded by this batch
 
     def pick(self, *, preferred: str = "", exclude: frozenset[str] = frozenset(), deadline: Deadline) -> str:
         """A sender for one reply; raises :class:`NoSendableSender` (recorded) when none can send."""
@@ -230,11 +231,13 @@ class ReplySenders:
         if self._candidates is None:
             self._candidates = _sendable_senders(self.workspace)
         sender_id = _choose(self._candidates, preferred=preferred, exclude=exclude)
-        if not sender_id and not exclude:
+        if not sender_id and not exclude and not self._none_left:
             self._refresh_once_for_all(deadline)
             sender_id = _choose(self._candidates, preferred=preferred, exclude=exclude)
         if not sender_id:
-            _no_sender(self.workspace, tried=tuple(sorted(exclude)))
+            # Recorded once a batch: one error, not one a reply.
+            record, self._none_left = not self._none_left, True
+            _no_sender(self.workspace, tried=tuple(sorted(exclude)), record=record)
         self._candidates[sender_id].used += 1
         return sender_id
 
@@ -364,12 +367,13 @@ def _sender_failed(workspace: Workspace, *, sender_id: str, exc: SenderInvalid) 
     )
 
 
-def _no_sender(workspace: Workspace, *, tried: tuple[str, ...]) -> NoReturn:
-    integration_error_record(
-        workspace=workspace,
-        source=SOURCE,
-        code=NO_SENDABLE_SENDER,
-        message="no EmailBison sender of this workspace can send: connect one in EmailBison",
-        context={"tried": list(tried)},
-    )
+def _no_sender(workspace: Workspace, *, tried: tuple[str, ...], record: bool = True) -> NoReturn:
+    if record:
+        integration_error_record(
+            workspace=workspace,
+            source=SOURCE,
+            code=NO_SENDABLE_SENDER,
+            message="no EmailBison sender of this workspace can send: connect one in EmailBison",
+            context={"tried": list(tried)},
+        )
     raise NoSendableSender(f"no sendable EmailBison sender in workspace {workspace.slug}")

@@ -714,6 +714,21 @@ def test_a_batch_heals_a_dead_sender_once_for_all_the_replies_it_refused(ws):
 
 @pytest.mark.django_db
 @responses.activate
+def test_a_batch_with_every_sender_dead_fails_each_reply_reads_the_list_once_and_sends_nothing(ws):
+    responses.get(EB_SENDERS, json={"data": [{"id": 7, "email": "a@acme.test", "status": "Disconnected"}]})
+    drafts = [_emailbison_reply_draft(ws, reply_id=str(6300 + n)) for n in range(4)]
+    outcomes = drafts_send(draft_ids=[d.pk for d in drafts], workspace_id=ws.pk)
+    assert set(outcomes.values()) == {Outcome.FAILED}
+    assert _posts() == [] and len(responses.calls) == 1  # the list, read once for the batch
+    assert set(Draft.objects.filter(pk__in=[d.pk for d in drafts]).values_list("failure_reason", flat=True)) == {
+        "no_sendable_sender"
+    }
+    error = IntegrationError.objects.get(workspace=ws, source="emailbison", code="no_sendable_sender")
+    assert error.count == 1 and error.resolved_at is None
+
+
+@pytest.mark.django_db
+@responses.activate
 def test_out_of_time_with_calls_in_flight_every_unfinished_send_is_unconfirmed(ws):
     """The task's soft limit strikes while the batch waits for its calls (Celery raises it in
     the task's thread): the calls may have gone out, so none of them is ever sent again."""

@@ -83,6 +83,7 @@ class Route:
     GHL_SMS = "ghl_sms"
     GHL_EMAIL = "ghl_email"
     EMAILBISON_REPLY = "emailbison_reply"
+    ALL = frozenset({GHL_SMS, GHL_EMAIL, EMAILBISON_REPLY})
 
 
 class Outcome:
@@ -122,6 +123,10 @@ class SendClaim:
 class Receipt:
     ghl_message_id: str = ""
     emailbison_reply_id: str = ""
+
+    def provider_ids(self) -> dict[str, str]:
+        """The ids the provider gave, by the outbound row's field name."""
+        return {name: value for name in ("ghl_message_id", "emailbison_reply_id") if (value := getattr(self, name))}
 
 
 class SendRefused(Exception):
@@ -314,7 +319,7 @@ def _claim_all(*, draft_ids: list[int], workspace_id: int) -> dict[int, SendClai
         routed = []
         for draft in open_drafts:
             checked = _send_check(draft, stale=draft.message_id in stale, now=now)
-            if checked in (Route.GHL_SMS, Route.GHL_EMAIL, Route.EMAILBISON_REPLY):
+            if checked in Route.ALL:
                 routed.append((draft, checked))
             else:
                 found[draft.pk] = checked
@@ -681,10 +686,12 @@ def _outbound_mark_sent(sent: list[tuple[SendClaim, Receipt]], *, at: dt.datetim
     """The provider's ids go on our rows. GHL may have told us about our own message first
     (an ``OutboundMessage`` webhook stored it as a separate row): that copy gives way."""
     values: dict[str, object] = {"delivery": Delivery.SENT, "sent_at": at}
-    for name in ("ghl_message_id", "emailbison_reply_id"):
-        ids = [(claim.outbound_id, getattr(receipt, name)) for claim, receipt in sent if getattr(receipt, name)]
-        if ids:
-            values[name] = _by_pk(ids, default=F(name))
+    by_field: dict[str, list[tuple[int, object]]] = {}
+    for claim, receipt in sent:
+        for name, value in receipt.provider_ids().items():
+            by_field.setdefault(name, []).append((claim.outbound_id, value))
+    for name, ids in by_field.items():
+        values[name] = _by_pk(ids, default=F(name))
     workspace_id = sent[0][0].workspace_id
     try:
         with transaction.atomic():
@@ -695,7 +702,7 @@ def _outbound_mark_sent(sent: list[tuple[SendClaim, Receipt]], *, at: dt.datetim
     except IntegrityError:
         pass
     for claim, receipt in sent:  # one of them collided: row by row, the copies giving way
-        own = {name: value for name in ("ghl_message_id", "emailbison_reply_id") if (value := getattr(receipt, name))}
+        own = receipt.provider_ids()
         rows = Message.objects.filter(pk=claim.outbound_id, workspace_id=workspace_id)
         try:
             with transaction.atomic():

@@ -196,11 +196,6 @@ def _choose(candidates: dict[str, _Candidate], *, preferred: str, exclude: froze
     return min(open_, key=lambda c: (not c.is_default, c.used, c.order)).sender_id
 
 
-def sender_pick(*, workspace: Workspace, preferred_sender_id: str = "", exclude: frozenset[str] = frozenset()) -> str:
-    """The sender to send through now (``_choose``'s rule over the stored snapshot); "" when none can send."""
-    return _choose(_sendable_senders(workspace), preferred=preferred_sender_id, exclude=exclude)
-
-
 class ReplySenders:
     """The senders a batch of replies of one workspace goes out through.
 

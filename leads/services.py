@@ -279,17 +279,15 @@ def _rollup_sql(field: str, *, leads: int) -> str:
     )
 
 
-def lead_rollups_touch(
-    *, lead_id: int | None = None, lead_ids: Iterable[int] = (), workspace_id: int, direction: str, at: datetime
-) -> None:
-    """Move the last inbound/outbound/message times of the lead (or of each of ``lead_ids``)
-    forward to ``at`` (never back).
+def lead_rollups_touch(*, lead_ids: Iterable[int], workspace_id: int, direction: str, at: datetime) -> None:
+    """Move the last inbound/outbound/message times of each of ``lead_ids`` forward to ``at``
+    (never back).
 
     One statement, safe under concurrent messages for the same lead. On
     PostgreSQL it is plain SQL: it runs on every webhook and the ORM's
     expression compilation costs more than the query itself.
     """
-    ids = sorted({*lead_ids, *([lead_id] if lead_id is not None else [])})
+    ids = sorted(set(lead_ids))
     if not ids:
         return
     field = "last_inbound_at" if direction == "inbound" else "last_outbound_at"

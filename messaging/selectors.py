@@ -236,15 +236,10 @@ def webhook_event_original(*, workspace_id: int, provider: str, idempotency_key:
     )
 
 
-def message_emailbison_sender_id(message: Message) -> str:
-    """The EmailBison sender the lead wrote to (from the stored ``LEAD_REPLIED`` delivery): a
-    reply goes out through the same address when it can. "" when unknown."""
-    return messages_emailbison_sender_ids([message]).get(message.pk, "")
-
-
 def messages_emailbison_sender_ids(messages: Sequence[Message]) -> dict[int, str]:
-    """``message_emailbison_sender_id`` of each of ``messages`` (one workspace), in one query;
-    messages with no known sender are left out."""
+    """The EmailBison sender each of ``messages`` (one workspace) was written to, from its stored
+    ``LEAD_REPLIED`` delivery (a reply goes out through the same address when it can), in one
+    query; messages with no known sender are left out."""
     if not messages:
         return {}
     rows = (

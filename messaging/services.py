@@ -141,7 +141,9 @@ def message_ingest(
         if existing is not None:
             return existing, False
         message.save(force_insert=True)
-    lead_rollups_touch(lead_id=lead.pk, workspace_id=lead.workspace_id, direction=parsed.direction, at=parsed.sent_at)
+    lead_rollups_touch(
+        lead_ids=[lead.pk], workspace_id=lead.workspace_id, direction=parsed.direction, at=parsed.sent_at
+    )
     return message, True
 
 

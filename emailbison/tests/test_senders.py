@@ -10,13 +10,13 @@ import responses
 from django.db import connection
 from django.utils import timezone
 
-from core.http import ProviderAuthError, ProviderHTTPError
+from core.http import Deadline, ProviderAuthError, ProviderHTTPError
 from emailbison.client import EmailBisonClient, SenderInvalid, api_base
 from emailbison.models import SenderEmail
 from emailbison.services import (
     NoSendableSender,
+    ReplySenders,
     email_reply_send,
-    sender_pick,
     sender_snapshot_refresh,
 )
 from workspaces.models import IntegrationError
@@ -104,6 +104,13 @@ def test_refresh_stores_senders_and_marks_unlisted_ones_unsendable(ws):
     rows = {s.sender_id: (s.is_sendable, s.listed) for s in SenderEmail.objects.filter(workspace=ws)}
     assert rows == {"1": (True, True), "2": (False, True), "9": (False, False)}
     assert SenderEmail.objects.get(sender_id="1").last_checked_at is not None
+
+
+def sender_pick(*, workspace, preferred_sender_id="", exclude=frozenset()):
+    """The first pick of a new batch (``ReplySenders``), as a send makes it."""
+    with EmailBisonClient(base_url=BASE, token=TOKEN) as client:
+        senders = ReplySenders(workspace=workspace, client=client)
+        return senders.pick(preferred=preferred_sender_id, exclude=exclude, deadline=Deadline(5))
 
 
 def test_pick_prefers_the_thread_sender_then_default_then_least_used_today(ws, other_workspace):

@@ -164,15 +164,15 @@ def test_the_portable_rollup_moves_a_leads_message_times_forward_only(workspace,
     def ago(minutes: int):
         return now - timedelta(minutes=minutes)
 
-    lead_rollups_touch(lead_id=lead.pk, workspace_id=lead.workspace_id, direction="inbound", at=ago(5))
+    lead_rollups_touch(lead_ids=[lead.pk], workspace_id=lead.workspace_id, direction="inbound", at=ago(5))
     assert times() == (ago(5), None, ago(5))
     lead_rollups_touch(
-        lead_id=lead.pk, workspace_id=lead.workspace_id, direction="inbound", at=ago(9)
+        lead_ids=[lead.pk], workspace_id=lead.workspace_id, direction="inbound", at=ago(9)
     )  # older: ignored
     assert times() == (ago(5), None, ago(5))
-    lead_rollups_touch(lead_id=lead.pk, workspace_id=lead.workspace_id, direction="outbound", at=ago(2))
+    lead_rollups_touch(lead_ids=[lead.pk], workspace_id=lead.workspace_id, direction="outbound", at=ago(2))
     assert times() == (ago(5), ago(2), ago(2))
-    lead_rollups_touch(lead_id=lead.pk, workspace_id=lead.workspace_id, direction="inbound", at=ago(1))
+    lead_rollups_touch(lead_ids=[lead.pk], workspace_id=lead.workspace_id, direction="inbound", at=ago(1))
     assert times() == (ago(1), ago(2), ago(1))
     untouched = Lead.objects.get(pk=other.pk)
     assert (untouched.last_inbound_at, untouched.last_outbound_at, untouched.last_message_at) == (None, None, None)
